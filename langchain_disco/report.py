@@ -1,0 +1,75 @@
+"""Per-request metrics (DESIGN section 5): TTFT, TBT gaps, stalls, tokens per endpoint, cost."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from langchain_disco.scheduling.cost import Cost
+
+Outcome = Literal["pending", "won", "completed", "cancelled", "failed", "not_started"]
+
+
+@dataclass
+class EndpointRun:
+    """What one endpoint did for one request. Times are seconds since the request arrived."""
+
+    name: str
+    kind: str
+    model: str
+    outcome: Outcome = "pending"
+    started_s: float | None = None
+    first_token_s: float | None = None
+    ended_s: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    delivered_chunks: int = 0
+    usage_reported: bool = False
+    queue_wait_s: float = 0.0
+    attempts: int = 0
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class RequestReport:
+    """Everything measured about one request; attached to the last chunk of its stream."""
+
+    action: str
+    reason: str
+    winner: str | None = None
+    ttft_s: float | None = None
+    total_s: float | None = None
+    tbt_gaps_s: list[float] = field(default_factory=list)
+    endpoints: dict[str, EndpointRun] = field(default_factory=dict)
+    cost: Cost = field(default_factory=Cost)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def max_stall_s(self) -> float:
+        """The largest gap between two delivered chunks (0 with fewer than two)."""
+        return max(self.tbt_gaps_s, default=0.0)
+
+    @property
+    def mean_tbt_s(self) -> float:
+        return sum(self.tbt_gaps_s) / len(self.tbt_gaps_s) if self.tbt_gaps_s else 0.0
+
+    @property
+    def input_tokens(self) -> int:
+        """Input tokens billed over all endpoints, the cancelled ones included."""
+        return sum(r.input_tokens for r in self.endpoints.values() if r.started_s is not None)
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens produced over all endpoints, the cancelled ones included."""
+        return sum(r.output_tokens for r in self.endpoints.values() if r.started_s is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, with the derived figures included."""
+        data = asdict(self)
+        data["max_stall_s"] = self.max_stall_s
+        data["mean_tbt_s"] = self.mean_tbt_s
+        data["tokens_per_endpoint"] = {
+            name: run.output_tokens for name, run in self.endpoints.items()
+        }
+        return data

@@ -1,0 +1,68 @@
+"""The unified cost model of DESIGN section 2: server dollars plus device energy, in one unit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one request cost: server USD, device joules, and both in one unit (USD)."""
+
+    server_usd: float = 0.0
+    device_j: float = 0.0
+    unified_usd: float = 0.0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.server_usd + other.server_usd,
+            self.device_j + other.device_j,
+            self.unified_usd + other.unified_usd,
+        )
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Prices and energy per token, and the exchange rate that puts joules into dollars.
+
+    Defaults (documented in docs/configuration.md):
+    - prices: USD 0.15 / 0.60 per 1M input / output tokens (OpenAI gpt-4o-mini list price,
+      as published from 2024-07-18 and still listed 2026-11);
+    - device energy: 0.01 J per prefill token and 0.1 J per decode token, an order-of-magnitude
+      assumption for a phone-class SoC running a ~1B model (no measurement in shared/data);
+    - exchange rate: USD 0.15 per kWh of electricity = 4.17e-8 USD per joule, which makes the
+      device almost free: the server-constrained regime. Raise `usd_per_j` to say "battery
+      matters" (device-constrained).
+    """
+
+    price_in_per_mtok: float = 0.15
+    price_out_per_mtok: float = 0.60
+    energy_prefill_j_per_token: float = 0.01
+    energy_decode_j_per_token: float = 0.1
+    usd_per_j: float = 0.15 / 3.6e6
+
+    def server_usd(self, input_tokens: int, output_tokens: int) -> float:
+        """Server bill; a cancelled request still pays its input and the output it produced."""
+        return (
+            self.price_in_per_mtok * input_tokens + self.price_out_per_mtok * output_tokens
+        ) / 1e6
+
+    def device_j(self, input_tokens: int, output_tokens: int) -> float:
+        """Device energy for prefilling `input_tokens` and decoding `output_tokens`."""
+        return (
+            self.energy_prefill_j_per_token * input_tokens
+            + self.energy_decode_j_per_token * output_tokens
+        )
+
+    def cost(
+        self,
+        *,
+        server_in: int = 0,
+        server_out: int = 0,
+        device_in: int = 0,
+        device_out: int = 0,
+    ) -> Cost:
+        """The full cost of a request given the tokens each side processed."""
+        usd = self.server_usd(server_in, server_out)
+        joules = self.device_j(device_in, device_out)
+        return Cost(server_usd=usd, device_j=joules, unified_usd=usd + joules * self.usd_per_j)
