@@ -7,7 +7,8 @@ is the core; `_stream`, `_generate` and `_agenerate` drive it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from importlib.util import find_spec
 from typing import Any
 
@@ -75,6 +76,10 @@ class DiscoChatModel(BaseChatModel):
 
     _engine: Engine | None = PrivateAttr(default=None)
 
+    def __init__(self, **kwargs: Any) -> None:
+        """Accept any `DiscoSettings` field as a keyword (`mode=`, `remote_base_url=`, ...)."""
+        super().__init__(**kwargs)
+
     @model_validator(mode="before")
     @classmethod
     def _collect_settings(cls, values: Any) -> Any:
@@ -82,8 +87,11 @@ class DiscoChatModel(BaseChatModel):
         if not isinstance(values, dict):
             return values
         values = dict(values)
-        overrides = {k: values.pop(k) for k in list(values) if k in _SETTINGS_FIELDS - {
-            "temperature", "max_tokens", "seed"}}
+        overrides = {
+            k: values.pop(k)
+            for k in list(values)
+            if k in _SETTINGS_FIELDS - {"temperature", "max_tokens", "seed"}
+        }
         for name in ("temperature", "max_tokens", "seed"):
             if values.get(name) is not None:
                 overrides[name] = values[name]
@@ -141,7 +149,7 @@ class DiscoChatModel(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
         params["ls_provider"] = "disco"
-        params["ls_model_name"] = "+".join(
+        params["ls_model_name"] = kwargs.get("model") or "+".join(
             e.model_name for e in (self.local, self.remote) if e is not None
         )
         params["ls_model_type"] = "chat"
@@ -188,7 +196,7 @@ class DiscoChatModel(BaseChatModel):
 
     async def _chunks(
         self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
-    ) -> AsyncIterator[ChatGenerationChunk]:
+    ) -> AsyncGenerator[ChatGenerationChunk, None]:
         """The one implementation: plan, execute, and turn deliveries into chunks."""
         engine = self._engine_for_run()
         features = RequestFeatures(
@@ -198,13 +206,17 @@ class DiscoChatModel(BaseChatModel):
         )
         plan = self._policy().plan(features)
         report = RequestReport(action=plan.action, reason=plan.reason)
-        async for delivery in engine.run(plan, messages, self._params(stop, **kwargs), report):
-            yield ChatGenerationChunk(
-                message=AIMessageChunk(
-                    content=delivery.text,
-                    response_metadata={"disco_endpoints": [delivery.endpoint]},
+        # `aclosing`: when our consumer stops early, the engine (and every endpoint stream it
+        # started) is closed right here, not later by the garbage collector.
+        deliveries = engine.run(plan, messages, self._params(stop, **kwargs), report)
+        async with contextlib.aclosing(deliveries):
+            async for delivery in deliveries:
+                yield ChatGenerationChunk(
+                    message=AIMessageChunk(
+                        content=delivery.text,
+                        response_metadata={"disco_endpoints": [delivery.endpoint]},
+                    )
                 )
-            )
         winner = report.endpoints.get(report.winner or "")
         usage = UsageMetadata(
             input_tokens=report.input_tokens,
@@ -235,10 +247,12 @@ class DiscoChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        async for chunk in self._chunks(messages, stop, **kwargs):
-            if run_manager is not None and chunk.text:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        chunks = self._chunks(messages, stop, **kwargs)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                if run_manager is not None and chunk.text:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
 
     def _stream(
         self,

@@ -1,4 +1,4 @@
-"""`DiscoSettings`: every knob of langchain-disco, from arguments or `DISCO_*` environment variables.
+"""`DiscoSettings`: every knob of langchain-disco, from arguments or `DISCO_*` variables.
 
 Constructor arguments win over the environment, which wins over a `.env` file, which wins over
 the defaults. Invalid values raise one `ConfigError` naming each offending variable and its fix.
@@ -26,7 +26,8 @@ class DiscoSettings(BaseSettings):
 
     mode: Literal["local", "remote", "race"] = Field(
         "race",
-        description="where generation starts: 'local', 'remote', or 'race' (both, first token wins)",
+        description="where generation starts: 'local', 'remote', "
+        "or 'race' (both, first token wins)",
     )
 
     # -- local (device) ------------------------------------------------------------------
@@ -90,7 +91,7 @@ def env_var(field_name: str) -> str:
 
 
 def load_settings(**overrides: Any) -> DiscoSettings:
-    """Build settings from `overrides` + environment, turning validation errors into `ConfigError`."""
+    """Settings from `overrides` + environment; validation errors become one `ConfigError`."""
     try:
         return DiscoSettings(**overrides)
     except ValidationError as exc:

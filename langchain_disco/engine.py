@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,7 +73,7 @@ class Engine:
         messages: Sequence[BaseMessage],
         params: GenerationParams,
         report: RequestReport,
-    ) -> AsyncIterator[Delivery]:
+    ) -> AsyncGenerator[Delivery, None]:
         """Yield the winner's deliveries; fill `report` (complete once the iterator is done)."""
         for role in plan.endpoints:
             if role not in self._endpoints:
@@ -81,11 +81,14 @@ class Engine:
         t0 = self._clock()
         queue: asyncio.Queue[_Event] = asyncio.Queue()
         runs: dict[str, _Run] = {}
-        for start in plan.starts:
-            endpoint = self._endpoints[start.endpoint]
-            row = EndpointRun(name=start.endpoint, kind=endpoint.kind, model=endpoint.model_name)
-            row.outcome = "not_started"
-            report.endpoints[start.endpoint] = row
+        for planned in plan.starts:
+            endpoint = self._endpoints[planned.endpoint]
+            report.endpoints[planned.endpoint] = EndpointRun(
+                name=planned.endpoint,
+                kind=endpoint.kind,
+                model=endpoint.model_name,
+                outcome="not_started",
+            )
         pending = sorted(plan.starts, key=lambda s: s.at_s)
         winner: str | None = None
         errors: list[BaseException] = []

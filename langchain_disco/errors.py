@@ -24,7 +24,7 @@ class DiscoError(Exception):
 
 
 class ConfigError(DiscoError):
-    """Invalid configuration. The message names the setting (and its `DISCO_*` variable) and the fix.
+    """Invalid configuration; the message names the setting, its `DISCO_*` variable and the fix.
 
     Deliberately not a `ValueError`: pydantic would wrap a `ValueError` raised during model
     validation into a `ValidationError` and bury our message; this one reaches the user as is.

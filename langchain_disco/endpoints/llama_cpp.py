@@ -32,7 +32,6 @@ from langchain_disco.errors import EndpointError
 _DONE = object()
 
 
-
 class LlamaCppEndpoint(Endpoint):
     """A GGUF model run in-process by llama-cpp-python on a single worker thread.
 
@@ -49,7 +48,11 @@ class LlamaCppEndpoint(Endpoint):
 
     @classmethod
     def shared(
-        cls, model_path: str | Path | None = None, *, n_ctx: int = 4096, n_threads: int | None = None
+        cls,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
     ) -> LlamaCppEndpoint:
         """The process-wide endpoint for this model and settings.
 
@@ -86,6 +89,8 @@ class LlamaCppEndpoint(Endpoint):
         self._lock = threading.Lock()
         self._pending = 0
         self._busy = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
         self.model_name = Path(str(model_path)).stem if model_path else "gemma-3-270m-q4_k_m"
 
     # -- observability -------------------------------------------------------------------
@@ -100,6 +105,18 @@ class LlamaCppEndpoint(Endpoint):
     def busy(self) -> bool:
         """True while the worker thread is inside a generation."""
         return self._busy.is_set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is queued or running; False if `timeout` seconds passed first."""
+        return await asyncio.to_thread(self._idle.wait, timeout)
+
+    def _add_pending(self, delta: int) -> None:
+        with self._lock:
+            self._pending += delta
+            if self._pending:
+                self._idle.clear()
+            else:
+                self._idle.set()
 
     # -- model ---------------------------------------------------------------------------
 
@@ -157,10 +174,8 @@ class LlamaCppEndpoint(Endpoint):
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 stop.set()
 
-        stats.input_tokens = self.estimate_input_tokens(messages)
         enqueued = time.monotonic()
-        with self._lock:
-            self._pending += 1
+        self._add_pending(1)
         future = self._executor.submit(
             self._generate, messages, prefix, params, stats, stop, emit, enqueued
         )
@@ -179,8 +194,7 @@ class LlamaCppEndpoint(Endpoint):
                 # token) means that when a cancelled stream is gone, so is its work.
                 await asyncio.shield(asyncio.wrap_future(future))
             else:
-                with self._lock:
-                    self._pending -= 1
+                self._add_pending(-1)
 
     def _generate(
         self,
@@ -201,7 +215,9 @@ class LlamaCppEndpoint(Endpoint):
             llama = self._ensure_loaded()
             prompt = self.render_prompt(messages, prefix)
             starts_with_bos = prompt.startswith(_token_text(llama, llama.token_bos()))
-            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=not starts_with_bos, special=True)
+            tokens = llama.tokenize(
+                prompt.encode("utf-8"), add_bos=not starts_with_bos, special=True
+            )
             stats.input_tokens = len(tokens)
             stats.usage_reported = True
             stats.output_tokens = 0
@@ -240,8 +256,7 @@ class LlamaCppEndpoint(Endpoint):
             emit(exc)
         finally:
             self._busy.clear()
-            with self._lock:
-                self._pending -= 1
+            self._add_pending(-1)
             emit(_DONE)
 
     async def aclose(self) -> None:

@@ -59,7 +59,8 @@ class Plan:
 class DispatchPolicy(Protocol):
     """Turns what is known about a request into a plan. Pure: no I/O, no clock."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def plan(self, request: RequestFeatures) -> Plan: ...
 

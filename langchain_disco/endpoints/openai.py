@@ -1,0 +1,482 @@
+"""Remote endpoint: any OpenAI-compatible chat completions API, streamed with the openai SDK.
+
+Works with both openai lines (2.x on httpx, 3.x on httpx2). Retries are ours (tenacity), and only
+happen *before* the first content token: once text was delivered, a repeat would duplicate it, so
+a later failure is raised as `EndpointError` for the engine to fail over from the delivered text.
+
+Continuing a partial assistant answer (``prefix``) depends on the server, chosen by `continuation`:
+
+- ``"vllm"``: vLLM / SGLang, ``continue_final_message=true, add_generation_prompt=false``;
+- ``"deepseek"``: DeepSeek chat prefix completion (``"prefix": true``; base URL ``.../beta``);
+- ``"llamacpp"``: llama.cpp ``llama-server`` assistant prefill (a trailing assistant message);
+- ``"none"``: the official OpenAI API, which cannot continue; asking raises
+  `ContinuationUnsupportedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast, get_args
+
+import openai
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
+from openai.types.chat import ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from pydantic import SecretStr
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from langchain_disco.endpoints.base import Capabilities, Endpoint, GenerationParams, StreamStats
+from langchain_disco.errors import (
+    ConfigError,
+    ContinuationUnsupportedError,
+    EndpointError,
+    EndpointTimeoutError,
+)
+
+__all__ = ["ContinuationMode", "OpenAIEndpoint"]
+
+logger = logging.getLogger(__name__)
+
+ContinuationMode = Literal["none", "vllm", "deepseek", "llamacpp"]
+
+_T = TypeVar("_T")
+
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+# Many local servers need no key, but the SDK insists on one.
+_PLACEHOLDER_KEY = "not-needed"
+_MAX_DETAIL_CHARS = 300
+_MAX_BACKOFF_S = 30.0
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """httpx/httpx2 transport errors, which openai 2.x lets escape raw from a stream's body."""
+    found: list[type[Exception]] = []
+    for module_name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found.append(module.TransportError)
+    return tuple(found)
+
+
+def _transport_timeouts() -> tuple[type[Exception], ...]:
+    found: list[type[Exception]] = []
+    for module_name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found.append(module.TimeoutException)
+    return tuple(found)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+_TRANSPORT_TIMEOUTS = _transport_timeouts()
+
+
+class _FirstTokenTimeout(Exception):
+    """No content within `first_token_timeout_s` of the request starting (retryable)."""
+
+
+class _MalformedChunkError(Exception):
+    """A chunk that parsed as JSON but is not a chat completion chunk."""
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    """Connect errors, first-token timeouts and 408/409/429/5xx: worth another attempt."""
+    if isinstance(exc, _FirstTokenTimeout):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
+    return isinstance(exc, (openai.APIConnectionError, *_TRANSPORT_ERRORS))
+
+
+@dataclass(frozen=True)
+class _Request:
+    messages: list[dict[str, Any]]
+    extra_body: dict[str, Any]
+
+
+class OpenAIEndpoint(Endpoint):
+    """A remote OpenAI-compatible chat completions endpoint (OpenAI, DeepSeek, vLLM, llama.cpp)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: SecretStr | None = None,
+        continuation: ContinuationMode = "none",
+        connect_timeout_s: float = 5.0,
+        first_token_timeout_s: float = 60.0,
+        idle_timeout_s: float = 30.0,
+        max_retries: int = 2,
+        retry_backoff_s: float = 0.5,
+        name: str = "remote",
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        if continuation not in get_args(ContinuationMode):
+            raise ConfigError(
+                f"continuation={continuation!r} is not one of {get_args(ContinuationMode)}; "
+                "use 'vllm' for vLLM/SGLang, 'deepseek', 'llamacpp' for llama-server, "
+                "or 'none' for the official OpenAI API"
+            )
+        for setting, value in (
+            ("connect_timeout_s", connect_timeout_s),
+            ("first_token_timeout_s", first_token_timeout_s),
+            ("idle_timeout_s", idle_timeout_s),
+        ):
+            if not value > 0:
+                raise ConfigError(f"{setting}={value!r} must be a positive number of seconds")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries={max_retries!r} must be 0 or more")
+        if retry_backoff_s < 0:
+            raise ConfigError(f"retry_backoff_s={retry_backoff_s!r} must be 0 or more")
+
+        self.name = name
+        self.kind = "remote"
+        self.model_name = model
+        self.base_url = base_url
+        self.continuation: ContinuationMode = continuation
+        self.capabilities = Capabilities(
+            exact_continuation=continuation != "none", tools=True, structured_output=True
+        )
+        self.connect_timeout_s = connect_timeout_s
+        self.first_token_timeout_s = first_token_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.extra_body: dict[str, Any] = dict(extra_body or {})
+        self._api_key = api_key
+        # The HTTP pool of an AsyncOpenAI client is bound to the loop it first ran on.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
+        self._clients = weakref.WeakKeyDictionary()
+
+    # ----------------------------------------------------------------------------- clients
+
+    def _client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        # A closed loop's client can never be used (or closed) again; drop it so the loop it
+        # references can be collected.
+        for dead in [lp for lp in self._clients if lp.is_closed()]:
+            del self._clients[dead]
+        client = self._clients.get(loop)
+        if client is None:
+            # The read timeout is only a backstop: our own first-token and idle timers are
+            # precise, and a read timeout shorter than first_token_timeout_s would cut a slow
+            # (but allowed) wait for the response headers.
+            read_s = max(self.first_token_timeout_s, self.idle_timeout_s) + 1.0
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=(self._api_key.get_secret_value() if self._api_key else _PLACEHOLDER_KEY),
+                max_retries=0,
+                timeout=openai.Timeout(
+                    connect=self.connect_timeout_s,
+                    read=read_s,
+                    write=read_s,
+                    pool=self.connect_timeout_s,
+                ),
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients of every event loop this endpoint was used on."""
+        current = asyncio.get_running_loop()
+        clients = list(self._clients.items())
+        self._clients.clear()
+        for loop, client in clients:
+            if loop is current:
+                await client.close()
+            elif loop.is_running():
+                # Used from another thread's loop: its connections must be closed there.
+                done = asyncio.run_coroutine_threadsafe(client.close(), loop)
+                await asyncio.wrap_future(done)
+            # else: that loop is closed; its sockets cannot be awaited any more.
+
+    # ----------------------------------------------------------------------------- request
+
+    def _build_request(self, messages: Sequence[BaseMessage], prefix: str) -> _Request:
+        payload: list[dict[str, Any]] = convert_to_openai_messages(list(messages))
+        extra_body = dict(self.extra_body)
+        if prefix:
+            if self.continuation == "none":
+                raise ContinuationUnsupportedError(
+                    self.name,
+                    "cannot continue a partial assistant answer: the official OpenAI API has no "
+                    "continuation; set continuation='vllm', 'deepseek' or 'llamacpp' if the "
+                    "server supports one",
+                )
+            partial: dict[str, Any] = {"role": "assistant", "content": prefix}
+            if self.continuation == "vllm":
+                extra_body.update(continue_final_message=True, add_generation_prompt=False)
+            elif self.continuation == "deepseek":
+                partial["prefix"] = True
+            payload.append(partial)  # "llamacpp": a trailing assistant message is a prefill
+        return _Request(messages=payload, extra_body=extra_body)
+
+    # ----------------------------------------------------------------------------- stream
+
+    async def stream(
+        self,
+        messages: Sequence[BaseMessage],
+        params: GenerationParams,
+        stats: StreamStats,
+        *,
+        prefix: str = "",
+    ) -> AsyncIterator[str]:
+        """Yield content deltas; with `prefix`, only the continuation after it."""
+        request = self._build_request(messages, prefix)
+        prompt = [*messages, AIMessage(content=prefix)] if prefix else list(messages)
+        stats.input_tokens = self.estimate_input_tokens(prompt)
+        client = self._client()
+
+        stream, first = await self._open_with_retries(client, request, params, stats)
+        delivered = 0
+        try:
+            if first:
+                delivered += 1
+                yield first
+            while True:
+                try:
+                    chunk = await _within(stream.__anext__(), self.idle_timeout_s)
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError as exc:
+                    raise EndpointTimeoutError(
+                        self.name,
+                        f"no data for {self.idle_timeout_s}s after {delivered} delta(s) "
+                        "(idle timeout); not retried because text was already delivered",
+                    ) from exc
+                except Exception as exc:
+                    raise self._error(exc, stats, delivered=delivered) from exc
+                try:
+                    delta = _absorb(chunk, stats)
+                except _MalformedChunkError as exc:
+                    raise self._error(exc, stats, delivered=delivered) from exc
+                if delta:
+                    delivered += 1
+                    yield delta
+            if stats.finish_reason is None:
+                raise EndpointError(
+                    self.name,
+                    f"stream ended without a finish reason after {delivered} delta(s): "
+                    "the response was truncated",
+                )
+        finally:
+            # Releases the connection at once, also on cancellation or when the consumer
+            # stops iterating early.
+            await stream.close()
+
+    async def _open_with_retries(
+        self,
+        client: openai.AsyncOpenAI,
+        request: _Request,
+        params: GenerationParams,
+        stats: StreamStats,
+    ) -> tuple[openai.AsyncStream[ChatCompletionChunk], str]:
+        """Send the request until it yields its first content delta (or ends without any)."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait_exponential(multiplier=self.retry_backoff_s, max=_MAX_BACKOFF_S),
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    stats.attempts += 1
+                    return await self._attempt(client, request, params, stats)
+        except Exception as exc:
+            raise self._error(exc, stats, delivered=0) from exc
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    async def _attempt(
+        self,
+        client: openai.AsyncOpenAI,
+        request: _Request,
+        params: GenerationParams,
+        stats: StreamStats,
+    ) -> tuple[openai.AsyncStream[ChatCompletionChunk], str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.first_token_timeout_s
+
+        async def within_deadline(step: Awaitable[_T]) -> _T:
+            try:
+                return await _within(step, deadline - loop.time())
+            except asyncio.TimeoutError as exc:
+                raise _FirstTokenTimeout from exc
+
+        stream = await within_deadline(
+            client.chat.completions.create(
+                model=self.model_name,
+                messages=cast(Any, request.messages),
+                stream=True,
+                stream_options={"include_usage": True},
+                max_tokens=_given(params.max_tokens),
+                temperature=_given(params.temperature),
+                top_p=_given(params.top_p),
+                seed=_given(params.seed),
+                stop=list(params.stop) if params.stop else openai.omit,
+                extra_body=request.extra_body or None,
+            )
+        )
+        try:
+            while True:
+                try:
+                    chunk = await within_deadline(stream.__anext__())
+                except StopAsyncIteration:
+                    return stream, ""
+                delta = _absorb(chunk, stats)
+                if delta:
+                    return stream, delta
+        except BaseException:
+            await stream.close()
+            raise
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.info(
+            "endpoint %r: attempt %d failed (%s), retrying",
+            self.name,
+            state.attempt_number,
+            self._describe(exc) if exc else "?",
+        )
+
+    # ----------------------------------------------------------------------------- errors
+
+    def _scrub(self, text: str) -> str:
+        """Trim a server-provided message and make sure our key never appears in it."""
+        if self._api_key is not None:
+            secret = self._api_key.get_secret_value()
+            if secret:
+                text = text.replace(secret, "***")
+        return text if len(text) <= _MAX_DETAIL_CHARS else text[:_MAX_DETAIL_CHARS] + "..."
+
+    def _describe(self, exc: BaseException) -> str:
+        """A short, secret-free description of a failure."""
+        if isinstance(exc, _FirstTokenTimeout):
+            return f"no first token within {self.first_token_timeout_s}s"
+        if isinstance(exc, openai.APITimeoutError):
+            return "request timed out"
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__
+            detail = f" ({type(cause).__name__})" if cause is not None else ""
+            return f"connection failed{detail}"
+        if isinstance(exc, openai.APIStatusError):
+            message = _server_message(exc.body)
+            return f"HTTP {exc.status_code}" + (f": {self._scrub(message)}" if message else "")
+        if isinstance(exc, openai.APIError):  # SDK reports `data: {"error": ...}` this way
+            message = _server_message(exc.body) or exc.message
+            return f"error event in the stream: {self._scrub(message)}"
+        if isinstance(exc, _MalformedChunkError):
+            return f"malformed stream event: {self._scrub(str(exc))}"
+        if isinstance(exc, ValueError):  # json.JSONDecodeError from the SDK's SSE parser
+            return f"malformed stream event (invalid JSON: {self._scrub(str(exc))})"
+        if isinstance(exc, _TRANSPORT_TIMEOUTS):
+            return f"read timed out ({type(exc).__name__})"
+        if isinstance(exc, _TRANSPORT_ERRORS):
+            return f"connection broken ({type(exc).__name__})"
+        return f"{type(exc).__name__}: {self._scrub(str(exc))}"
+
+    def _error(self, exc: BaseException, stats: StreamStats, *, delivered: int) -> EndpointError:
+        """Normalise any failure into our hierarchy, saying how far the stream got."""
+        if isinstance(exc, EndpointError):
+            return exc
+        is_timeout = isinstance(
+            exc, (_FirstTokenTimeout, openai.APITimeoutError, *_TRANSPORT_TIMEOUTS)
+        )
+        if delivered:
+            where = f"after {delivered} delta(s); not retried because text was already delivered"
+        else:
+            retryable = "" if _is_retryable(exc) else ", not retryable"
+            where = f"after {stats.attempts} attempt(s){retryable}"
+        cls = EndpointTimeoutError if is_timeout else EndpointError
+        return cls(self.name, f"{self._describe(exc)} {where}")
+
+
+async def _within(step: Awaitable[_T], timeout_s: float) -> _T:
+    """Await `step` for at most `timeout_s` seconds, else raise `asyncio.TimeoutError`.
+
+    Not `asyncio.wait_for`: before Python 3.12 it swallows a cancellation of the caller that
+    arrives just as `step` completes, and a lost cancellation would leave the loser of a race
+    streaming. (`asyncio.timeout` would do, but it needs 3.11 and we support 3.10.)
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout_s))
+    except BaseException:  # we were cancelled: stop `step` and let it unwind before we go on
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what matters now
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})  # a cancellation of ours during this wait propagates
+        if task.cancelled() or task.exception() is not None:
+            raise asyncio.TimeoutError
+    return task.result()
+
+
+def _given(value: _T | None) -> _T | openai.Omit:
+    return openai.omit if value is None else value
+
+
+def _server_message(body: object) -> str:
+    """The ``message`` of an OpenAI-style error body, if there is one."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            message = inner.get("message")
+            if isinstance(message, str):
+                return message
+        elif isinstance(inner, str):
+            return inner
+    return ""
+
+
+def _absorb(chunk: ChatCompletionChunk, stats: StreamStats) -> str:
+    """Record a chunk's usage and finish reason in `stats`; return its content text."""
+    try:
+        usage = getattr(chunk, "usage", None)
+        choices = getattr(chunk, "choices", None) or []
+        if not isinstance(choices, list):
+            raise TypeError(f"choices is {type(choices).__name__}, expected a list")
+        text = ""
+        for choice in choices:
+            if not isinstance(choice, ChunkChoice):
+                raise TypeError(f"a choice is {type(choice).__name__}, expected an object")
+            if getattr(choice, "index", 0) != 0:
+                continue  # n > 1 is never requested; ignore stray extra choices
+            delta = getattr(choice, "delta", None)
+            content = getattr(delta, "content", None) if delta is not None else None
+            if content:
+                if not isinstance(content, str):
+                    raise TypeError(f"content is {type(content).__name__}, expected str")
+                text += content
+            finish_reason = getattr(choice, "finish_reason", None)
+            if finish_reason:
+                stats.finish_reason = str(finish_reason)
+        if usage is not None:
+            stats.input_tokens = int(usage.prompt_tokens)
+            stats.output_tokens = int(usage.completion_tokens)
+            stats.usage_reported = True
+        elif text:
+            stats.output_tokens += 1
+        return text
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise _MalformedChunkError(f"unexpected chunk shape ({exc})") from exc

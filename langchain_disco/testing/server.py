@@ -1,0 +1,468 @@
+"""The loopback OpenAI-compatible server: a real llama model behind a hosted API's face.
+
+`create_app` builds the FastAPI app around any `Endpoint` (in practice the llama.cpp one, so
+answers are real text with real token counts). It speaks the chat-completions protocol the
+official SDK expects (streamed and not, with usage), accepts the continuation dialects of vLLM,
+DeepSeek and llama.cpp server, delays and paces tokens like a measured hosted API
+(`LatencyProfile`), injects faults on demand (``/_disco/faults``) and logs every request
+(``/_disco/requests``). `serve` runs it under uvicorn; `main` is the command line of
+``python -m langchain_disco.testing``, which `LoopbackServer` starts in a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import socket
+import sys
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from langchain_core.messages import BaseMessage
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
+
+from langchain_disco.endpoints.base import Endpoint, GenerationParams, StreamStats
+from langchain_disco.errors import DiscoError
+from langchain_disco.testing._records import RequestLog, RequestRecord
+from langchain_disco.testing._streaming import STOP_TIMEOUT_S, deliver
+from langchain_disco.testing._wire import (
+    ChatRequest,
+    ChunkFactory,
+    WireError,
+    completion_body,
+    error_body,
+    finish_reason_of,
+    new_completion_id,
+    split_continuation,
+    to_langchain,
+)
+from langchain_disco.testing.faults import (
+    FAULT_ADAPTER,
+    DelayFault,
+    ErrorStatusFault,
+    FaultQueue,
+    InbandErrorFault,
+    MalformedFault,
+    MidStreamFault,
+)
+from langchain_disco.testing.latency import LatencyProfile, profile_names
+from langchain_disco.testing.loopback import READY_PREFIX
+
+MALFORMED_EVENT_DATA = "{not json"
+
+
+class AbortConnection(Exception):
+    """Raised inside a response to make uvicorn drop the connection (the `disconnect` fault)."""
+
+
+class _HideAbort(logging.Filter):
+    """Keeps uvicorn from logging our deliberate aborts as application errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AbortConnection))
+
+
+@dataclass
+class _Server:
+    """What every request handler shares."""
+
+    generator: Endpoint
+    latency: LatencyProfile
+    rng: random.Random
+    model_name: str
+    faults: FaultQueue = field(default_factory=FaultQueue)
+    log: RequestLog = field(default_factory=RequestLog)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One validated chat request, ready to generate."""
+
+    request: ChatRequest
+    messages: list[BaseMessage]
+    prefix: str
+    params: GenerationParams
+    first_delay_s: float
+    inter_token_s: float
+    fault: MidStreamFault | None
+    record: RequestRecord
+
+    def items(
+        self, server: _Server, stats: StreamStats
+    ) -> AsyncGenerator[str | MidStreamFault, None]:
+        """The paced deltas (or the terminal fault) of this request from `server`'s generator."""
+        return deliver(
+            server.generator,
+            self.messages,
+            self.params,
+            stats,
+            prefix=self.prefix,
+            first_delay_s=self.first_delay_s,
+            inter_token_s=self.inter_token_s,
+            fault=self.fault,
+            record=self.record,
+        )
+
+
+def create_app(
+    generator: Endpoint,
+    *,
+    latency: LatencyProfile,
+    seed: int = 0,
+    model_name: str = "loopback",
+) -> FastAPI:
+    """The loopback API around `generator`; latency samples come from `Random(seed)` in order."""
+    server = _Server(generator, latency, random.Random(seed), model_name)
+    app = FastAPI(title="langchain-disco loopback", docs_url=None, redoc_url=None)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        model = {"id": model_name, "object": "model", "created": 0, "owned_by": "langchain-disco"}
+        return {"object": "list", "data": [model]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = ChatRequest.model_validate_json(await request.body())
+            wire_messages, prefix, mode = split_continuation(body)
+        except ValidationError as exc:
+            return _error(400, f"invalid request: {exc}", type_="invalid_request_error")
+        except WireError as exc:
+            return _error(400, str(exc), type_="invalid_request_error", param=exc.param)
+        fault = server.faults.take()
+        ttft_s, inter_token_s = server.latency.sample(server.rng)
+        first_delay_s = ttft_s + (fault.seconds if isinstance(fault, DelayFault) else 0.0)
+        params = body.params()
+        users = [m for m in wire_messages if m.role == "user"]
+        record = server.log.add(
+            id=new_completion_id(),
+            model=body.model,
+            prompt=users[-1].text() if users else "",
+            messages=[{"role": m.role, "content": m.text()} for m in wire_messages],
+            prefix=prefix,
+            continuation=mode,
+            stream=body.stream,
+            max_tokens=params.max_tokens,
+            ttft_delay_s=first_delay_s,
+            inter_token_s=inter_token_s,
+            fault=None if fault is None else fault.model_dump(),
+        )
+        headers = {"x-request-id": record.id}
+        if isinstance(fault, ErrorStatusFault):
+            record.generation_stopped = True
+            record.finish("fault", f"injected HTTP {fault.status}")
+            return _error(fault.status, _status_message(fault.status), headers=headers)
+        job = _Job(
+            request=body,
+            messages=to_langchain(wire_messages),
+            prefix=prefix,
+            params=params,
+            first_delay_s=first_delay_s,
+            inter_token_s=inter_token_s,
+            fault=None if isinstance(fault, DelayFault) else fault,
+            record=record,
+        )
+        if body.stream:
+            return EventSourceResponse(_sse_events(server, job), sep="\n", headers=headers)
+        response = await _unless_disconnected(request, _complete(server, job), record)
+        response.headers.update(headers)
+        return response
+
+    @app.post("/_disco/faults")
+    async def arm_fault(request: Request) -> Response:
+        try:
+            fault = FAULT_ADAPTER.validate_json(await request.body())
+        except ValidationError as exc:
+            return _error(400, f"invalid fault: {exc}", type_="invalid_request_error")
+        server.faults.arm(fault)
+        return JSONResponse({"armed": server.faults.pending()})
+
+    @app.delete("/_disco/faults")
+    async def clear_faults() -> dict[str, Any]:
+        server.faults.clear()
+        return {"armed": []}
+
+    @app.get("/_disco/faults")
+    async def armed_faults() -> dict[str, Any]:
+        return {"armed": server.faults.pending()}
+
+    @app.get("/_disco/requests")
+    async def list_requests() -> list[dict[str, Any]]:
+        return server.log.as_json()
+
+    @app.delete("/_disco/requests")
+    async def clear_requests() -> dict[str, Any]:
+        server.log.clear()
+        return {"cleared": True}
+
+    return app
+
+
+async def _sse_events(server: _Server, job: _Job) -> AsyncIterator[dict[str, str]]:
+    """The SSE events of one streamed completion, ending in ``[DONE]`` unless a fault strikes."""
+    record, request = job.record, job.request
+    chunks = ChunkFactory(record.id, server.model_name, request.include_usage)
+    stats = StreamStats()
+    started = False
+    try:
+        async with aclosing(job.items(server, stats)) as items:
+            async for item in items:
+                if isinstance(item, str):
+                    if not started:
+                        started = True
+                        yield _event(chunks.role())
+                    yield _event(chunks.content(item))
+                    record.note_sent(item)
+                elif isinstance(item, InbandErrorFault):
+                    record.finish("fault", "injected in-band error")
+                    message = "loopback fault: the model failed while generating"
+                    yield _event(error_body(message, code="injected_fault"))
+                    return
+                elif isinstance(item, MalformedFault):
+                    record.finish("fault", "injected malformed event")
+                    yield {"data": MALFORMED_EVENT_DATA}
+                    return
+                else:
+                    record.finish("fault", "injected disconnect")
+                    raise AbortConnection
+        if not started:
+            yield _event(chunks.role())
+        yield _event(chunks.finish(finish_reason_of(stats.finish_reason)))
+        if request.include_usage:
+            yield _event(chunks.usage(stats.input_tokens, stats.output_tokens))
+        yield {"data": "[DONE]"}
+        record.finish("completed")
+    except (asyncio.CancelledError, GeneratorExit):
+        # The response was cancelled (client disconnect) or closed after a failed send.
+        record.finish("disconnected")
+        raise
+    except AbortConnection:
+        raise
+    except Exception as exc:  # the generator failed: tell the client the OpenAI way
+        record.finish("error", f"{type(exc).__name__}: {exc}")
+        yield _event(error_body(f"generation failed: {exc}"))
+
+
+async def _complete(server: _Server, job: _Job) -> Response:
+    """A non-streamed completion: the same delivery, gathered into one JSON body."""
+    record = job.record
+    stats = StreamStats()
+    parts: list[str] = []
+    try:
+        async with aclosing(job.items(server, stats)) as items:
+            async for item in items:
+                if isinstance(item, str):
+                    parts.append(item)
+                    record.note_sent(item)
+                    continue
+                record.finish("fault", f"injected {item.kind}")
+                if isinstance(item, InbandErrorFault):
+                    return _error(500, "loopback fault: the model failed while generating")
+                if isinstance(item, MalformedFault):
+                    return Response(MALFORMED_EVENT_DATA, media_type="application/json")
+                return _AbortedResponse()
+    except Exception as exc:
+        record.finish("error", f"{type(exc).__name__}: {exc}")
+        return _error(500, f"generation failed: {exc}")
+    record.finish("completed")
+    return JSONResponse(
+        completion_body(
+            record.id,
+            server.model_name,
+            "".join(parts),
+            finish_reason_of(stats.finish_reason),
+            stats.input_tokens,
+            stats.output_tokens,
+        )
+    )
+
+
+async def _unless_disconnected(
+    request: Request, work: Coroutine[Any, Any, Response], record: RequestRecord
+) -> Response:
+    """Run `work`, cancelling it if the client disconnects first (non-streamed requests)."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+            # Only now: readers of the log may rely on `generation_stopped` being final.
+            record.finish("disconnected")
+    if task.cancelled():
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+    return task.result()
+
+
+class _AbortedResponse(Response):
+    """Starts a JSON body, then drops the connection: a non-streamed `disconnect` fault."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"4096")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"id": "', "more_body": True})
+        raise AbortConnection
+
+
+def _event(payload: dict[str, Any]) -> dict[str, str]:
+    return {"data": json.dumps(payload, separators=(",", ":"))}
+
+
+def _status_message(status: int) -> str:
+    if status == 429:
+        return "loopback fault: rate limit reached, retry later"
+    if status in (502, 503, 504):
+        return "loopback fault: the server is overloaded or not ready yet"
+    return f"loopback fault: injected HTTP {status}"
+
+
+def _error(
+    status: int,
+    message: str,
+    *,
+    type_: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    if type_ is None:
+        type_ = "server_error" if status >= 500 else "invalid_request_error"
+    return JSONResponse(
+        error_body(message, type_=type_, param=param), status_code=status, headers=headers
+    )
+
+
+# -- running it --------------------------------------------------------------------------
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    model_path: str | Path | None = None,
+    latency_profile: str = "none",
+    latency_scale: float = 1.0,
+    seed: int = 0,
+    n_threads: int | None = 1,
+    on_ready: Callable[[int], None] | None = None,
+    *,
+    model_name: str = "loopback",
+    n_ctx: int = 4096,
+) -> None:
+    """Serve the loopback API with a real llama.cpp model until interrupted (blocking).
+
+    `port=0` picks a free port; `on_ready(port)` is called once the model is loaded and the
+    socket accepts requests. `n_threads=1` by default, so a local model in the client process
+    still gets a core of its own on a small machine.
+    """
+    from langchain_disco.endpoints.llama_cpp import LlamaCppEndpoint
+
+    latency = LatencyProfile(latency_profile, scale=latency_scale)  # fail fast on a bad name
+    generator = LlamaCppEndpoint(model_path, n_ctx=n_ctx, n_threads=n_threads, name="loopback")
+    app = create_app(generator, latency=latency, seed=seed, model_name=model_name)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await generator.load()  # load before announcing readiness, not on the first request
+        try:
+            yield
+        finally:
+            await generator.aclose()
+
+    app.router.lifespan_context = lifespan
+    sock = _listening_socket(host, port)
+    bound_port = int(sock.getsockname()[1])
+    logging.getLogger("uvicorn.error").addFilter(_HideAbort())
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="on"
+    )
+    server = _NotifyingServer(config, lambda: on_ready(bound_port) if on_ready else None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound and listening before uvicorn starts, so port 0 resolves here."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
+
+
+class _NotifyingServer(uvicorn.Server):
+    """A uvicorn server that reports when startup (lifespan included) has completed."""
+
+    def __init__(self, config: uvicorn.Config, notify: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._notify = notify
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if not self.should_exit:
+            self._notify()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m langchain_disco.testing``: serve, and print the ready line with the port."""
+    parser = argparse.ArgumentParser(
+        prog="python -m langchain_disco.testing",
+        description="Loopback OpenAI-compatible server backed by a real llama.cpp model.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--model-path", default=None, help="GGUF file (default: embedded)")
+    parser.add_argument(
+        "--latency-profile", default="none", help=f"one of: {', '.join(profile_names())}"
+    )
+    parser.add_argument("--latency-scale", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-threads", type=int, default=1)
+    parser.add_argument("--model-name", default="loopback")
+    args = parser.parse_args(argv)
+
+    def announce(port: int) -> None:
+        print(f"{READY_PREFIX} {port}", flush=True)
+
+    try:
+        serve(
+            host=args.host,
+            port=args.port,
+            model_path=args.model_path,
+            latency_profile=args.latency_profile,
+            latency_scale=args.latency_scale,
+            seed=args.seed,
+            n_threads=args.n_threads,
+            on_ready=announce,
+            model_name=args.model_name,
+        )
+    except DiscoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

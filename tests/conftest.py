@@ -1,0 +1,46 @@
+"""Shared fixtures: the real local model (one per test session) and clean DISCO_* env."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from langchain_disco import LlamaCppEndpoint
+from langchain_disco.testing import LoopbackServer
+
+# One llama.cpp thread each for the in-process model and the loopback server's model, so the
+# two really run side by side on a 2-core machine instead of fighting for the same cores.
+LOCAL_THREADS = 1
+
+
+@pytest.fixture(autouse=True)
+def _no_disco_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests configure models explicitly; a developer's DISCO_* variables must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("DISCO_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def local_endpoint() -> Iterator[LlamaCppEndpoint]:
+    """The embedded Gemma 3 270M, shared like a device is: one model, one queue."""
+    endpoint = LlamaCppEndpoint.shared(None, n_ctx=2048, n_threads=LOCAL_THREADS)
+    yield endpoint
+
+
+@pytest.fixture(scope="session")
+def loopback() -> Iterator[LoopbackServer]:
+    """The loopback OpenAI-compatible server (real HTTP, real llama.cpp) for the whole session."""
+    with LoopbackServer(latency_profile="none", seed=0, n_threads=LOCAL_THREADS) as server:
+        yield server
+
+
+@pytest.fixture
+def server(loopback: LoopbackServer) -> Iterator[LoopbackServer]:
+    """The session's loopback server with a clean request log and no faults armed."""
+    loopback.clear_faults()
+    loopback.clear_requests()
+    yield loopback
+    loopback.clear_faults()
