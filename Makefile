@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# respx intercepts the openai 2.x line only (3.x talks through httpx2): a second venv runs the
+# remote endpoint's tests on 2.x, so both supported lines are exercised by `make test`.
+VENV2 := .venv-openai2
+BIN2 := $(VENV2)/bin
 
-.PHONY: venv demo test lint format typecheck pytest clean
+.PHONY: venv demo test lint format typecheck pytest test-openai2 clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,15 +17,25 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+$(BIN2)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV2)
+	$(BIN2)/pip install --quiet --upgrade pip
+	$(BIN2)/pip install --quiet -e ".[demo,dev]" "openai>=2,<3"
+	touch $@
+
 ## Run the hybrid demo on the embedded default (local Gemma + loopback remote).
 demo: venv
 	$(BIN)/disco demo
 
 ## ruff, mypy and the whole pytest suite.
-test: venv lint typecheck pytest
+test: venv lint typecheck pytest test-openai2
 
 pytest: venv
 	$(BIN)/python -m pytest
+
+test-openai2: $(BIN2)/.installed
+	$(BIN2)/python -m pytest -q tests/unit/test_openai_endpoint_respx.py \
+		tests/integration/test_openai_endpoint_loopback.py
 
 lint: venv
 	$(BIN)/ruff check .
@@ -35,4 +49,4 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV2) .pytest_cache .mypy_cache .ruff_cache
