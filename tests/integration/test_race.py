@@ -10,6 +10,7 @@ import pytest
 
 from langchain_disco import DiscoChatModel, LlamaCppEndpoint
 from langchain_disco.testing import LoopbackServer
+from tests._net import open_connections_to
 
 # Long enough that the device's prefill takes seconds on one thread.
 LONG_PROMPT = "Summarise this text. " + "The river carries sand to the sea. " * 120
@@ -76,6 +77,7 @@ async def test_consumer_that_stops_after_three_chunks_leaves_nothing_running(
     local_endpoint: LlamaCppEndpoint, server: LoopbackServer
 ) -> None:
     model = race_model(local_endpoint, server, max_tokens=200)
+    baseline = open_connections_to(server.port)  # e.g. the fixture's control client
     received = 0
     async for chunk in model.astream("Tell me a long story about the sea."):
         received += bool(chunk.content)
@@ -94,12 +96,15 @@ async def test_consumer_that_stops_after_three_chunks_leaves_nothing_running(
     # Whoever lost was cancelled at the first token; whoever won was cut off after 3 chunks.
     assert entry["status"] == "disconnected"
     assert entry["tokens_sent"] < 200
+    # A half-read HTTP response cannot go back to the pool: the connection itself was closed.
+    assert open_connections_to(server.port) - baseline == set()
 
 
 def test_sync_stream_closed_early_stops_both_endpoints(
     local_endpoint: LlamaCppEndpoint, server: LoopbackServer
 ) -> None:
     model = race_model(local_endpoint, server, max_tokens=200)
+    baseline = open_connections_to(server.port)  # e.g. the fixture's control client
     stream = model.stream("Tell me a long story about the mountains.")
     with contextlib.closing(stream):
         chunks = [next(stream) for _ in range(3)]
@@ -107,6 +112,7 @@ def test_sync_stream_closed_early_stops_both_endpoints(
     assert not local_endpoint.busy and local_endpoint.pending == 0
     entry = server.wait_for_request_status(0, ("disconnected", "completed"), 10.0)
     assert entry["status"] == "disconnected"
+    assert open_connections_to(server.port) - baseline == set()
 
 
 @pytest.mark.parametrize("mode", ["local", "remote"])
