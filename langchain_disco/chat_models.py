@@ -12,7 +12,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from importlib.util import find_spec
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import LangSmithParams
 from langchain_core.language_models.chat_models import (
     BaseChatModel,
@@ -27,11 +32,12 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from langchain_disco import _sync
 from langchain_disco.config import DiscoSettings, load_settings
 from langchain_disco.endpoints.base import Endpoint, GenerationParams
-from langchain_disco.engine import Engine
+from langchain_disco.engine import Delivery, Engine, EngineEvent, EngineOptions
 from langchain_disco.errors import ConfigError
 from langchain_disco.report import RequestReport
 from langchain_disco.scheduling.cost import CostModel
 from langchain_disco.scheduling.dispatch import DispatchPolicy, RequestFeatures, policy_for_mode
+from langchain_disco.scheduling.migration import CostAwareMigration, NoMigration, StallDetector
 
 _SETTINGS_FIELDS = set(DiscoSettings.model_fields)
 
@@ -181,7 +187,14 @@ class DiscoChatModel(BaseChatModel):
                 energy_decode_j_per_token=s.device_energy_decode_j_per_token,
                 usd_per_j=s.usd_per_j,
             )
-            self._engine = Engine(endpoints, cost_model)
+            options = EngineOptions(
+                failover=s.failover,
+                pace_tok_s=s.pace_tok_s,
+                migration=CostAwareMigration() if s.migration == "cost" else NoMigration(),
+                stall=StallDetector(floor_s=s.stall_floor_s),
+                approximate_continuation_prompt=s.approximate_continuation_prompt,
+            )
+            self._engine = Engine(endpoints, cost_model, options=options)
         return self._engine
 
     def _params(self, stop: list[str] | None, **kwargs: Any) -> GenerationParams:
@@ -195,9 +208,17 @@ class DiscoChatModel(BaseChatModel):
         )
 
     async def _chunks(
-        self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        events: list[EngineEvent] | None = None,
+        **kwargs: Any,
     ) -> AsyncGenerator[ChatGenerationChunk, None]:
-        """The one implementation: plan, execute, and turn deliveries into chunks."""
+        """The one implementation: plan, execute, and turn deliveries into chunks.
+
+        Migration and failover events are appended to `events` as they happen, for the caller
+        to dispatch as LangChain custom events (sync or async, as the caller runs).
+        """
         engine = self._engine_for_run()
         features = RequestFeatures(
             prompt_tokens=_estimate_tokens(messages, self.local or self.remote),
@@ -208,15 +229,14 @@ class DiscoChatModel(BaseChatModel):
         report = RequestReport(action=plan.action, reason=plan.reason)
         # `aclosing`: when our consumer stops early, the engine (and every endpoint stream it
         # started) is closed right here, not later by the garbage collector.
-        deliveries = engine.run(plan, messages, self._params(stop, **kwargs), report)
-        async with contextlib.aclosing(deliveries):
-            async for delivery in deliveries:
-                yield ChatGenerationChunk(
-                    message=AIMessageChunk(
-                        content=delivery.text,
-                        response_metadata={"disco_endpoints": [delivery.endpoint]},
-                    )
-                )
+        items = engine.run(plan, messages, self._params(stop, **kwargs), report)
+        async with contextlib.aclosing(items):
+            async for item in items:
+                if isinstance(item, EngineEvent):
+                    if events is not None:
+                        events.append(item)
+                    continue
+                yield _content_chunk(item)
         winner = report.endpoints.get(report.winner or "")
         usage = UsageMetadata(
             input_tokens=report.input_tokens,
@@ -247,11 +267,18 @@ class DiscoChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        chunks = self._chunks(messages, stop, **kwargs)
+        events: list[EngineEvent] = []
+        chunks = self._chunks(messages, stop, events, **kwargs)
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
-                if run_manager is not None and chunk.text:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                if run_manager is not None:
+                    for event in events:
+                        await _custom_event_manager(run_manager).on_custom_event(
+                            event.name, event.data, run_id=run_manager.run_id
+                        )
+                    if chunk.text:
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                events.clear()
                 yield chunk
 
     def _stream(
@@ -261,9 +288,16 @@ class DiscoChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        for chunk in _sync.iterate(lambda: self._chunks(messages, stop, **kwargs)):
-            if run_manager is not None and chunk.text:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        events: list[EngineEvent] = []
+        for chunk in _sync.iterate(lambda: self._chunks(messages, stop, events, **kwargs)):
+            if run_manager is not None:
+                for event in events:
+                    _custom_event_manager_sync(run_manager).on_custom_event(
+                        event.name, event.data, run_id=run_manager.run_id
+                    )
+                if chunk.text:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            events.clear()
             yield chunk
 
     def _generate(
@@ -283,6 +317,35 @@ class DiscoChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+
+
+def _content_chunk(delivery: Delivery) -> ChatGenerationChunk:
+    return ChatGenerationChunk(
+        message=AIMessageChunk(
+            content=delivery.text, response_metadata={"disco_endpoints": [delivery.endpoint]}
+        )
+    )
+
+
+def _custom_event_manager(run_manager: AsyncCallbackManagerForLLMRun) -> AsyncCallbackManager:
+    """A manager that reports custom events as belonging to this chat-model run."""
+    return AsyncCallbackManager(
+        handlers=run_manager.handlers,
+        inheritable_handlers=run_manager.inheritable_handlers,
+        parent_run_id=run_manager.parent_run_id,
+        tags=run_manager.tags,
+        metadata=run_manager.metadata,
+    )
+
+
+def _custom_event_manager_sync(run_manager: CallbackManagerForLLMRun) -> CallbackManager:
+    return CallbackManager(
+        handlers=run_manager.handlers,
+        inheritable_handlers=run_manager.inheritable_handlers,
+        parent_run_id=run_manager.parent_run_id,
+        tags=run_manager.tags,
+        metadata=run_manager.metadata,
+    )
 
 
 def _estimate_tokens(messages: Sequence[BaseMessage], endpoint: Endpoint | None) -> int:

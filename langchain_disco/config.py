@@ -79,6 +79,30 @@ class DiscoSettings(BaseSettings):
         0.15 / 3.6e6, ge=0, description="exchange rate, USD per joule of device energy"
     )
 
+    # -- delivery, migration and failover (DESIGN section 4) ----------------------------
+    pace_tok_s: float | None = Field(
+        None,
+        gt=0,
+        description="a delivery pace in tokens/s (e.g. 15, a reading rate); unset delivers "
+        "text as fast as it is generated",
+    )
+    migration: Literal["off", "cost"] = Field(
+        "off",
+        description="'cost' moves the rest of an answer to the cheaper endpoint mid-stream, "
+        "'off' never migrates on purpose",
+    )
+    failover: bool = Field(
+        True, description="true to continue on the other endpoint when the active one fails"
+    )
+    stall_floor_s: float = Field(
+        2.0, gt=0, description="seconds; the shortest silence mid-stream treated as a stall"
+    )
+    approximate_continuation_prompt: str | None = Field(
+        None,
+        description="a prompt containing {partial}; lets failover reach an endpoint that cannot "
+        "continue exactly (flagged as approximate in the report); unset disables it",
+    )
+
     # -- generation defaults -------------------------------------------------------------
     max_tokens: int | None = Field(512, gt=0, description="answer length cap, a positive integer")
     temperature: float | None = Field(None, ge=0, le=2, description="between 0 and 2")

@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from langchain_disco.scheduling.cost import Cost
 
-Outcome = Literal["pending", "won", "completed", "cancelled", "failed", "not_started"]
+Outcome = Literal["pending", "won", "completed", "cancelled", "migrated", "failed", "not_started"]
+"""What became of an endpoint in one request: `won` the race (still streaming), `completed`
+the answer, was `cancelled` (lost the race, or stopped early), `migrated` away, `failed`."""
 
 
 @dataclass
