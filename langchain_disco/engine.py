@@ -316,7 +316,7 @@ class _Request:
 
     def _check_alive(self) -> None:
         """Raise once nothing can produce text any more."""
-        if self._live() or self.pending or self._complete():
+        if self._live() or self.pending or self.source_done:
             return
         raise AllEndpointsFailedError(self.errors)
 
