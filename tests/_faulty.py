@@ -38,3 +38,30 @@ class FailsOnceAfter(Endpoint):
                 raise EndpointError(self.name, "injected fault: device out of memory")
             sent += 1
             yield delta
+
+
+class Recording(Endpoint):
+    """A spy around a real endpoint: records each stream's prefix and the text it yielded."""
+
+    def __init__(self, inner: Endpoint) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.kind = inner.kind
+        self.model_name = inner.model_name
+        self.capabilities = inner.capabilities
+        self.streams: list[tuple[str, str]] = []
+
+    async def stream(
+        self,
+        messages: Sequence[BaseMessage],
+        params: GenerationParams,
+        stats: StreamStats,
+        *,
+        prefix: str = "",
+    ) -> AsyncIterator[str]:
+        index = len(self.streams)
+        self.streams.append((prefix, ""))
+        async for delta in self.inner.stream(messages, params, stats, prefix=prefix):
+            if isinstance(delta, str):
+                self.streams[index] = (prefix, self.streams[index][1] + delta)
+            yield delta

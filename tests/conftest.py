@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 
@@ -27,6 +28,8 @@ def _no_disco_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def local_endpoint() -> Iterator[LlamaCppEndpoint]:
     """The embedded Gemma 3 270M, shared like a device is: one model, one queue."""
     endpoint = LlamaCppEndpoint.shared(None, n_ctx=2048, n_threads=LOCAL_THREADS)
+    # Loaded up front, so no test measures the one-off model load as a TTFT or a stall.
+    asyncio.run(endpoint.load())
     yield endpoint
 
 

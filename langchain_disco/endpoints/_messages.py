@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,5 +46,18 @@ def role_of(message: BaseMessage) -> str:
 
 
 def to_role_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """`[{"role": ..., "content": ...}]` for a chat template."""
-    return [{"role": role_of(m), "content": message_text(m)} for m in messages]
+    """`[{"role": ..., "content": ...}]` for a chat template.
+
+    An assistant turn that called tools is rendered as the JSON of its calls (the form the
+    local model is asked to produce), so a conversation with tool results reads naturally.
+    """
+    rendered = []
+    for m in messages:
+        text = message_text(m)
+        if isinstance(m, AIMessage) and m.tool_calls:
+            calls = [{"name": c["name"], "arguments": c["args"]} for c in m.tool_calls]
+            text = (text + "\n" if text else "") + json.dumps(
+                calls[0] if len(calls) == 1 else calls
+            )
+        rendered.append({"role": role_of(m), "content": text})
+    return rendered

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Union
 
 from langchain_core.messages import BaseMessage
 
@@ -27,7 +27,25 @@ class Capabilities:
     exact_continuation: bool = False
     """Can continue a partial assistant message token-for-token (needed to migrate *to* it)."""
     tools: bool = False
+    """Can make a tool call when the request forces one (`tool_choice` required or a name)."""
+    tool_choice_auto: bool = False
+    """Can itself decide between calling a tool and answering (`tool_choice` auto)."""
     structured_output: bool = False
+    """Can constrain its answer to a JSON schema (`response_format`)."""
+
+
+@dataclass(frozen=True)
+class ToolCallChunk:
+    """A piece of a tool call, as streamed; the first piece of a call carries its id and name."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    args: str = ""
+
+
+StreamItem = Union[str, ToolCallChunk]  # noqa: UP007 - a runtime alias, valid on Python 3.10
+"""What an endpoint stream yields: text deltas, or pieces of tool calls."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,30 @@ class GenerationParams:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    tools: tuple[dict[str, Any], ...] = ()
+    """OpenAI-format tool definitions (``{"type": "function", "function": {...}}``)."""
+    tool_choice: str | dict[str, Any] | None = None
+    """``"auto"``, ``"none"``, ``"required"`` or ``{"type": "function", "function": {"name"}}``."""
+    response_format: dict[str, Any] | None = None
+    """OpenAI-format ``response_format`` (``json_schema`` or ``json_object``)."""
+
+    @property
+    def forces_tool_call(self) -> bool:
+        """True when the request demands a tool call (no free choice left to the model)."""
+        return bool(self.tools) and (
+            self.tool_choice == "required" or isinstance(self.tool_choice, dict)
+        )
+
+    def needs(self, capabilities: Capabilities) -> str | None:
+        """Why an endpoint with `capabilities` cannot serve this request, or None if it can."""
+        if self.tools and self.tool_choice != "none":
+            if not capabilities.tools:
+                return "tool calling"
+            if not self.forces_tool_call and not capabilities.tool_choice_auto:
+                return "tool_choice='auto' (choosing between a tool call and an answer)"
+        if self.response_format is not None and not capabilities.structured_output:
+            return "structured output"
+        return None
 
 
 @dataclass
@@ -78,8 +120,8 @@ class Endpoint(ABC):
         stats: StreamStats,
         *,
         prefix: str = "",
-    ) -> AsyncIterator[str]:
-        """Yield content deltas for `messages`.
+    ) -> AsyncIterator[StreamItem]:
+        """Yield content deltas (and tool-call pieces) for `messages`.
 
         With a non-empty `prefix`, continue an assistant answer that already starts with
         `prefix` and yield only what follows it. Raises `ContinuationUnsupportedError` if the

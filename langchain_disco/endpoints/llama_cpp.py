@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,9 +26,25 @@ from typing import Any, ClassVar
 from langchain_core.messages import BaseMessage
 
 from langchain_disco._model_files import resolve_model_path
+from langchain_disco.endpoints._grammar import (
+    grammar_for,
+    response_schema,
+    tool_call_schema,
+    with_tools_preamble,
+)
+from langchain_disco.endpoints._grammar import (
+    rule_based_tool_choice as apply_tool_choice_rule,
+)
 from langchain_disco.endpoints._messages import to_role_dicts
 from langchain_disco.endpoints._templates import template_for
-from langchain_disco.endpoints.base import Capabilities, Endpoint, GenerationParams, StreamStats
+from langchain_disco.endpoints.base import (
+    Capabilities,
+    Endpoint,
+    GenerationParams,
+    StreamItem,
+    StreamStats,
+    ToolCallChunk,
+)
 from langchain_disco.errors import EndpointError
 
 _DONE = object()
@@ -41,9 +59,8 @@ class LlamaCppEndpoint(Endpoint):
     """
 
     kind = "local"
-    capabilities = Capabilities(exact_continuation=True, tools=False, structured_output=False)
 
-    _shared: ClassVar[dict[tuple[str, int, int | None], LlamaCppEndpoint]] = {}
+    _shared: ClassVar[dict[tuple[str, int, int | None, bool], LlamaCppEndpoint]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
@@ -53,16 +70,22 @@ class LlamaCppEndpoint(Endpoint):
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
+        rule_based_tool_choice: bool = False,
     ) -> LlamaCppEndpoint:
         """The process-wide endpoint for this model and settings.
 
         A device runs one generation at a time, so every `DiscoChatModel` built from settings
         shares one endpoint (one model in memory, one queue) per model file.
         """
-        key = (str(model_path or ""), n_ctx, n_threads)
+        key = (str(model_path or ""), n_ctx, n_threads, rule_based_tool_choice)
         with cls._shared_lock:
             if key not in cls._shared:
-                cls._shared[key] = cls(model_path, n_ctx=n_ctx, n_threads=n_threads)
+                cls._shared[key] = cls(
+                    model_path,
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    rule_based_tool_choice=rule_based_tool_choice,
+                )
             return cls._shared[key]
 
     def __init__(
@@ -73,8 +96,20 @@ class LlamaCppEndpoint(Endpoint):
         n_threads: int | None = None,
         name: str = "local",
         repeat_penalty: float = 1.0,
+        rule_based_tool_choice: bool = False,
     ) -> None:
+        """`rule_based_tool_choice`: serve ``tool_choice="auto"`` by a fixed rule (call a tool
+        unless the last message is a tool result; see `rule_based_tool_choice`) instead of
+        refusing it. Off by default: a small model cannot make that choice itself."""
         self.name = name
+        self._rule_based_tool_choice = rule_based_tool_choice
+        # Tools and JSON answers through grammar-constrained decoding.
+        self.capabilities = Capabilities(
+            exact_continuation=True,
+            tools=True,
+            tool_choice_auto=rule_based_tool_choice,
+            structured_output=True,
+        )
         self._model_path = model_path
         self._n_ctx = n_ctx
         self._n_threads = n_threads
@@ -162,7 +197,7 @@ class LlamaCppEndpoint(Endpoint):
         stats: StreamStats,
         *,
         prefix: str = "",
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[StreamItem]:
         """Yield text deltas generated on the worker thread; cancellation stops within a token."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -186,7 +221,7 @@ class LlamaCppEndpoint(Endpoint):
                     break
                 if isinstance(item, BaseException):
                     raise EndpointError(self.name, f"llama.cpp generation failed: {item}") from item
-                yield str(item)
+                yield item  # type: ignore[misc]
         finally:
             stop.set()
             if not future.cancel():
@@ -213,6 +248,17 @@ class LlamaCppEndpoint(Endpoint):
             if stop.is_set():
                 return
             llama = self._ensure_loaded()
+            if self._rule_based_tool_choice:
+                params = apply_tool_choice_rule(list(messages), params)
+            calling = bool(params.tools) and params.tool_choice != "none"
+            schema = tool_call_schema(params) if calling else response_schema(params)
+            if calling and not params.forces_tool_call:
+                raise ValueError(
+                    "the local model calls tools only when the request forces one "
+                    "(tool_choice='required' or a tool name); it cannot choose by itself"
+                )
+            if calling:
+                messages = with_tools_preamble(list(messages), params)
             prompt = self.render_prompt(messages, prefix)
             starts_with_bos = prompt.startswith(_token_text(llama, llama.token_bos()))
             tokens = llama.tokenize(
@@ -234,10 +280,12 @@ class LlamaCppEndpoint(Endpoint):
                 temperature=0.8 if params.temperature is None else params.temperature,
                 top_p=0.95 if params.top_p is None else params.top_p,
                 seed=params.seed,
-                stop=list(params.stop) or None,
+                stop=None if schema is not None else list(params.stop) or None,
                 repeat_penalty=self._repeat_penalty,
+                grammar=None if schema is None else grammar_for(json.dumps(schema)),
                 stream=True,
             )
+            call_text: list[str] = []
             try:
                 for part in completion:
                     if stop.is_set():
@@ -248,10 +296,17 @@ class LlamaCppEndpoint(Endpoint):
                         if not choice["text"]:
                             break  # the closing part carries no token
                     stats.output_tokens += 1
-                    if choice["text"]:
+                    if not choice["text"]:
+                        continue
+                    if calling:
+                        call_text.append(choice["text"])  # a call is sent whole, once valid
+                    else:
                         emit(choice["text"])
             finally:
                 completion.close()
+            if calling and not stop.is_set():
+                emit(_tool_call(self.name, "".join(call_text)))
+                stats.finish_reason = "tool_calls"
         except BaseException as exc:  # reported to the consumer, not lost on this thread
             emit(exc)
         finally:
@@ -263,6 +318,20 @@ class LlamaCppEndpoint(Endpoint):
         """Stop accepting work and free the worker thread and the model."""
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._llama = None
+
+
+def _tool_call(endpoint: str, text: str) -> ToolCallChunk:
+    """The grammar guarantees `{"name": ..., "arguments": {...}}` unless the output was cut."""
+    try:
+        call = json.loads(text)
+        name, arguments = call["name"], call["arguments"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EndpointError(
+            endpoint, "the tool call was cut off before it was complete; raise max_tokens"
+        ) from exc
+    return ToolCallChunk(
+        index=0, id=f"call_{uuid.uuid4().hex[:24]}", name=name, args=json.dumps(arguments)
+    )
 
 
 def _token_text(llama: Any, token: int) -> str:

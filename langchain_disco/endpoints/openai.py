@@ -36,7 +36,14 @@ from tenacity import (
     wait_exponential,
 )
 
-from langchain_disco.endpoints.base import Capabilities, Endpoint, GenerationParams, StreamStats
+from langchain_disco.endpoints.base import (
+    Capabilities,
+    Endpoint,
+    GenerationParams,
+    StreamItem,
+    StreamStats,
+    ToolCallChunk,
+)
 from langchain_disco.errors import (
     ConfigError,
     ContinuationUnsupportedError,
@@ -126,6 +133,7 @@ class OpenAIEndpoint(Endpoint):
         retry_backoff_s: float = 0.5,
         name: str = "remote",
         extra_body: dict[str, Any] | None = None,
+        max_connections: int | None = None,
     ) -> None:
         if continuation not in get_args(ContinuationMode):
             raise ConfigError(
@@ -144,6 +152,8 @@ class OpenAIEndpoint(Endpoint):
             raise ConfigError(f"max_retries={max_retries!r} must be 0 or more")
         if retry_backoff_s < 0:
             raise ConfigError(f"retry_backoff_s={retry_backoff_s!r} must be 0 or more")
+        if max_connections is not None and max_connections < 1:
+            raise ConfigError(f"max_connections={max_connections!r} must be 1 or more (or None)")
 
         self.name = name
         self.kind = "remote"
@@ -151,7 +161,10 @@ class OpenAIEndpoint(Endpoint):
         self.base_url = base_url
         self.continuation: ContinuationMode = continuation
         self.capabilities = Capabilities(
-            exact_continuation=continuation != "none", tools=True, structured_output=True
+            exact_continuation=continuation != "none",
+            tools=True,
+            tool_choice_auto=True,
+            structured_output=True,
         )
         self.connect_timeout_s = connect_timeout_s
         self.first_token_timeout_s = first_token_timeout_s
@@ -159,6 +172,8 @@ class OpenAIEndpoint(Endpoint):
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
         self.extra_body: dict[str, Any] = dict(extra_body or {})
+        self.max_connections = max_connections
+        """Concurrent HTTP connections per event loop; None keeps the SDK's pool (1000)."""
         self._api_key = api_key
         # The HTTP pool of an AsyncOpenAI client is bound to the loop it first ran on.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
@@ -188,6 +203,7 @@ class OpenAIEndpoint(Endpoint):
                     write=read_s,
                     pool=self.connect_timeout_s,
                 ),
+                http_client=_http_client(self.max_connections),
             )
             self._clients[loop] = client
         return client
@@ -236,8 +252,8 @@ class OpenAIEndpoint(Endpoint):
         stats: StreamStats,
         *,
         prefix: str = "",
-    ) -> AsyncIterator[str]:
-        """Yield content deltas; with `prefix`, only the continuation after it."""
+    ) -> AsyncIterator[StreamItem]:
+        """Yield content deltas and tool-call pieces; with `prefix`, only the continuation."""
         request = self._build_request(messages, prefix)
         prompt = [*messages, AIMessage(content=prefix)] if prefix else list(messages)
         stats.input_tokens = self.estimate_input_tokens(prompt)
@@ -246,9 +262,9 @@ class OpenAIEndpoint(Endpoint):
         stream, first = await self._open_with_retries(client, request, params, stats)
         delivered = 0
         try:
-            if first:
+            for item in first:
                 delivered += 1
-                yield first
+                yield item
             while True:
                 try:
                     chunk = await _within(stream.__anext__(), self.idle_timeout_s)
@@ -263,12 +279,12 @@ class OpenAIEndpoint(Endpoint):
                 except Exception as exc:
                     raise self._error(exc, stats, delivered=delivered) from exc
                 try:
-                    delta = _absorb(chunk, stats)
+                    items = _absorb(chunk, stats)
                 except _MalformedChunkError as exc:
                     raise self._error(exc, stats, delivered=delivered) from exc
-                if delta:
+                for item in items:
                     delivered += 1
-                    yield delta
+                    yield item
             if stats.finish_reason is None:
                 raise EndpointError(
                     self.name,
@@ -286,7 +302,7 @@ class OpenAIEndpoint(Endpoint):
         request: _Request,
         params: GenerationParams,
         stats: StreamStats,
-    ) -> tuple[openai.AsyncStream[ChatCompletionChunk], str]:
+    ) -> tuple[openai.AsyncStream[ChatCompletionChunk], list[StreamItem]]:
         """Send the request until it yields its first content delta (or ends without any)."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
@@ -310,7 +326,7 @@ class OpenAIEndpoint(Endpoint):
         request: _Request,
         params: GenerationParams,
         stats: StreamStats,
-    ) -> tuple[openai.AsyncStream[ChatCompletionChunk], str]:
+    ) -> tuple[openai.AsyncStream[ChatCompletionChunk], list[StreamItem]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.first_token_timeout_s
 
@@ -331,6 +347,9 @@ class OpenAIEndpoint(Endpoint):
                 top_p=_given(params.top_p),
                 seed=_given(params.seed),
                 stop=list(params.stop) if params.stop else openai.omit,
+                tools=cast(Any, list(params.tools)) if params.tools else openai.omit,
+                tool_choice=cast(Any, _given(params.tool_choice)),
+                response_format=cast(Any, _given(params.response_format)),
                 extra_body=request.extra_body or None,
             )
         )
@@ -339,10 +358,10 @@ class OpenAIEndpoint(Endpoint):
                 try:
                     chunk = await within_deadline(stream.__anext__())
                 except StopAsyncIteration:
-                    return stream, ""
-                delta = _absorb(chunk, stats)
-                if delta:
-                    return stream, delta
+                    return stream, []
+                items = _absorb(chunk, stats)
+                if items:
+                    return stream, items
         except BaseException:
             await stream.close()
             raise
@@ -408,6 +427,25 @@ class OpenAIEndpoint(Endpoint):
         return cls(self.name, f"{self._describe(exc)} {where}")
 
 
+def _http_client(max_connections: int | None) -> Any:
+    """The SDK's own async HTTP client with a pool of `max_connections` (kept alive), or None.
+
+    The pool's `Limits` must come from the HTTP library the installed SDK is built on (httpx
+    for openai 2.x, httpx2 for 3.x), found from the SDK's client class rather than assumed.
+    """
+    if max_connections is None:
+        return None
+    library = next(
+        importlib.import_module(cls.__module__.split(".")[0])
+        for cls in openai.DefaultAsyncHttpxClient.__mro__
+        if cls.__module__.split(".")[0] in ("httpx", "httpx2")
+    )
+    limits = library.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    return openai.DefaultAsyncHttpxClient(limits=limits)
+
+
 async def _within(step: Awaitable[_T], timeout_s: float) -> _T:
     """Await `step` for at most `timeout_s` seconds, else raise `asyncio.TimeoutError`.
 
@@ -449,14 +487,15 @@ def _server_message(body: object) -> str:
     return ""
 
 
-def _absorb(chunk: ChatCompletionChunk, stats: StreamStats) -> str:
-    """Record a chunk's usage and finish reason in `stats`; return its content text."""
+def _absorb(chunk: ChatCompletionChunk, stats: StreamStats) -> list[StreamItem]:
+    """Record a chunk's usage and finish reason in `stats`; return its text and tool calls."""
     try:
         usage = getattr(chunk, "usage", None)
         choices = getattr(chunk, "choices", None) or []
         if not isinstance(choices, list):
             raise TypeError(f"choices is {type(choices).__name__}, expected a list")
         text = ""
+        calls: list[StreamItem] = []
         for choice in choices:
             if not isinstance(choice, ChunkChoice):
                 raise TypeError(f"a choice is {type(choice).__name__}, expected an object")
@@ -468,6 +507,16 @@ def _absorb(chunk: ChatCompletionChunk, stats: StreamStats) -> str:
                 if not isinstance(content, str):
                     raise TypeError(f"content is {type(content).__name__}, expected str")
                 text += content
+            for call in (getattr(delta, "tool_calls", None) if delta is not None else None) or ():
+                function = getattr(call, "function", None)
+                calls.append(
+                    ToolCallChunk(
+                        index=int(getattr(call, "index", 0) or 0),
+                        id=getattr(call, "id", None),
+                        name=getattr(function, "name", None) if function is not None else None,
+                        args=(getattr(function, "arguments", None) or "") if function else "",
+                    )
+                )
             finish_reason = getattr(choice, "finish_reason", None)
             if finish_reason:
                 stats.finish_reason = str(finish_reason)
@@ -475,8 +524,8 @@ def _absorb(chunk: ChatCompletionChunk, stats: StreamStats) -> str:
             stats.input_tokens = int(usage.prompt_tokens)
             stats.output_tokens = int(usage.completion_tokens)
             stats.usage_reported = True
-        elif text:
+        elif text or calls:
             stats.output_tokens += 1
-        return text
+        return [text, *calls] if text else calls
     except (AttributeError, TypeError, ValueError) as exc:
         raise _MalformedChunkError(f"unexpected chunk shape ({exc})") from exc

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import anyio
 from langchain_core.messages import BaseMessage
 
-from langchain_disco.endpoints.base import Endpoint, GenerationParams, StreamStats
+from langchain_disco.endpoints.base import Endpoint, GenerationParams, StreamItem, StreamStats
 from langchain_disco.testing._records import RequestRecord
 from langchain_disco.testing.faults import MidStreamFault, StallFault
 
@@ -47,7 +47,7 @@ class TokenPump:
         stats: StreamStats,
         prefix: str,
     ) -> None:
-        self._queue: asyncio.Queue[str | _End] = asyncio.Queue()
+        self._queue: asyncio.Queue[StreamItem | _End] = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(
             self._run(endpoint, messages, params, stats, prefix)
         )
@@ -68,7 +68,7 @@ class TokenPump:
         else:
             self._queue.put_nowait(_End(None))
 
-    async def next(self) -> str | None:
+    async def next(self) -> StreamItem | None:
         """The next delta, or None at the end; re-raises the generator's failure."""
         item = await self._queue.get()
         if isinstance(item, _End):
@@ -97,7 +97,7 @@ async def deliver(
     inter_token_s: float,
     fault: MidStreamFault | None,
     record: RequestRecord,
-) -> AsyncGenerator[str | MidStreamFault, None]:
+) -> AsyncGenerator[StreamItem | MidStreamFault, None]:
     """Yield content deltas as a hosted API would send them, or a terminal fault.
 
     The TTFT delay comes first (a queued request on a busy server), then the real prefill.

@@ -7,6 +7,7 @@ built as plain dicts shaped exactly like OpenAI's, so the official SDK parses th
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from langchain_core.messages import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
-from langchain_disco.endpoints.base import GenerationParams
+from langchain_disco.endpoints.base import GenerationParams, ToolCallChunk
 
 ContinuationMode = Literal["vllm", "deepseek", "prefill"]
 """How a request asked to continue its last assistant message:
@@ -49,6 +50,7 @@ class WireMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
     prefix: bool = False
 
     def text(self) -> str:
@@ -82,6 +84,9 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int = 1
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
     # vLLM / SGLang extensions for continuing the final assistant message.
     continue_final_message: bool = False
     add_generation_prompt: bool = True
@@ -105,6 +110,9 @@ class ChatRequest(BaseModel):
             top_p=self.top_p,
             seed=self.seed,
             stop=stop,
+            tools=tuple(self.tools or ()),
+            tool_choice=self.tool_choice,
+            response_format=self.response_format,
         )
 
 
@@ -160,7 +168,15 @@ def to_langchain(messages: list[WireMessage]) -> list[BaseMessage]:
         elif m.role == "user":
             converted.append(HumanMessage(text, name=m.name))
         elif m.role == "assistant":
-            converted.append(AIMessage(text, name=m.name))
+            calls = [
+                {
+                    "name": c["function"]["name"],
+                    "args": json.loads(c["function"].get("arguments") or "{}"),
+                    "id": c.get("id"),
+                }
+                for c in m.tool_calls or ()
+            ]
+            converted.append(AIMessage(text, name=m.name, tool_calls=calls))
         elif m.role == "tool":
             converted.append(ToolMessage(text, tool_call_id=m.tool_call_id or ""))
         else:
@@ -204,6 +220,9 @@ class ChunkFactory:
     def content(self, text: str) -> dict[str, Any]:
         return self.delta({"content": text})
 
+    def tool_call(self, call: ToolCallChunk) -> dict[str, Any]:
+        return self.delta({"tool_calls": [tool_call_dict(call, streamed=True)]})
+
     def finish(self, finish_reason: str) -> dict[str, Any]:
         return self.delta({}, finish_reason)
 
@@ -211,6 +230,16 @@ class ChunkFactory:
         chunk = self._chunk([])
         chunk["usage"] = usage_dict(prompt_tokens, completion_tokens)
         return chunk
+
+
+def tool_call_dict(call: ToolCallChunk, *, streamed: bool = False) -> dict[str, Any]:
+    """One OpenAI tool call (streamed deltas carry their ``index``)."""
+    body: dict[str, Any] = {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.args},
+    }
+    return {"index": call.index, **body} if streamed else body
 
 
 def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -228,8 +257,13 @@ def completion_body(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
+    tool_calls: list[ToolCallChunk] | None = None,
 ) -> dict[str, Any]:
     """A non-streamed ``chat.completion`` object."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = [tool_call_dict(c) for c in tool_calls]
+        message["content"] = text or None
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -239,7 +273,7 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
@@ -257,4 +291,4 @@ def error_body(
 
 def finish_reason_of(reported: str | None) -> str:
     """OpenAI's finish reason for what the generator reported (``stop`` unless cut by length)."""
-    return "length" if reported == "length" else "stop"
+    return reported if reported in ("length", "tool_calls") else "stop"

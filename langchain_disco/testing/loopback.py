@@ -1,9 +1,10 @@
 """`LoopbackServer`: the loopback API in a child process, for tests and demos.
 
-A subprocess rather than a thread, because the server runs its own llama.cpp model: in another
-process it cannot hold the GIL or the event loop of the code under test, exactly like a real
-remote API. The child binds 127.0.0.1 on a free port and prints a ready line with the port once
-the model is loaded, so start-up waits for a fact, not for a sleep.
+A subprocess rather than a thread, because the server runs its own llama.cpp model (or, with
+``backend="echo"``, hundreds of model-free streams): in another process it cannot hold the GIL
+or the event loop of the code under test, exactly like a real remote API. The child binds
+127.0.0.1 on a free port and prints a ready line with the port once the model is loaded, so
+start-up waits for a fact, not for a sleep.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 
 from langchain_disco.errors import DiscoError
+from langchain_disco.testing.echo import DEFAULT_ECHO_TOK_S
 
 READY_PREFIX = "DISCO_LOOPBACK_READY"
 """The child prints ``DISCO_LOOPBACK_READY <port>`` on stdout once it serves."""
@@ -38,6 +40,9 @@ class LoopbackServer:
 
         with LoopbackServer(latency_profile="none") as server:
             client = openai.OpenAI(base_url=server.base_url, api_key="test")
+
+    `backend="echo"` replaces the llama.cpp model with `EchoEndpoint` (deterministic words at
+    `echo_tok_s` tokens/s, no model to load), for benchmarks of the client's own overhead.
     """
 
     def __init__(
@@ -51,6 +56,8 @@ class LoopbackServer:
         model_name: str = "loopback",
         host: str = "127.0.0.1",
         startup_timeout_s: float = 120.0,
+        backend: str = "llama",
+        echo_tok_s: float = DEFAULT_ECHO_TOK_S,
     ) -> None:
         self.host = host
         self.model_name = model_name
@@ -70,6 +77,10 @@ class LoopbackServer:
             str(n_threads),
             "--model-name",
             model_name,
+            "--backend",
+            backend,
+            "--echo-tok-s",
+            repr(float(echo_tok_s)),
         ]
         if model_path is not None:
             self._args += ["--model-path", str(model_path)]

@@ -1,10 +1,12 @@
 """The loopback OpenAI-compatible server: a real llama model behind a hosted API's face.
 
-`create_app` builds the FastAPI app around any `Endpoint` (in practice the llama.cpp one, so
-answers are real text with real token counts). It speaks the chat-completions protocol the
-official SDK expects (streamed and not, with usage), accepts the continuation dialects of vLLM,
-DeepSeek and llama.cpp server, delays and paces tokens like a measured hosted API
-(`LatencyProfile`), injects faults on demand (``/_disco/faults``) and logs every request
+`create_app` builds the FastAPI app around any `Endpoint`: the llama.cpp one (backend
+``llama``, the default), so answers are real text with real token counts, or the model-free
+`EchoEndpoint` (backend ``echo``), which streams deterministic words fast enough to measure
+the client's own overhead and hundreds of concurrent streams. It speaks the chat-completions
+protocol the official SDK expects (streamed and not, with usage), accepts the continuation
+dialects of vLLM, DeepSeek and llama.cpp server, delays and paces tokens like a measured hosted
+API (`LatencyProfile`), injects faults on demand (``/_disco/faults``) and logs every request
 (``/_disco/requests``). `serve` runs it under uvicorn; `main` is the command line of
 ``python -m langchain_disco.testing``, which `LoopbackServer` starts in a subprocess.
 """
@@ -33,8 +35,15 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
-from langchain_disco.endpoints.base import Endpoint, GenerationParams, StreamStats
-from langchain_disco.errors import DiscoError
+from langchain_disco.endpoints._grammar import rule_based_tool_choice
+from langchain_disco.endpoints.base import (
+    Endpoint,
+    GenerationParams,
+    StreamItem,
+    StreamStats,
+    ToolCallChunk,
+)
+from langchain_disco.errors import ConfigError, DiscoError
 from langchain_disco.testing._records import RequestLog, RequestRecord
 from langchain_disco.testing._streaming import STOP_TIMEOUT_S, deliver
 from langchain_disco.testing._wire import (
@@ -48,6 +57,7 @@ from langchain_disco.testing._wire import (
     split_continuation,
     to_langchain,
 )
+from langchain_disco.testing.echo import DEFAULT_ECHO_TOK_S, EchoEndpoint
 from langchain_disco.testing.faults import (
     FAULT_ADAPTER,
     DelayFault,
@@ -61,6 +71,14 @@ from langchain_disco.testing.latency import LatencyProfile, profile_names
 from langchain_disco.testing.loopback import READY_PREFIX
 
 MALFORMED_EVENT_DATA = "{not json"
+
+BACKENDS = ("llama", "echo")
+"""What generates the answers: a real llama.cpp model, or the model-free echo generator."""
+
+# Pending connections the listening socket queues (the kernel caps it at net.core.somaxconn).
+# uvicorn's own default; 128 would make a burst of hundreds of concurrent clients wait for
+# SYN retransmissions, which is the listener's limit, not the server's.
+_LISTEN_BACKLOG = 2048
 
 
 class AbortConnection(Exception):
@@ -101,12 +119,17 @@ class _Job:
 
     def items(
         self, server: _Server, stats: StreamStats
-    ) -> AsyncGenerator[str | MidStreamFault, None]:
-        """The paced deltas (or the terminal fault) of this request from `server`'s generator."""
+    ) -> AsyncGenerator[StreamItem | MidStreamFault, None]:
+        """The paced deltas (or the terminal fault) of this request from `server`'s generator.
+
+        ``tool_choice="auto"`` follows the stand-in rule of `rule_based_tool_choice` (call a
+        tool unless the last message is a tool result): the loopback model is a small base
+        model that cannot make that choice, and the server stands in for one that can.
+        """
         return deliver(
             server.generator,
             self.messages,
-            self.params,
+            rule_based_tool_choice(self.messages, self.params),
             stats,
             prefix=self.prefix,
             first_delay_s=self.first_delay_s,
@@ -225,6 +248,11 @@ async def _sse_events(server: _Server, job: _Job) -> AsyncIterator[dict[str, str
                         yield _event(chunks.role())
                     yield _event(chunks.content(item))
                     record.note_sent(item)
+                elif isinstance(item, ToolCallChunk):
+                    if not started:
+                        started = True
+                        yield _event(chunks.role())
+                    yield _event(chunks.tool_call(item))
                 elif isinstance(item, InbandErrorFault):
                     record.finish("fault", "injected in-band error")
                     message = "loopback fault: the model failed while generating"
@@ -260,12 +288,16 @@ async def _complete(server: _Server, job: _Job) -> Response:
     record = job.record
     stats = StreamStats()
     parts: list[str] = []
+    calls: list[ToolCallChunk] = []
     try:
         async with aclosing(job.items(server, stats)) as items:
             async for item in items:
                 if isinstance(item, str):
                     parts.append(item)
                     record.note_sent(item)
+                    continue
+                if isinstance(item, ToolCallChunk):
+                    calls.append(item)
                     continue
                 record.finish("fault", f"injected {item.kind}")
                 if isinstance(item, InbandErrorFault):
@@ -285,6 +317,7 @@ async def _complete(server: _Server, job: _Job) -> Response:
             finish_reason_of(stats.finish_reason),
             stats.input_tokens,
             stats.output_tokens,
+            calls,
         )
     )
 
@@ -367,22 +400,26 @@ def serve(
     *,
     model_name: str = "loopback",
     n_ctx: int = 4096,
+    backend: str = "llama",
+    echo_tok_s: float = DEFAULT_ECHO_TOK_S,
 ) -> None:
-    """Serve the loopback API with a real llama.cpp model until interrupted (blocking).
+    """Serve the loopback API until interrupted (blocking).
 
+    `backend="llama"` generates with a real llama.cpp model; `backend="echo"` with the
+    model-free `EchoEndpoint` at `echo_tok_s` tokens/s (model options are then ignored).
     `port=0` picks a free port; `on_ready(port)` is called once the model is loaded and the
     socket accepts requests. `n_threads=1` by default, so a local model in the client process
     still gets a core of its own on a small machine.
     """
-    from langchain_disco.endpoints.llama_cpp import LlamaCppEndpoint
-
     latency = LatencyProfile(latency_profile, scale=latency_scale)  # fail fast on a bad name
-    generator = LlamaCppEndpoint(model_path, n_ctx=n_ctx, n_threads=n_threads, name="loopback")
+    generator = _generator(backend, model_path, n_ctx, n_threads, echo_tok_s)
     app = create_app(generator, latency=latency, seed=seed, model_name=model_name)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await generator.load()  # load before announcing readiness, not on the first request
+        load = getattr(generator, "load", None)
+        if load is not None:
+            await load()  # load before announcing readiness, not on the first request
         try:
             yield
         finally:
@@ -402,13 +439,39 @@ def serve(
         sock.close()
 
 
+def _generator(
+    backend: str,
+    model_path: str | Path | None,
+    n_ctx: int,
+    n_threads: int | None,
+    echo_tok_s: float,
+) -> Endpoint:
+    """The endpoint that generates the answers of `backend`."""
+    if backend == "echo":
+        return EchoEndpoint(tok_s=echo_tok_s, name="loopback")
+    if backend != "llama":
+        raise ConfigError(
+            f"unknown loopback backend {backend!r}: use one of {', '.join(BACKENDS)} "
+            "('llama' runs a real model, 'echo' streams model-free deterministic words)"
+        )
+    from langchain_disco.endpoints.llama_cpp import LlamaCppEndpoint
+
+    return LlamaCppEndpoint(model_path, n_ctx=n_ctx, n_threads=n_threads, name="loopback")
+
+
 def _listening_socket(host: str, port: int) -> socket.socket:
-    """A socket bound and listening before uvicorn starts, so port 0 resolves here."""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    """A socket bound and listening before uvicorn starts, so port 0 resolves here.
+
+    Created with the explicit protocol (IPPROTO_TCP), not 0: asyncio only sets TCP_NODELAY on
+    accepted sockets whose protocol says TCP, and without it Nagle's algorithm held the SSE
+    events of a request sent right after another on a kept-alive connection until the client's
+    delayed ACK, about 40 ms later.
+    """
+    family, type_, proto, _, _ = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, type_, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(128)
+    sock.listen(_LISTEN_BACKLOG)
     return sock
 
 
@@ -429,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m langchain_disco.testing``: serve, and print the ready line with the port."""
     parser = argparse.ArgumentParser(
         prog="python -m langchain_disco.testing",
-        description="Loopback OpenAI-compatible server backed by a real llama.cpp model.",
+        description="Loopback OpenAI-compatible server backed by a real llama.cpp model "
+        "(or by the model-free echo generator).",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -441,6 +505,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-threads", type=int, default=1)
     parser.add_argument("--model-name", default="loopback")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="llama",
+        help="llama: a real llama.cpp model; echo: model-free deterministic words (benchmarks)",
+    )
+    parser.add_argument(
+        "--echo-tok-s",
+        type=float,
+        default=DEFAULT_ECHO_TOK_S,
+        help="decode rate of the echo backend in tokens/s (0: as fast as possible)",
+    )
     args = parser.parse_args(argv)
 
     def announce(port: int) -> None:
@@ -457,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_threads=args.n_threads,
             on_ready=announce,
             model_name=args.model_name,
+            backend=args.backend,
+            echo_tok_s=args.echo_tok_s,
         )
     except DiscoError as exc:
         print(f"error: {exc}", file=sys.stderr)

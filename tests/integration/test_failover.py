@@ -1,8 +1,13 @@
 """Mid-stream failover over the real local model and the real loopback server.
 
 Invariant checked everywhere: the delivered text is the failed source's text followed by the
-target's continuation, with nothing duplicated, lost or reordered; under greedy sampling, with
-the same model on both sides, it is also exactly the answer generated without any fault.
+target's continuation, with nothing duplicated, lost or reordered. Both sides are observed
+independently of the engine: the server's request log (what it sent, what prefix it was asked to
+continue) and a recording spy around the real local endpoint.
+
+(Why not "equals the fault-free greedy answer"? It usually does, but llama.cpp's arithmetic
+depends on how a prompt is batched, which depends on its prefix-cache state, so near-tied
+tokens can flip between two otherwise identical greedy runs. The invariant above is exact.)
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from langchain_core.messages import AIMessageChunk
 
 from langchain_disco import AllEndpointsFailedError, DiscoChatModel, Endpoint, LlamaCppEndpoint
 from langchain_disco.testing import LoopbackServer
-from tests._faulty import FailsOnceAfter
+from tests._faulty import FailsOnceAfter, Recording
 
 QUESTION = "Write three sentences about rivers."
 MAX_TOKENS = 24
@@ -77,26 +82,20 @@ async def no_leaks(
         await asyncio.to_thread(loopback.wait_for_request_status, index, ended, 10.0)
 
 
-@pytest.fixture(scope="module")
-def straight_answer(local_endpoint: LlamaCppEndpoint, loopback: LoopbackServer) -> str:
-    model = model_for(local_endpoint, loopback, "local", failover=False)
-    return str(model.invoke(QUESTION).content)
-
-
 @pytest.mark.parametrize("pace_tok_s", [None, 30.0], ids=["eager", "paced"])
 @pytest.mark.parametrize("after_tokens", [1, 4, 11])
 @pytest.mark.parametrize("fault", ["disconnect", "inband_error", "malformed", "stall"])
 async def test_remote_fault_mid_stream_continues_on_the_device(
     local_endpoint: LlamaCppEndpoint,
     server: LoopbackServer,
-    straight_answer: str,
     fault: str,
     after_tokens: int,
     pace_tok_s: float | None,
 ) -> None:
     extra = {"seconds": 30.0} if fault == "stall" else {}
     server.set_fault(fault, after_tokens=after_tokens, **extra)
-    model = model_for(local_endpoint, server, "remote", pace_tok_s=pace_tok_s)
+    local = Recording(local_endpoint)
+    model = model_for(local, server, "remote", pace_tok_s=pace_tok_s)
     chunks, report = await collect(model)
     runs = split_by_endpoint(chunks)
     assert [endpoint for endpoint, _ in runs] == ["remote", "local"]
@@ -106,8 +105,8 @@ async def test_remote_fault_mid_stream_continues_on_the_device(
     # The source part is exactly what the server sent before the fault ...
     assert runs[0][1] == entry["text_sent"]
     assert len(entry["text_sent"]) > 0
-    # ... and the whole is the fault-free answer: nothing lost, repeated or reordered.
-    assert "".join(text for _, text in runs) == straight_answer
+    # ... the device continued from exactly that text, and all it generated was delivered.
+    assert local.streams == [(runs[0][1], runs[1][1])]
     (event,) = [e for e in report["events"] if e["event"] == "failover"]
     assert (event["from"], event["to"]) == ("remote", "local")
     assert event["reason"] == ("stall" if fault == "stall" else "error")
@@ -122,7 +121,6 @@ async def test_remote_fault_mid_stream_continues_on_the_device(
 async def test_device_fault_mid_stream_continues_on_the_server(
     local_endpoint: LlamaCppEndpoint,
     server: LoopbackServer,
-    straight_answer: str,
     after_tokens: int,
     mode: str,
 ) -> None:
@@ -132,7 +130,6 @@ async def test_device_fault_mid_stream_continues_on_the_server(
     chunks, report = await collect(model_for(faulty, server, mode))
     runs = split_by_endpoint(chunks)
     assert [endpoint for endpoint, _ in runs] == ["local", "remote"]
-    assert "".join(text for _, text in runs) == straight_answer
     assert report["endpoints"]["local"]["outcome"] == "failed"
     # The server was asked to continue exactly the delivered text, and sent only the rest.
     entry = server.requests()[-1]
@@ -155,11 +152,12 @@ async def test_both_endpoints_failing_raise_one_error_with_both_causes(
 
 
 async def test_race_loser_error_before_the_first_token_is_not_a_failover(
-    local_endpoint: LlamaCppEndpoint, server: LoopbackServer, straight_answer: str
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
 ) -> None:
     server.set_fault("error_status", status=503)
     chunks, report = await collect(model_for(local_endpoint, server, "race"))
-    assert "".join(str(c.content) for c in chunks) == straight_answer
+    assert {e for c in chunks for e in c.response_metadata.get("disco_endpoints", [])} == {"local"}
+    assert "".join(str(c.content) for c in chunks)
     assert report["winner"] == "local"
     assert not [e for e in report["events"] if e["event"] == "failover"]
 

@@ -1,7 +1,8 @@
 """Token-level migration over the real local model and the real loopback server (vllm mode).
 
-Greedy sampling and the same model on both sides make the strongest invariant checkable: the
-migrated answer equals the answer generated without migration, character for character.
+The invariant is checked against what each side really produced, observed outside the engine:
+the server's request log and a recording spy around the real local endpoint (see
+test_failover.py for why equality with an unmigrated greedy run is not asserted).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from langchain_core.messages import AIMessageChunk
 
 from langchain_disco import DiscoChatModel, LlamaCppEndpoint
 from langchain_disco.testing import LoopbackServer
+from tests._faulty import Recording
 from tests.integration.test_failover import QUESTION, model_for, split_by_endpoint
 
 # The event loop and a 2-core machine add jitter to each release; a stall would be far larger.
@@ -34,12 +36,6 @@ async def timed(model: DiscoChatModel) -> tuple[list[AIMessageChunk], list[float
     return chunks, arrivals, chunks[-1].response_metadata["disco_report"]
 
 
-@pytest.fixture(scope="module")
-def straight_answer(local_endpoint: LlamaCppEndpoint, loopback: LoopbackServer) -> str:
-    model = model_for(local_endpoint, loopback, "local", failover=False)
-    return str(model.invoke(QUESTION).content)
-
-
 @pytest.mark.parametrize(
     ("mode", "costs", "source", "target", "pace_tok_s"),
     [
@@ -51,20 +47,21 @@ def straight_answer(local_endpoint: LlamaCppEndpoint, loopback: LoopbackServer) 
 async def test_paced_migration_is_seamless_and_text_exact(
     local_endpoint: LlamaCppEndpoint,
     server: LoopbackServer,
-    straight_answer: str,
     mode: str,
     costs: dict[str, float],
     source: str,
     target: str,
     pace_tok_s: float,
 ) -> None:
-    model = model_for(
-        local_endpoint, server, mode, migration="cost", pace_tok_s=pace_tok_s, **costs
-    )
+    local = Recording(local_endpoint)
+    model = model_for(local, server, mode, migration="cost", pace_tok_s=pace_tok_s, **costs)
     chunks, arrivals, report = await timed(model)
     runs = split_by_endpoint(chunks)
     assert [endpoint for endpoint, _ in runs] == [source, target]
-    assert "".join(text for _, text in runs) == straight_answer
+    (entry,) = server.requests()
+    if target == "local":
+        assert entry["text_sent"] == runs[0][1]  # all the server generated was delivered
+        assert local.streams == [(runs[0][1], runs[1][1])]  # continued from exactly that
     (event,) = [e for e in report["events"] if e["event"] == "migration"]
     assert (event["from"], event["to"]) == (source, target)
     assert event["buffered_tokens"] >= 1
@@ -74,42 +71,49 @@ async def test_paced_migration_is_seamless_and_text_exact(
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert max(gaps) <= 1.0 / pace_tok_s + GAP_TOLERANCE_S, max(gaps)
     if target == "remote":
-        (entry,) = server.requests()
+        assert local.streams == [("", runs[0][1])]
         assert entry["prefix"] == runs[0][1]
         assert entry["text_sent"] == runs[1][1]
 
 
 async def test_eager_migration_to_the_device_probes_then_takes_over(
-    local_endpoint: LlamaCppEndpoint, server: LoopbackServer, straight_answer: str
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
 ) -> None:
-    model = model_for(local_endpoint, server, "remote", migration="cost")
+    local = Recording(local_endpoint)
+    model = model_for(local, server, "remote", migration="cost")
     chunks, _arrivals, report = await timed(model)
     runs = split_by_endpoint(chunks)
     assert [endpoint for endpoint, _ in runs] == ["remote", "local"]
-    assert "".join(text for _, text in runs) == straight_answer
     names = [e["event"] for e in report["events"]]
     assert names.index("migration_probe") < names.index("migration")
     (entry,) = server.requests()
     assert entry["status"] == "disconnected"  # the source was stopped at the hand-over
-    assert entry["text_sent"] == runs[0][1]
+    # The server may have sent a little more than was delivered before it was stopped; the
+    # device continued from exactly what was delivered, and everything it made was delivered.
+    assert entry["text_sent"].startswith(runs[0][1])
+    probe, takeover = local.streams
+    assert runs[0][1].startswith(probe[0])  # the probe prefilled an earlier prefix
+    assert takeover == (runs[0][1], runs[1][1])
 
 
 async def test_eager_migration_to_the_server_continues_exactly(
-    local_endpoint: LlamaCppEndpoint, server: LoopbackServer, straight_answer: str
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
 ) -> None:
-    model = model_for(local_endpoint, server, "local", migration="cost", **DEVICE_EXPENSIVE)
+    local = Recording(local_endpoint)
+    model = model_for(local, server, "local", migration="cost", **DEVICE_EXPENSIVE)
     chunks, _arrivals, report = await timed(model)
     runs = split_by_endpoint(chunks)
     assert [endpoint for endpoint, _ in runs] == ["local", "remote"]
-    assert "".join(text for _, text in runs) == straight_answer
     (entry,) = server.requests()
+    assert local.streams[0][1].startswith(runs[0][1])
     assert entry["prefix"] == runs[0][1]
+    assert entry["text_sent"] == runs[1][1]
     (event,) = [e for e in report["events"] if e["event"] == "migration"]
     assert event["reason"] == "predicted stall within the bound"
 
 
 async def test_no_migration_when_the_target_cannot_continue(
-    local_endpoint: LlamaCppEndpoint, server: LoopbackServer, straight_answer: str
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
 ) -> None:
     model = model_for(
         local_endpoint,
@@ -120,6 +124,6 @@ async def test_no_migration_when_the_target_cannot_continue(
         **DEVICE_EXPENSIVE,
     )
     chunks, _arrivals, report = await timed(model)
-    assert "".join(str(c.content) for c in chunks) == straight_answer
+    assert {e for c in chunks for e in c.response_metadata.get("disco_endpoints", [])} == {"local"}
     assert not [e for e in report["events"] if e["event"].startswith("migration")]
     assert server.requests() == []

@@ -1,0 +1,95 @@
+"""Grammar-constrained decoding for the local model: tool calls and JSON-schema answers.
+
+A small base model cannot be trusted to choose tools or to write valid JSON by itself, so the
+local endpoint constrains its sampling with a llama.cpp grammar built from the JSON schema: the
+output is then always schema-valid (its *content* is only as good as the model).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from functools import lru_cache
+from typing import Any
+
+from langchain_core.messages import BaseMessage, SystemMessage, ToolMessage
+
+from langchain_disco.endpoints.base import GenerationParams
+
+
+def tool_call_schema(params: GenerationParams) -> dict[str, Any]:
+    """`{"name": <one of the allowed tools>, "arguments": <its parameters>}` as a JSON schema."""
+    allowed = [t["function"] for t in params.tools if t.get("type", "function") == "function"]
+    if isinstance(params.tool_choice, dict):
+        wanted = params.tool_choice.get("function", {}).get("name")
+        allowed = [f for f in allowed if f["name"] == wanted]
+        if not allowed:
+            raise ValueError(f"tool_choice names {wanted!r}, which is not among the tools")
+    options = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": f["name"]},
+                "arguments": f.get("parameters") or {"type": "object", "properties": {}},
+            },
+            "required": ["name", "arguments"],
+        }
+        for f in allowed
+    ]
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def response_schema(params: GenerationParams) -> dict[str, Any] | None:
+    """The JSON schema a `response_format` asks for, if any."""
+    fmt = params.response_format
+    if fmt is None:
+        return None
+    if fmt.get("type") == "json_schema":
+        schema: dict[str, Any] = fmt.get("json_schema", {}).get("schema", {"type": "object"})
+        return schema
+    return {"type": "object"}
+
+
+def tools_preamble(params: GenerationParams) -> SystemMessage:
+    """Tell the model which tools exist and the reply format the grammar will enforce."""
+    listed = [
+        {
+            "name": t["function"]["name"],
+            "description": t["function"].get("description", ""),
+            "parameters": t["function"].get("parameters", {}),
+        }
+        for t in params.tools
+    ]
+    return SystemMessage(
+        "You can call these tools:\n"
+        + json.dumps(listed)
+        + '\nReply only with a JSON object {"name": <tool name>, "arguments": {...}}.'
+    )
+
+
+def with_tools_preamble(messages: list[BaseMessage], params: GenerationParams) -> list[BaseMessage]:
+    return [tools_preamble(params), *messages]
+
+
+@lru_cache(maxsize=64)
+def grammar_for(schema_json: str) -> Any:
+    """A compiled llama.cpp grammar for a JSON schema (cached: agents reuse their tools)."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+
+
+def rule_based_tool_choice(
+    messages: list[BaseMessage], params: GenerationParams
+) -> GenerationParams:
+    """Turn ``tool_choice="auto"`` into a decision a small model can follow.
+
+    The rule of a minimal agent step: answer in text right after a tool result, otherwise
+    call a tool. A small base model cannot weigh that choice itself; this makes the mechanics
+    of an agent loop (call, run the tool, answer) work on it, explicitly and predictably.
+    """
+    if not params.tools or params.tool_choice not in (None, "auto"):
+        return params
+    if messages and isinstance(messages[-1], ToolMessage):
+        return replace(params, tools=(), tool_choice=None)
+    return replace(params, tool_choice="required")
