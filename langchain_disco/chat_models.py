@@ -35,19 +35,18 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from langchain_disco import _sync
+from langchain_disco._scheduler import (
+    LiveScheduler,
+    ProfilePredictor,
+    expected_view,
+    policy_from_settings,
+)
 from langchain_disco.config import DiscoSettings, load_settings
 from langchain_disco.endpoints.base import Endpoint, GenerationParams
 from langchain_disco.engine import Delivery, Engine, EngineEvent, EngineOptions
 from langchain_disco.errors import ConfigError, EndpointError
 from langchain_disco.report import RequestReport
-from langchain_disco.scheduling.cost import CostModel
-from langchain_disco.scheduling.dispatch import (
-    DispatchPolicy,
-    Plan,
-    RequestFeatures,
-    Start,
-    policy_for_mode,
-)
+from langchain_disco.scheduling.dispatch import DispatchPolicy, Plan, Start
 from langchain_disco.scheduling.migration import CostAwareMigration, NoMigration, StallDetector
 
 _SETTINGS_FIELDS = set(DiscoSettings.model_fields)
@@ -83,8 +82,9 @@ class DiscoChatModel(BaseChatModel):
     """The device endpoint; built from settings (the shared llama.cpp model) when not given."""
     remote: Endpoint | None = None
     """The server endpoint; built from settings when not given and a base URL is set."""
-    policy: DispatchPolicy | None = None
-    """Dispatch policy; defaults to the baseline for `settings.mode`."""
+    dispatch_policy: DispatchPolicy | None = None
+    """A dispatch policy object (pass it as ``policy=``); by default the one named by
+    `settings.policy` (``DISCO_POLICY``), else the baseline for `settings.mode`."""
 
     temperature: float | None = None
     max_tokens: int | None = None
@@ -92,6 +92,7 @@ class DiscoChatModel(BaseChatModel):
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
 
     _engine: Engine | None = PrivateAttr(default=None)
+    _scheduler: LiveScheduler | None = PrivateAttr(default=None)
 
     def __init__(self, **kwargs: Any) -> None:
         """Accept any `DiscoSettings` field as a keyword (`mode=`, `remote_base_url=`, ...)."""
@@ -104,6 +105,8 @@ class DiscoChatModel(BaseChatModel):
         if not isinstance(values, dict):
             return values
         values = dict(values)
+        if "policy" in values and not isinstance(values["policy"], str | None):
+            values["dispatch_policy"] = values.pop("policy")  # a policy object, not a name
         overrides = {
             k: values.pop(k)
             for k in list(values)
@@ -128,8 +131,9 @@ class DiscoChatModel(BaseChatModel):
     def _build_endpoints(self) -> DiscoChatModel:
         """Create the endpoints the mode needs, failing early with a clear `ConfigError`."""
         s = self.settings
-        needs_local = s.mode in ("local", "race") or self.policy is not None
-        needs_remote = s.mode in ("remote", "race") or self.policy is not None
+        chooses = self.dispatch_policy is not None or s.policy not in (None, "local", "remote")
+        needs_local = s.mode in ("local", "race") or chooses or s.policy == "local"
+        needs_remote = s.mode in ("remote", "race") or chooses or s.policy == "remote"
         # Failover needs the other endpoint too, when it is configured (building one is cheap:
         # the model loads and the HTTP client connects only when first used).
         if self.local is None and (needs_local or (s.failover and _local_available(s))):
@@ -160,7 +164,7 @@ class DiscoChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {
             "mode": self.settings.mode,
-            "policy": self._policy().name,
+            "policy": self.scheduler.policy.name,
             "local_model": self.local.model_name if self.local else None,
             "remote_model": self.remote.model_name if self.remote else None,
             "temperature": self.temperature,
@@ -184,8 +188,17 @@ class DiscoChatModel(BaseChatModel):
 
     # -- the core ------------------------------------------------------------------------
 
-    def _policy(self) -> DispatchPolicy:
-        return self.policy or policy_for_mode(self.settings.mode)
+    @property
+    def scheduler(self) -> LiveScheduler:
+        """The dispatch policy and the latency profiles it learns from live requests."""
+        if self._scheduler is None:
+            policy = self.dispatch_policy or policy_from_settings(self.settings)
+            self._scheduler = LiveScheduler(self.settings, policy)
+        return self._scheduler
+
+    def save_profiles(self) -> None:
+        """Persist the learned latency profiles now (they are also saved periodically)."""
+        self.scheduler.save()
 
     def _engine_for_run(self) -> Engine:
         if self._engine is None:
@@ -195,21 +208,15 @@ class DiscoChatModel(BaseChatModel):
                 if ep is not None
             }
             s = self.settings
-            cost_model = CostModel(
-                price_in_per_mtok=s.price_in_per_mtok,
-                price_out_per_mtok=s.price_out_per_mtok,
-                energy_prefill_j_per_token=s.device_energy_prefill_j_per_token,
-                energy_decode_j_per_token=s.device_energy_decode_j_per_token,
-                usd_per_j=s.usd_per_j,
-            )
             options = EngineOptions(
                 failover=s.failover,
                 pace_tok_s=s.pace_tok_s,
                 migration=CostAwareMigration() if s.migration == "cost" else NoMigration(),
                 stall=StallDetector(floor_s=s.stall_floor_s),
                 approximate_continuation_prompt=s.approximate_continuation_prompt,
+                predictor=ProfilePredictor(self.scheduler),
             )
-            self._engine = Engine(endpoints, cost_model, options=options)
+            self._engine = Engine(endpoints, self.scheduler.cost_model, options=options)
         return self._engine
 
     def _params(self, stop: list[str] | None, **kwargs: Any) -> GenerationParams:
@@ -257,24 +264,32 @@ class DiscoChatModel(BaseChatModel):
         to dispatch as LangChain custom events (sync or async, as the caller runs).
         """
         engine = self._engine_for_run()
-        features = RequestFeatures(
-            prompt_tokens=_estimate_tokens(messages, self.local or self.remote),
-            max_tokens=self.max_tokens,
-            local_queue=getattr(self.local, "pending", 0),
-        )
+        scheduler = self.scheduler
         params = self._params(stop, **kwargs)
-        plan = _within_capabilities(self._policy().plan(features), params, engine.endpoints)
+        features = scheduler.features(
+            _estimate_tokens(messages, self.local or self.remote), params.max_tokens, self.local
+        )
+        chosen = scheduler.plan(features)
+        plan = _within_capabilities(chosen, params, engine.endpoints)
         report = RequestReport(action=plan.action, reason=plan.reason)
+        report.expected = expected_view(chosen)
+        if events is not None:
+            decision = {"action": plan.action, "reason": plan.reason, "expected": report.expected}
+            events.append(EngineEvent("disco_dispatch", decision))
         # `aclosing`: when our consumer stops early, the engine (and every endpoint stream it
         # started) is closed right here, not later by the garbage collector.
         items = engine.run(plan, messages, params, report)
-        async with contextlib.aclosing(items):
-            async for item in items:
-                if isinstance(item, EngineEvent):
-                    if events is not None:
-                        events.append(item)
-                    continue
-                yield _content_chunk(item)
+        try:
+            async with contextlib.aclosing(items):
+                async for item in items:
+                    if isinstance(item, EngineEvent):
+                        if events is not None:
+                            events.append(item)
+                        continue
+                    yield _content_chunk(item)
+        finally:
+            # The policy's own plan object: its spend accounting matches plans by identity.
+            scheduler.learn(features, chosen, report)
         winner = report.endpoints.get(report.winner or "")
         usage = UsageMetadata(
             input_tokens=report.input_tokens,

@@ -30,6 +30,40 @@ class DiscoSettings(BaseSettings):
         "or 'race' (both, first token wins)",
     )
 
+    policy: str | None = Field(
+        None,
+        description="a dispatch policy, overriding DISCO_MODE: local, remote, race, random, "
+        "random_race, length_threshold, wait_time or generalized",
+    )
+    budget: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="a share between 0 and 1 of the budgeted resource (0: never spend it, "
+        "1: race every request); unset uses 0.5 for budgeted policies",
+    )
+    budget_resource: Literal["server", "device", "unified"] | None = Field(
+        None,
+        description="what the budget limits: server (USD), device (energy) or unified; unset "
+        "uses the policy's own (length_threshold: server, wait_time: device, others: unified)",
+    )
+    device_profile: str = Field(
+        "2-core x86 cloud VM",
+        description="the device prior from the bundled measurements, e.g. 'Galaxy S25', "
+        "'MacBook Pro M1 Max' or '2-core x86 cloud VM'; replaced as requests are observed",
+    )
+    server_profile: str = Field(
+        "all",
+        description="the server TTFT prior, a provider-size such as 'together-13b', or 'all'",
+    )
+    profile_path: Path | None = Field(
+        None,
+        description="where learned profiles persist (JSON); unset uses the user cache dir",
+    )
+    persist_profiles: bool = Field(
+        True, description="true to load and save learned latency profiles"
+    )
+
     # -- local (device) ------------------------------------------------------------------
     local_model_path: Path | None = Field(
         None, description="path to a .gguf file; unset uses the embedded Gemma 3 270M"

@@ -22,6 +22,8 @@ def _no_disco_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("DISCO_"):
             monkeypatch.delenv(name)
+    # Learned profiles stay in memory: no test reads or writes the user's profile cache.
+    monkeypatch.setenv("DISCO_PERSIST_PROFILES", "false")
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,9 @@ def tools_preamble(params: GenerationParams) -> SystemMessage:
     return SystemMessage(
         "You can call these tools:\n"
         + json.dumps(listed)
-        + '\nReply only with a JSON object {"name": <tool name>, "arguments": {...}}.'
+        + "\nTo call a tool, reply with one JSON object naming the tool and giving its "
+        "arguments, with the values taken from the request. For example, for "
+        '"What is add(2, 5)?" reply {"name": "add", "arguments": {"a": 2, "b": 5}}.'
     )
 
 
@@ -71,12 +73,42 @@ def with_tools_preamble(messages: list[BaseMessage], params: GenerationParams) -
     return [tools_preamble(params), *messages]
 
 
+_MAX_ENUMERATED_INTEGERS = 4096
+
+
+def bounded_integers(schema: Any) -> Any:
+    """The schema with small bounded integer ranges spelled out as enums.
+
+    llama.cpp's schema-to-grammar conversion ignores ``minimum``/``maximum`` (and their
+    exclusive forms), so `Field(gt=-1000, lt=1000)` would still admit any integer; listing a
+    small range makes the bound part of the grammar. Larger or one-sided ranges stay as they
+    are (schema-valid in shape, the bound left to validation).
+    """
+    if isinstance(schema, list):
+        return [bounded_integers(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded_integers(v) for k, v in schema.items()}
+    if out.get("type") == "integer":
+        low = out.get("minimum", out.get("exclusiveMinimum"))
+        high = out.get("maximum", out.get("exclusiveMaximum"))
+        if isinstance(low, int | float) and isinstance(high, int | float):
+            lo = int(low) + (1 if "minimum" not in out else 0)
+            hi = int(high) - (1 if "maximum" not in out else 0)
+            if 0 <= hi - lo < _MAX_ENUMERATED_INTEGERS:
+                # Small magnitudes first: the order is the grammar's, not a preference.
+                values = sorted(range(lo, hi + 1), key=lambda v: (abs(v), v))
+                return {"enum": values}
+    return out
+
+
 @lru_cache(maxsize=64)
 def grammar_for(schema_json: str) -> Any:
     """A compiled llama.cpp grammar for a JSON schema (cached: agents reuse their tools)."""
     from llama_cpp.llama_grammar import LlamaGrammar
 
-    return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+    schema = bounded_integers(json.loads(schema_json))
+    return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
 
 
 def rule_based_tool_choice(

@@ -3,12 +3,26 @@
 A `Plan` is a list of starts, each at an offset from the request's arrival. A start with a
 positive offset is a *hedge*: it only happens if no content token has arrived by then. The
 first endpoint to produce a content token wins; every other one is cancelled at once.
+
+The seam, used identically by the live model and the simulator::
+
+    plan = policy.plan(features, ctx)      # before the request starts
+    ...                                    # the engine (or the simulator) executes the plan
+    ctx.profiles.observe(outcome)          # what the endpoints showed
+    policy.observe(outcome)                # budget feedback: what the request cost
+
+The budgeted policies live in `policies.py`; this module holds the seam and the baselines.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from langchain_disco.scheduling.cost import Cost, CostModel
+
+if TYPE_CHECKING:
+    from langchain_disco.scheduling.profiles import Profiles
 
 Role = Literal["local", "remote"]
 Mode = Literal["local", "remote", "race"]
@@ -23,6 +37,10 @@ class RequestFeatures:
     max_tokens: int | None = None
     local_queue: int = 0
     """Generations already queued or running on the local model."""
+    local_queue_wait_s: float = 0.0
+    """Predicted wait before the local model could begin this request's prefill."""
+    expected_output_tokens: float | None = None
+    """Predicted answer length; `None` lets a policy ask the output-length profile."""
 
 
 @dataclass(frozen=True)
@@ -34,12 +52,29 @@ class Start:
 
 
 @dataclass(frozen=True)
+class ActionEstimate:
+    """A policy's expectation for one candidate action: TTFT, cost, and its objective value."""
+
+    action: str
+    ttft_s: float
+    cost: Cost
+    starts: tuple[Start, ...] = ()
+    score: float | None = None
+    """The policy's objective (lower is better), when it ranks actions by one."""
+
+
+@dataclass(frozen=True)
 class Plan:
-    """Which endpoints start when, with the policy's name for the action and its reason."""
+    """Which endpoints start when, with the policy's name for the action and its reason.
+
+    `expected` lists the chosen action's estimate first and, when the policy weighed
+    alternatives, the runner-up next, so a report can say why this action was chosen.
+    """
 
     starts: tuple[Start, ...]
     action: str
     reason: str = ""
+    expected: tuple[ActionEstimate, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.starts:
@@ -54,6 +89,50 @@ class Plan:
     def endpoints(self) -> tuple[Role, ...]:
         return tuple(s.endpoint for s in self.starts)
 
+    def offset(self, endpoint: Role) -> float | None:
+        """When `endpoint` is planned to start (`None`: never)."""
+        return next((s.at_s for s in self.starts if s.endpoint == endpoint), None)
+
+
+@dataclass
+class DispatchContext:
+    """What a policy consults besides the request: learned profiles and the cost model."""
+
+    profiles: Profiles
+    cost_model: CostModel = field(default_factory=CostModel)
+
+
+@dataclass(frozen=True)
+class EndpointOutcome:
+    """What one started endpoint did for one request. Times are seconds since arrival."""
+
+    endpoint: Role
+    started_s: float
+    first_token_s: float | None
+    """Its first content token (`None`: cancelled or failed before one)."""
+    ended_s: float | None
+    """When it stopped: finished, cancelled or failed."""
+    queue_wait_s: float = 0.0
+    """Local only: how long it waited behind other generations before its prefill began."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    decode_tok_s: float | None = None
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    """Feedback after a request: who started, who won, what it cost, what it showed."""
+
+    request: RequestFeatures
+    plan: Plan
+    endpoints: tuple[EndpointOutcome, ...]
+    winner: Role | None
+    ttft_s: float | None
+    output_tokens: int
+    """Length of the delivered answer."""
+    cost: Cost
+
 
 @runtime_checkable
 class DispatchPolicy(Protocol):
@@ -62,7 +141,9 @@ class DispatchPolicy(Protocol):
     @property
     def name(self) -> str: ...
 
-    def plan(self, request: RequestFeatures) -> Plan: ...
+    def plan(self, request: RequestFeatures, ctx: DispatchContext) -> Plan: ...
+
+    def observe(self, outcome: RequestOutcome) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -71,8 +152,11 @@ class LocalOnly:
 
     name: str = "local"
 
-    def plan(self, request: RequestFeatures) -> Plan:
+    def plan(self, request: RequestFeatures, ctx: DispatchContext | None = None) -> Plan:
         return Plan((Start("local"),), action="local", reason="mode=local")
+
+    def observe(self, outcome: RequestOutcome) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -81,8 +165,11 @@ class RemoteOnly:
 
     name: str = "remote"
 
-    def plan(self, request: RequestFeatures) -> Plan:
+    def plan(self, request: RequestFeatures, ctx: DispatchContext | None = None) -> Plan:
         return Plan((Start("remote"),), action="remote", reason="mode=remote")
+
+    def observe(self, outcome: RequestOutcome) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -91,8 +178,11 @@ class Race:
 
     name: str = "race"
 
-    def plan(self, request: RequestFeatures) -> Plan:
+    def plan(self, request: RequestFeatures, ctx: DispatchContext | None = None) -> Plan:
         return Plan((Start("local"), Start("remote")), action="race", reason="mode=race")
+
+    def observe(self, outcome: RequestOutcome) -> None:
+        return None
 
 
 def policy_for_mode(mode: Mode) -> DispatchPolicy:

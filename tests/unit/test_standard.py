@@ -25,14 +25,17 @@ class TestDiscoChatModelUnit(ChatModelUnitTests):
         }
         return env, {}, {"mode": "remote"}
 
-    # Not built yet (issue 7): declared off, so the standard suite skips them by design.
     @property
     def has_tool_calling(self) -> bool:
-        return False
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True
 
     @property
     def returns_usage_metadata(self) -> bool:

@@ -1,0 +1,214 @@
+"""The live side of dispatch: the policy, the learned profiles, and what each request teaches.
+
+`DiscoChatModel` owns one `LiveScheduler`. Per request it builds the policy's view of the request
+(prompt size, the device queue), asks the policy for a plan, and afterwards turns the engine's
+report into the same `RequestOutcome` the simulator produces, so the profiles and the budget
+controller learn from live traffic exactly as they do in simulation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict
+from typing import Any
+
+from langchain_disco.config import DiscoSettings
+from langchain_disco.endpoints.base import Endpoint
+from langchain_disco.report import RequestReport
+from langchain_disco.scheduling.budget import Budget
+from langchain_disco.scheduling.cost import CostModel
+from langchain_disco.scheduling.dispatch import (
+    DispatchContext,
+    DispatchPolicy,
+    EndpointOutcome,
+    Plan,
+    RequestFeatures,
+    RequestOutcome,
+    policy_for_mode,
+)
+from langchain_disco.scheduling.estimates import DeviceJob, predict_queue_wait_s
+from langchain_disco.scheduling.policies import policy_from_name
+from langchain_disco.scheduling.profiles import Profiles
+from langchain_disco.scheduling.store import ProfileStore
+
+logger = logging.getLogger(__name__)
+
+SAVE_EVERY = 20
+"""Persist the learned profiles every this many requests (and on `save_profiles`)."""
+
+
+def cost_model_from(s: DiscoSettings) -> CostModel:
+    return CostModel(
+        price_in_per_mtok=s.price_in_per_mtok,
+        price_out_per_mtok=s.price_out_per_mtok,
+        energy_prefill_j_per_token=s.device_energy_prefill_j_per_token,
+        energy_decode_j_per_token=s.device_energy_decode_j_per_token,
+        usd_per_j=s.usd_per_j,
+    )
+
+
+def policy_from_settings(s: DiscoSettings) -> DispatchPolicy:
+    """`DISCO_POLICY` (with `DISCO_BUDGET`), else the baseline behind `DISCO_MODE`."""
+    if s.policy is None:
+        return policy_for_mode(s.mode)
+    budget = None
+    if s.budget is not None or s.budget_resource is not None:
+        resource = s.budget_resource or _default_resource(s.policy)
+        budget = Budget(share=0.5 if s.budget is None else s.budget, resource=resource)
+    return policy_from_name(s.policy, budget)
+
+
+def _default_resource(policy: str) -> Any:
+    return {"length_threshold": "server", "wait_time": "device"}.get(policy, "unified")
+
+
+class LiveScheduler:
+    """Policy + profiles for one model; thread-safe (sync calls run on a background loop)."""
+
+    def __init__(self, settings: DiscoSettings, policy: DispatchPolicy) -> None:
+        self.policy = policy
+        self.cost_model = cost_model_from(settings)
+
+        def priors() -> Profiles:
+            return Profiles.prior(settings.device_profile, settings.server_profile)
+
+        self._priors = priors
+        self._store = ProfileStore(settings.profile_path, fallback=priors)
+        self._persist = settings.persist_profiles
+        self._profiles: Profiles | None = None
+        self._lock = threading.Lock()
+        self._seen = 0
+
+    @property
+    def profiles(self) -> Profiles:
+        """The learned profiles, loaded from the cache (or the priors) on first use."""
+        with self._lock:
+            return self._loaded()
+
+    def context(self) -> DispatchContext:
+        return DispatchContext(profiles=self.profiles, cost_model=self.cost_model)
+
+    def features(
+        self, prompt_tokens: int, max_tokens: int | None, local: Endpoint | None
+    ) -> RequestFeatures:
+        """What the policy sees: prompt size, and the wait behind the device's queue."""
+        pending = int(getattr(local, "pending", 0) or 0)
+        busy = bool(getattr(local, "busy", False))
+        wait = 0.0
+        if pending:
+            # The queued jobs' sizes are unknown here; each is taken to be like this one.
+            jobs = [
+                DeviceJob(prompt_tokens=prompt_tokens, prefill_started=busy and i == 0)
+                for i in range(pending)
+            ]
+            profiles = self.profiles
+            wait = predict_queue_wait_s(jobs, profiles.device, profiles.output_lengths)
+        return RequestFeatures(
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+            local_queue=pending,
+            local_queue_wait_s=wait,
+        )
+
+    def plan(self, features: RequestFeatures) -> Plan:
+        with self._lock:
+            ctx = DispatchContext(profiles=self._loaded(), cost_model=self.cost_model)
+            return self.policy.plan(features, ctx)
+
+    def learn(self, features: RequestFeatures, plan: Plan, report: RequestReport) -> None:
+        """Feed one finished (or abandoned) request to the profiles and the policy."""
+        outcome = outcome_from_report(features, plan, report)
+        with self._lock:
+            self._loaded().observe(outcome)
+            self.policy.observe(outcome)
+            self._seen += 1
+            due = self._persist and self._seen % SAVE_EVERY == 0
+        if due:
+            self.save()
+
+    def save(self) -> None:
+        """Persist the learned profiles now (a failure is logged, never raised)."""
+        if self._profiles is None or not self._persist:
+            return
+        try:
+            with self._lock:
+                self._store.save(self._profiles)
+        except OSError as exc:
+            logger.warning("cannot save latency profiles to %s: %s", self._store.path, exc)
+
+    def _loaded(self) -> Profiles:
+        if self._profiles is None:
+            self._profiles = self._store.load() if self._persist else self._priors()
+        return self._profiles
+
+
+def outcome_from_report(
+    features: RequestFeatures, plan: Plan, report: RequestReport
+) -> RequestOutcome:
+    """The engine's report in the simulator's terms (times since arrival)."""
+    endpoints = []
+    for role, run in report.endpoints.items():
+        if run.started_s is None or role not in ("local", "remote"):
+            continue
+        decode = None
+        if run.first_token_s is not None and run.ended_s is not None and run.output_tokens > 1:
+            span = run.ended_s - run.first_token_s
+            if span > 0:
+                decode = (run.output_tokens - 1) / span
+        endpoints.append(
+            EndpointOutcome(
+                endpoint=role,  # type: ignore[arg-type]
+                started_s=run.started_s,
+                first_token_s=run.first_token_s,
+                ended_s=run.ended_s,
+                queue_wait_s=run.queue_wait_s,
+                input_tokens=run.input_tokens,
+                output_tokens=run.output_tokens,
+                decode_tok_s=decode,
+                failed=run.outcome == "failed",
+            )
+        )
+    return RequestOutcome(
+        request=features,
+        plan=plan,
+        endpoints=tuple(endpoints),
+        winner=report.winner,  # type: ignore[arg-type]
+        ttft_s=report.ttft_s,
+        output_tokens=sum(r.delivered_chunks for r in report.endpoints.values()),
+        cost=report.cost,
+    )
+
+
+def expected_view(plan: Plan) -> list[dict[str, Any]]:
+    """The chosen action's estimate and the runner-up's, for the report."""
+    return [
+        {
+            "action": e.action,
+            "ttft_s": e.ttft_s,
+            "cost": asdict(e.cost),
+            "score": e.score,
+        }
+        for e in plan.expected[:2]
+    ]
+
+
+class ProfilePredictor:
+    """The engine's migration predictor, backed by the learned profiles."""
+
+    def __init__(self, scheduler: LiveScheduler) -> None:
+        self._scheduler = scheduler
+
+    def ttft_s(self, role: str, context_tokens: int) -> float:
+        profiles = self._scheduler.profiles
+        if role == "local":
+            return profiles.device.predict_ttft_s(context_tokens)
+        # Buffer sizing wants a safe figure, not the mean: the 90th percentile.
+        return profiles.server.quantile(0.9, context_tokens)
+
+    def decode_tok_s(self, role: str) -> float:
+        profiles = self._scheduler.profiles
+        return profiles.device.decode_tok_s if role == "local" else profiles.server.decode_tok_s
+
+    def mean_output_tokens(self) -> float:
+        return self._scheduler.profiles.output_lengths.expected()

@@ -1,0 +1,275 @@
+"""Budgets, and the controller that keeps realised spend on budget over a long run.
+
+A `Budget` constrains one resource: `"server"` (USD), `"device"` (joules) or `"unified"` (USD,
+device energy converted by the cost model's exchange rate). It is either an absolute average per
+request (`per_request`), or a `share` b in [0, 1] of the spend between two reference plans,
+computed per request on that resource:
+
+- the *floor*: the cheapest dispatch, sending the request to the cheaper endpoint only (0 for
+  the server and device resources: the device alone spends no server money, and vice versa);
+- the *ceiling*: starting the constrained resource on every request too, i.e. always-race.
+
+So b = 0 never spends the constrained resource, b = 1 is always-race, and every b in between
+is reachable whatever the endpoints. (The cost of sending *everything* to the constrained
+endpoint would be a poor yardstick: a slow phone hedging a fast server spends a few percent of
+its all-device energy even when racing every request, so most shares of it could not be spent.)
+
+`BudgetController` turns the budget into a *target share* for the next request: a feed-forward
+term (the budget itself, or the per-request amount converted with the profiles' expected floor
+and ceiling) plus integral feedback on the cumulative deficit, repaid over `horizon` requests.
+Policies map the target share to their own knob (a length threshold, a wait, a price of cost)
+through the profiles' expectations; the feedback corrects whatever those expectations get wrong.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from langchain_disco.scheduling.cost import Cost, CostModel
+from langchain_disco.scheduling.dispatch import DispatchContext, RequestOutcome
+from langchain_disco.scheduling.empirical import Reservoir
+from langchain_disco.scheduling.estimates import RACE, estimate_action, resolve_action
+
+Resource = Literal["server", "device", "unified"]
+RESOURCES: tuple[Resource, ...] = ("server", "device", "unified")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a user allows on the constrained resource: a `share` in [0, 1] or a `per_request`
+    average (USD for `"server"` and `"unified"`, joules for `"device"`)."""
+
+    share: float | None = None
+    per_request: float | None = None
+    resource: Resource = "server"
+
+    def __post_init__(self) -> None:
+        if (self.share is None) == (self.per_request is None):
+            raise ValueError("a budget is either a share or a per-request amount, not both")
+        if self.share is not None and not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"budget share must be in [0, 1], got {self.share}")
+        if self.per_request is not None and not self.per_request >= 0.0:
+            raise ValueError(f"per-request budget must be >= 0, got {self.per_request}")
+        if self.resource not in RESOURCES:
+            raise ValueError(f"budget resource must be one of {RESOURCES}, got {self.resource!r}")
+
+    @property
+    def unit(self) -> str:
+        return "J" if self.resource == "device" else "USD"
+
+    def spend(self, cost: Cost) -> float:
+        """The part of a request's cost this budget counts."""
+        if self.resource == "server":
+            return cost.server_usd
+        if self.resource == "device":
+            return cost.device_j
+        return cost.unified_usd
+
+    def floor(self, prompt_tokens: float, output_tokens: float, cost_model: CostModel) -> float:
+        """Spend of the cheapest dispatch: the cheaper endpoint alone."""
+        if self.resource != "unified":
+            return 0.0
+        server = (
+            cost_model.price_in_per_mtok * prompt_tokens
+            + cost_model.price_out_per_mtok * output_tokens
+        ) / 1e6
+        device_j = (
+            cost_model.energy_prefill_j_per_token * prompt_tokens
+            + cost_model.energy_decode_j_per_token * output_tokens
+        )
+        return min(server, device_j * cost_model.usd_per_j)
+
+    def bounds(
+        self,
+        ctx: DispatchContext,
+        prompt_tokens: int,
+        queue_wait_s: float,
+        output_tokens: float,
+    ) -> tuple[float, float]:
+        """(floor, expected ceiling) for one request: the range a share interpolates."""
+        race = estimate_action(
+            RACE,
+            server=ctx.profiles.server.distribution(prompt_tokens),
+            prefill_s=ctx.profiles.device.predict_ttft_s(prompt_tokens),
+            queue_wait_s=queue_wait_s,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            cost_model=ctx.cost_model,
+        )
+        floor = self.floor(prompt_tokens, output_tokens, ctx.cost_model)
+        return floor, max(self.spend(race.cost), floor)
+
+    def realised_bounds(self, ctx: DispatchContext, outcome: RequestOutcome) -> tuple[float, float]:
+        """(floor, ceiling) of a finished request, using everything its outcome revealed.
+
+        The ceiling (what always-race would have spent) is counterfactual, but the outcome often
+        pins it down: a server that answered gives its TTFT, a cancelled one a lower bound, a
+        device that answered its prefill time. What stays unknown is averaged over the profiles.
+        """
+        request = outcome.request
+        prompt = request.prompt_tokens
+        profiles = ctx.profiles
+        if outcome.winner is not None:
+            output = float(outcome.output_tokens)
+        elif request.expected_output_tokens is not None:
+            output = request.expected_output_tokens
+        else:
+            output = profiles.output_lengths.expected(request.max_tokens)
+        floor = self.floor(prompt, output, ctx.cost_model)
+        server_ttft: float | None = None
+        server_at_least = 0.0
+        prefill: float | None = None
+        queue = request.local_queue_wait_s
+        for run in outcome.endpoints:
+            if run.failed:
+                continue
+            if run.endpoint == "remote":
+                if run.first_token_s is not None:
+                    server_ttft = run.first_token_s - run.started_s
+                elif run.ended_s is not None:
+                    server_at_least = max(run.ended_s - run.started_s, 0.0)
+                continue
+            if run.started_s == 0.0:
+                queue = run.queue_wait_s
+            if run.first_token_s is not None:
+                prefill = run.first_token_s - run.started_s - run.queue_wait_s
+        if prefill is None:
+            prefill = profiles.device.predict_ttft_s(prompt)
+        dist = profiles.server.distribution(prompt)
+        if server_ttft is None and server_at_least > 0:
+            xs, _ = dist.view()
+            tail = xs[bisect.bisect_left(xs, server_at_least) :]
+            if tail:
+                dist = Reservoir(tail, capacity=len(tail))
+            else:
+                server_ttft = server_at_least
+        if server_ttft is not None:
+            race_cost = resolve_action(
+                RACE,
+                server_ttft_s=server_ttft,
+                local_begin_s=queue,
+                prefill_s=prefill,
+                prompt_tokens=prompt,
+                output_tokens=output,
+                cost_model=ctx.cost_model,
+            ).cost
+        else:
+            race_cost = estimate_action(
+                RACE,
+                server=dist,
+                prefill_s=prefill,
+                queue_wait_s=queue,
+                prompt_tokens=prompt,
+                output_tokens=output,
+                cost_model=ctx.cost_model,
+            ).cost
+        return floor, max(self.spend(race_cost), floor)
+
+    def allowance(self, floor: float, ceiling: float) -> float:
+        """What one request may spend, given its floor and ceiling."""
+        if self.share is not None:
+            return floor + self.share * (ceiling - floor)
+        assert self.per_request is not None
+        return self.per_request
+
+
+class BudgetController:
+    """Target share for the next request: feed-forward plus integral feedback on the deficit."""
+
+    def __init__(self, budget: Budget, *, horizon: float = 200.0, prior_weight: float = 20.0):
+        if horizon <= 0:
+            raise ValueError("horizon must be > 0")
+        self.budget = budget
+        self.horizon = horizon
+        self._prior_weight = prior_weight
+        self._warm: tuple[float, float] | None = None
+        self.n = 0
+        self.spent = 0.0
+        self.allowed = 0.0
+        self.floor_total = 0.0
+        self.ceiling_total = 0.0
+        self.max_in_flight = 10_000
+        self._in_flight: OrderedDict[int, tuple[object, float, float]] = OrderedDict()
+        self._pending_spent = 0.0
+        self._pending_allowed = 0.0
+
+    def warm_start(self, mean_floor: float, mean_ceiling: float) -> None:
+        """Expected per-request floor and ceiling (from the profiles) before any feedback."""
+        self._warm = (mean_floor, mean_ceiling)
+
+    def _means(self) -> tuple[float, float]:
+        if self._warm is None:
+            if not self.n:
+                return 0.0, 1.0
+            return self.floor_total / self.n, self.ceiling_total / self.n
+        w = self._prior_weight
+        f0, c0 = self._warm
+        return (
+            (self.floor_total + w * f0) / (self.n + w),
+            (self.ceiling_total + w * c0) / (self.n + w),
+        )
+
+    @property
+    def deficit(self) -> float:
+        """Allowed minus spent so far, in-flight requests at their expectation (> 0: under)."""
+        return self.allowed + self._pending_allowed - self.spent - self._pending_spent
+
+    def target_share(self) -> float:
+        """The share of the floor-to-ceiling range the next request should aim to spend."""
+        b = self.budget.share
+        if b is not None and b in (0.0, 1.0):
+            return b
+        mean_floor, mean_ceiling = self._means()
+        headroom = mean_ceiling - mean_floor
+        if headroom <= 0:
+            return 1.0
+        if b is None:
+            assert self.budget.per_request is not None
+            b = (self.budget.per_request - mean_floor) / headroom
+        window = self.horizon * headroom
+        correction = min(max(self.deficit, -window), window) / window
+        return min(max(b + correction, 0.0), 1.0)
+
+    def commit(self, key: object, spend: float, floor: float, ceiling: float) -> None:
+        """Account a request as soon as it is planned, with its *expected* spend and bounds.
+
+        Feedback arrives only when a request completes, and the slow, expensive ones complete
+        last; counting in-flight requests at their expectation keeps the controller from
+        overspending meanwhile. `record(..., key=key)` later replaces the expectation.
+        """
+        if not all(math.isfinite(v) for v in (spend, floor, ceiling)):
+            return
+        allowance = self.budget.allowance(floor, ceiling)
+        self._in_flight[id(key)] = (key, spend, allowance)
+        self._pending_spent += spend
+        self._pending_allowed += allowance
+        while len(self._in_flight) > self.max_in_flight:  # never settled: keep the estimate
+            _, (_, old_spend, old_allowance) = self._in_flight.popitem(last=False)
+            self._pending_spent -= old_spend
+            self._pending_allowed -= old_allowance
+            self.spent += old_spend
+            self.allowed += old_allowance
+
+    def record(self, spend: float, floor: float, ceiling: float, *, key: object = None) -> None:
+        """Account one finished request (settling its commitment, if `key` was committed)."""
+        if key is not None and id(key) in self._in_flight:
+            _, old_spend, old_allowance = self._in_flight.pop(id(key))
+            self._pending_spent -= old_spend
+            self._pending_allowed -= old_allowance
+        if not all(math.isfinite(v) for v in (spend, floor, ceiling)):
+            return
+        self.n += 1
+        self.spent += spend
+        self.floor_total += floor
+        self.ceiling_total += ceiling
+        self.allowed += self.budget.allowance(floor, ceiling)
+
+    @property
+    def realised_share(self) -> float:
+        """Spend so far as a share of the floor-to-ceiling range (NaN before any headroom)."""
+        headroom = self.ceiling_total - self.floor_total
+        return (self.spent - self.floor_total) / headroom if headroom > 0 else math.nan

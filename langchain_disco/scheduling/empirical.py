@@ -1,0 +1,161 @@
+"""A bounded, seeded sample of a quantity (TTFT, token counts) and the statistics policies need.
+
+The sample is a *random-replacement reservoir*: until it is full every observation is kept;
+afterwards each observation overwrites a uniformly chosen slot. Old values (and the prior the
+sample starts with) therefore fade out geometrically (half-life about 0.7 x capacity
+observations), which tracks drift, while the memory stays bounded. Randomness comes from a
+seeded `random.Random`, so a replay is reproducible.
+
+Queries work on a sorted copy with prefix sums, rebuilt lazily after a change, so every
+statistic below costs O(log n).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import random
+from collections.abc import Iterable
+from typing import Any
+
+DEFAULT_CAPACITY = 512
+
+
+class Reservoir:
+    """An empirical distribution over at most `capacity` recent observations."""
+
+    def __init__(
+        self,
+        samples: Iterable[float] = (),
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        seed: int = 0,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._items: list[float] = []
+        self.n_seen = 0
+        self._sorted: list[float] = []
+        self._prefix: list[float] = [0.0]
+        self._dirty = True
+        self._prefix_dirty = True
+        for x in samples:
+            self.add(x)
+
+    def add(self, x: float) -> None:
+        """Record one observation."""
+        x = float(x)
+        if len(self._items) < self.capacity:
+            self._items.append(x)
+        else:
+            slot = self._rng.randrange(self.capacity)
+            old, self._items[slot] = self._items[slot], x
+            if not self._dirty:
+                del self._sorted[bisect.bisect_left(self._sorted, old)]
+        if not self._dirty:
+            bisect.insort(self._sorted, x)
+            self._prefix_dirty = True
+        self.n_seen += 1
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def samples(self) -> list[float]:
+        """The held observations, sorted ascending (a copy)."""
+        return list(self._view()[0])
+
+    def view(self) -> tuple[list[float], list[float]]:
+        """(sorted samples, prefix sums with a leading 0): read-only, for hot loops."""
+        return self._view()
+
+    def _view(self) -> tuple[list[float], list[float]]:
+        # The sorted copy is kept up to date incrementally; prefix sums are rebuilt lazily.
+        if self._dirty:
+            self._sorted = sorted(self._items)
+            self._dirty = False
+            self._prefix_dirty = True
+        if self._prefix_dirty:
+            self._prefix = list(itertools.accumulate(self._sorted, initial=0.0))
+            self._prefix_dirty = False
+        return self._sorted, self._prefix
+
+    def _require(self) -> tuple[list[float], list[float]]:
+        xs, prefix = self._view()
+        if not xs:
+            raise ValueError("the distribution has no samples yet")
+        return xs, prefix
+
+    def mean(self) -> float:
+        xs, prefix = self._require()
+        return prefix[-1] / len(xs)
+
+    def cdf(self, x: float) -> float:
+        """P(X < x)."""
+        xs, _ = self._require()
+        return bisect.bisect_left(xs, x) / len(xs)
+
+    def quantile(self, q: float) -> float:
+        """The nearest-rank q-quantile (q in [0, 1])."""
+        xs, _ = self._require()
+        q = min(max(q, 0.0), 1.0)
+        rank = max(1, math.ceil(q * len(xs) - 1e-9))
+        return xs[min(rank, len(xs)) - 1]
+
+    def expected_min(self, d: float) -> float:
+        """E[min(X, d)]."""
+        xs, prefix = self._require()
+        k = bisect.bisect_left(xs, d)
+        return (prefix[k] + d * (len(xs) - k)) / len(xs)
+
+    def partial(self, lo: float, hi: float) -> tuple[float, float]:
+        """(P(lo <= X < hi), E[X; lo <= X < hi]): mass and first moment over an interval."""
+        xs, prefix = self._require()
+        if hi <= lo:
+            return 0.0, 0.0
+        i = bisect.bisect_left(xs, lo)
+        j = bisect.bisect_left(xs, hi)
+        n = len(xs)
+        return (j - i) / n, (prefix[j] - prefix[i]) / n
+
+    def expected_excess(self, k: float) -> float:
+        """E[X - k | X > k] (0 when no sample exceeds k): the mean residual beyond `k`."""
+        xs, prefix = self._require()
+        i = bisect.bisect_right(xs, k)
+        above = len(xs) - i
+        if above == 0:
+            return 0.0
+        return (prefix[-1] - prefix[i]) / above - k
+
+    def draw_at_least(self, x: float, rng: random.Random) -> float:
+        """A uniform draw among the samples >= x (x itself when none is that large)."""
+        xs, _ = self._require()
+        i = bisect.bisect_left(xs, x)
+        return xs[rng.randrange(i, len(xs))] if i < len(xs) else x
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "capacity": self.capacity,
+            "seed": self.seed,
+            "n_seen": self.n_seen,
+            "samples": list(self._items),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reservoir:
+        capacity = int(data["capacity"])
+        n_seen = int(data["n_seen"])
+        samples = [float(x) for x in data["samples"]]
+        if len(samples) > capacity or any(x != x for x in samples):
+            raise ValueError("reservoir holds more samples than its capacity, or NaN")
+        # Re-seed from the count so a reloaded reservoir does not replay the same slots.
+        out = cls(capacity=capacity, seed=int(data["seed"]) + n_seen)
+        out._items = samples
+        out._dirty = True
+        out.n_seen = n_seen
+        out.seed = int(data["seed"])
+        return out

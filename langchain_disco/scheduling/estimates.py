@@ -1,0 +1,310 @@
+"""What a dispatch action does: resolved for one request, and in expectation over the server TTFT.
+
+An `Action` says when each endpoint starts, relative to the request's arrival (None: never).
+The rules are the engine's: a start with a positive offset is a hedge that only happens if no
+content token arrived before it; the first content token wins and the other endpoint is
+cancelled at once; the winner generates the whole answer. Billing follows DESIGN section 2: a
+server request bills its input once started, and its output only if it wins (a loser is
+cancelled before its first token); the device spends prefill energy for the part of the prefill
+it actually ran (prorated by time; nothing while it waited in the device queue), plus the whole
+answer's decode energy if it wins.
+
+`resolve_action` is the realised outcome for a known server TTFT (the simulator and the oracle
+use it); `estimate_action` is its exact expectation over the server's empirical TTFT
+distribution, computed in O(log n) with prefix sums (the policies use it). The two are tested to
+agree, so the simulator and the policies cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from langchain_disco.scheduling.cost import Cost, CostModel
+from langchain_disco.scheduling.dispatch import ActionEstimate, Plan, Start
+from langchain_disco.scheduling.empirical import Reservoir
+
+if TYPE_CHECKING:
+    from langchain_disco.scheduling.profiles import DeviceProfile, LengthProfile
+
+Role = Literal["local", "remote"]
+_MIN_PREFILL_S = 1e-6
+
+
+@dataclass(frozen=True)
+class Action:
+    """When each endpoint starts, in seconds after arrival (`None`: it never starts)."""
+
+    name: str
+    local_at_s: float | None
+    remote_at_s: float | None
+
+    def __post_init__(self) -> None:
+        offsets = [t for t in (self.local_at_s, self.remote_at_s) if t is not None]
+        if not offsets or min(offsets) != 0.0 or any(t < 0 for t in offsets):
+            raise ValueError(f"an action starts something at 0 and nothing before: {self}")
+
+    @functools.cached_property
+    def starts(self) -> tuple[Start, ...]:
+        out = []
+        if self.local_at_s is not None:
+            out.append(Start("local", self.local_at_s))
+        if self.remote_at_s is not None:
+            out.append(Start("remote", self.remote_at_s))
+        return tuple(sorted(out, key=lambda s: s.at_s))
+
+    def plan(self, reason: str = "", expected: tuple[ActionEstimate, ...] = ()) -> Plan:
+        return Plan(self.starts, action=self.name, reason=reason, expected=expected)
+
+
+LOCAL = Action("local", 0.0, None)
+REMOTE = Action("remote", None, 0.0)
+RACE = Action("race", 0.0, 0.0)
+
+
+def remote_then_local(wait_s: float) -> Action:
+    """The server starts now; the device too if no token came within `wait_s` (inf: never)."""
+    if math.isinf(wait_s):
+        return REMOTE
+    return RACE if wait_s <= 0 else Action("remote-then-local", wait_s, 0.0)
+
+
+def local_then_remote(wait_s: float) -> Action:
+    """The device starts now; the server too if no token came within `wait_s` (inf: never)."""
+    if math.isinf(wait_s):
+        return LOCAL
+    return RACE if wait_s <= 0 else Action("local-then-remote", 0.0, wait_s)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The realised outcome of an action for one request (times since arrival)."""
+
+    ttft_s: float
+    winner: Role
+    local_started: bool
+    remote_started: bool
+    local_begin_s: float
+    """When the device began its prefill (after any queue wait), if it started."""
+    local_end_s: float
+    """The device's first token (it won) or its cancellation (it lost), if it started."""
+    remote_end_s: float
+    """The server's first token (it won) or its cancellation (it lost), if it started."""
+    cost: Cost
+
+
+def _unit_costs(
+    cost_model: CostModel, prompt_tokens: float, output_tokens: float
+) -> tuple[float, float, float, float]:
+    """(server input USD, server output USD, device prefill J, device decode J)."""
+    return (
+        cost_model.price_in_per_mtok * prompt_tokens / 1e6,
+        cost_model.price_out_per_mtok * output_tokens / 1e6,
+        cost_model.energy_prefill_j_per_token * prompt_tokens,
+        cost_model.energy_decode_j_per_token * output_tokens,
+    )
+
+
+def _cost(cost_model: CostModel, server_usd: float, device_j: float) -> Cost:
+    return Cost(server_usd, device_j, server_usd + device_j * cost_model.usd_per_j)
+
+
+def resolve_action(
+    action: Action,
+    *,
+    server_ttft_s: float,
+    local_begin_s: float,
+    prefill_s: float,
+    prompt_tokens: float,
+    output_tokens: float,
+    cost_model: CostModel,
+) -> Resolution:
+    """Play one request out given the server's TTFT and when the device could begin prefill.
+
+    `local_begin_s` is when the device's prefill begins if it is started (its start offset, or
+    later if it first waits for the device); `prefill_s` is the device's TTFT from there.
+    """
+    t_d, t_s = action.local_at_s, action.remote_at_s
+    prefill_s = max(prefill_s, _MIN_PREFILL_S)
+    inf = math.inf
+    device_token = local_begin_s + prefill_s if t_d is not None else inf
+    server_token = t_s + server_ttft_s if t_s is not None else inf
+    remote_started = t_s is not None and (t_s == 0.0 or device_token > t_s)
+    local_started = t_d is not None and (t_d == 0.0 or server_token >= t_d)
+    if not remote_started:
+        server_token = inf
+    if not local_started:
+        device_token = inf
+    remote_wins = server_token < device_token
+    ttft = min(server_token, device_token)
+    s_in, s_out, e_pre, e_dec = _unit_costs(cost_model, prompt_tokens, output_tokens)
+    server_usd = (s_in + (s_out if remote_wins else 0.0)) if remote_started else 0.0
+    device_j = 0.0
+    if local_started:
+        if remote_wins:
+            ran = min(max((server_token - local_begin_s) / prefill_s, 0.0), 1.0)
+            device_j = e_pre * ran
+        else:
+            device_j = e_pre + e_dec
+    return Resolution(
+        ttft_s=ttft,
+        winner="remote" if remote_wins else "local",
+        local_started=local_started,
+        remote_started=remote_started,
+        local_begin_s=local_begin_s if local_started else inf,
+        local_end_s=ttft if local_started else inf,
+        remote_end_s=ttft if remote_started else inf,
+        cost=_cost(cost_model, server_usd, device_j),
+    )
+
+
+def estimate_action(
+    action: Action,
+    *,
+    server: Reservoir,
+    prefill_s: float,
+    queue_wait_s: float,
+    prompt_tokens: float,
+    output_tokens: float,
+    cost_model: CostModel,
+) -> ActionEstimate:
+    """E[`resolve_action`] over the server TTFT distribution; the device begins at
+    max(its offset, `queue_wait_s`). `output_tokens` is the expected answer length."""
+    xs, prefix = server.view()
+    if not xs:
+        raise ValueError("the server TTFT distribution has no samples")
+    units = _unit_costs(cost_model, prompt_tokens, output_tokens)
+    ttft, server_usd, device_j = expect(
+        action.local_at_s, action.remote_at_s, xs, prefix, prefill_s, queue_wait_s, units
+    )
+    return ActionEstimate(action.name, ttft, _cost(cost_model, server_usd, device_j), action.starts)
+
+
+def unit_costs(
+    cost_model: CostModel, prompt_tokens: float, output_tokens: float
+) -> tuple[float, float, float, float]:
+    """(server input USD, server output USD, device prefill J, device decode J) of a request."""
+    return _unit_costs(cost_model, prompt_tokens, output_tokens)
+
+
+def expect(
+    local_at_s: float | None,
+    remote_at_s: float | None,
+    xs: list[float],
+    prefix: list[float],
+    prefill_s: float,
+    queue_wait_s: float,
+    units: tuple[float, float, float, float],
+) -> tuple[float, float, float]:
+    """The core of `estimate_action` on a sorted sample `xs` and its prefix sums:
+    (E[TTFT], E[server USD], E[device J]). Hot path of the policies: no allocation."""
+    t_d, t_s = local_at_s, remote_at_s
+    n = len(xs)
+    prefill_s = max(prefill_s, _MIN_PREFILL_S)
+    q = max(queue_wait_s, 0.0)
+    s_in, s_out, e_pre, e_dec = units
+    if t_s is None:  # the device alone
+        return q + prefill_s, 0.0, e_pre + e_dec
+    if t_d is None:  # the server alone
+        return prefix[-1] / n, s_in + s_out, 0.0
+    if t_s == 0.0:  # server now, device at t_d (a race when t_d == 0)
+        begin = t_d if t_d > q else q
+        d = begin + prefill_s
+        k = bisect_left(xs, d)
+        p_server = k / n
+        ttft = (prefix[k] + d * (n - k)) / n
+        # The device starts only if S >= t_d; it burns prefill energy for S in [begin, d).
+        i = bisect_left(xs, begin, 0, k)
+        burnt = (prefix[k] - prefix[i] - begin * (k - i)) / n
+        device_j = e_pre * burnt / prefill_s + (1.0 - p_server) * (e_pre + e_dec)
+        return ttft, s_in + s_out * p_server, device_j
+    # Device now, server at t_s if the device has not answered by then.
+    d = q + prefill_s
+    if d <= t_s:
+        return d, 0.0, e_pre + e_dec
+    horizon = d - t_s
+    k = bisect_left(xs, horizon)
+    p_server = k / n
+    ttft = t_s + (prefix[k] + horizon * (n - k)) / n
+    # The server wins at t_s + S; the device ran from q until then (if S > q - t_s).
+    lo = q - t_s
+    i = bisect_left(xs, lo, 0, k) if lo > 0 else 0
+    burnt = (prefix[k] - prefix[i] - lo * (k - i)) / n
+    device_j = e_pre * burnt / prefill_s + (1.0 - p_server) * (e_pre + e_dec)
+    return ttft, s_in + s_out * p_server, device_j
+
+
+def expect_excess(
+    local_at_s: float | None,
+    remote_at_s: float | None,
+    xs: list[float],
+    prefix: list[float],
+    prefill_s: float,
+    queue_wait_s: float,
+    tau_s: float,
+) -> float:
+    """E[(TTFT - tau)+]: how far the action is expected to land beyond `tau` (a tail target).
+
+    Uses (min(X, d) - tau)+ = min(X, d) - min(X, d, tau), so it costs two `E[min]` lookups.
+    """
+    if math.isinf(tau_s):
+        return 0.0
+    n = len(xs)
+
+    def e_min(x: float) -> float:
+        k = bisect_left(xs, x)
+        return (prefix[k] + x * (n - k)) / n
+
+    t_d, t_s = local_at_s, remote_at_s
+    prefill_s = max(prefill_s, _MIN_PREFILL_S)
+    q = max(queue_wait_s, 0.0)
+    if t_s is None:
+        return max(q + prefill_s - tau_s, 0.0)
+    if t_d is None:
+        return prefix[-1] / n - e_min(tau_s)
+    if t_s == 0.0:
+        d = max(t_d, q) + prefill_s
+        return e_min(d) - e_min(min(d, tau_s))
+    d = q + prefill_s
+    if d <= t_s:
+        return max(d - tau_s, 0.0)
+    horizon = d - t_s
+    if tau_s <= t_s:
+        return t_s - tau_s + e_min(horizon)
+    return e_min(horizon) - e_min(min(horizon, tau_s - t_s))
+
+
+@dataclass(frozen=True)
+class DeviceJob:
+    """A generation ahead of a new request on the (serialised) device, as the scheduler sees it."""
+
+    prompt_tokens: int
+    prefill_started: bool = False
+    elapsed_s: float = 0.0
+    """Seconds since its prefill began (0 while it waits)."""
+    produced_tokens: int = 0
+    """Output tokens generated so far (0 until its first token)."""
+    max_tokens: int | None = None
+
+
+def predict_queue_wait_s(
+    jobs: Iterable[DeviceJob], device: DeviceProfile, output_lengths: LengthProfile
+) -> float:
+    """Predicted wait before the device could begin a new request: the predicted remaining
+    prefill and decode of every job ahead of it (the device runs one generation at a time)."""
+    wait = 0.0
+    s_per_token = 1.0 / device.decode_tok_s
+    for job in jobs:
+        if job.produced_tokens > 0:
+            remaining = output_lengths.expected_remaining(job.produced_tokens, job.max_tokens)
+            wait += remaining * s_per_token
+            continue
+        prefill = device.predict_ttft_s(job.prompt_tokens)
+        if job.prefill_started:
+            prefill = max(prefill - job.elapsed_s, 0.0)
+        wait += prefill + output_lengths.expected(job.max_tokens) * s_per_token
+    return wait

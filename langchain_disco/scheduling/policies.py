@@ -1,0 +1,614 @@
+"""Budgeted dispatch policies: the paper's two, a random split, and our generalised one.
+
+Every budgeted policy has one knob, set per request from the `BudgetController`'s target share
+through a *calibration table*: the knob's expected spend share over a sample of recent requests
+(their prompt lengths and predicted device queue waits), computed from the profiles by
+`estimate_action`. Tables are rebuilt every `recalibrate_every` requests, so they follow the
+profiles as those learn; the controller's feedback corrects what the expectations get wrong.
+
+- `RandomSplit`: each request goes to one endpoint at random (the costlier with probability p);
+  `race=True` races a random subset instead.
+- `LengthThreshold` (paper, server-constrained): the device always starts; the server joins at
+  t=0 when prompt_tokens >= L_b.
+- `WaitTime` (paper, device-constrained): the server always starts; the device joins after a
+  wait w (one per prompt-length bucket) if no token came, each bucket spending the same share.
+- `Generalized` (ours): per request, the action minimising E[TTFT] + mu * E[spend] over device
+  only, server only, race, and both hedged orders; mu is the price of spend at the target share.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import random
+from collections import deque
+from collections.abc import Sequence
+
+from langchain_disco.errors import ConfigError
+from langchain_disco.scheduling.budget import Budget, BudgetController
+from langchain_disco.scheduling.cost import Cost
+from langchain_disco.scheduling.dispatch import (
+    ActionEstimate,
+    DispatchContext,
+    DispatchPolicy,
+    LocalOnly,
+    Plan,
+    Race,
+    RemoteOnly,
+    RequestFeatures,
+    RequestOutcome,
+)
+from langchain_disco.scheduling.empirical import Reservoir
+from langchain_disco.scheduling.estimates import (
+    LOCAL,
+    RACE,
+    REMOTE,
+    Action,
+    estimate_action,
+    expect,
+    expect_excess,
+    local_then_remote,
+    remote_then_local,
+    unit_costs,
+)
+
+WAIT_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
+"""Server-TTFT quantiles at which a device hedge may fire: 'the server is late with p = 1-q'."""
+LEAD_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
+"""Server-TTFT quantiles that place a delayed server start: it still wins with probability q."""
+TAIL_LEVEL = 0.99
+"""The tail `Generalized` guards: its objective adds CVaR at this level."""
+_MIN_TAIL_SAMPLES = 200
+
+
+def _expected_output(request: RequestFeatures, ctx: DispatchContext) -> float:
+    if request.expected_output_tokens is not None:
+        return request.expected_output_tokens
+    return ctx.profiles.output_lengths.expected(request.max_tokens)
+
+
+def _estimate(
+    action: Action, ctx: DispatchContext, prompt_tokens: int, queue_wait_s: float, output: float
+) -> ActionEstimate:
+    return estimate_action(
+        action,
+        server=ctx.profiles.server.distribution(prompt_tokens),
+        prefill_s=ctx.profiles.device.predict_ttft_s(prompt_tokens),
+        queue_wait_s=queue_wait_s,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output,
+        cost_model=ctx.cost_model,
+    )
+
+
+class _Budgeted:
+    """Shared machinery: budget feedback, the sample the tables are built on, b = 0 and b = 1."""
+
+    name = "budgeted"
+
+    def __init__(
+        self,
+        budget: Budget,
+        *,
+        horizon: float = 200.0,
+        recalibrate_every: int = 256,
+        sample_size: int = 96,
+    ) -> None:
+        self.budget = budget
+        self.controller = BudgetController(budget, horizon=horizon)
+        self.recalibrate_every = recalibrate_every
+        self.sample_size = sample_size
+        self._recent: deque[tuple[int, float]] = deque(maxlen=4 * sample_size)
+        self._ctx: DispatchContext | None = None
+        self._until_calibration = 0
+
+    # -- the seam ---------------------------------------------------------------------------
+
+    def plan(self, request: RequestFeatures, ctx: DispatchContext) -> Plan:
+        self._ctx = ctx
+        self._recent.append((request.prompt_tokens, request.local_queue_wait_s))
+        if self._until_calibration <= 0:
+            self._calibrate(ctx)
+            self._until_calibration = self.recalibrate_every
+        self._until_calibration -= 1
+        share = self.controller.target_share()
+        output = _expected_output(request, ctx)
+        if self.budget.share == 1.0:
+            plan = RACE.plan("budget share 1: always race")
+        else:
+            plan = self._decide(request, ctx, output, share)
+        prompt, q = request.prompt_tokens, request.local_queue_wait_s
+        if plan.expected:
+            expected = plan.expected[0]
+        else:
+            action = Action(plan.action, plan.offset("local"), plan.offset("remote"))
+            expected = _estimate(action, ctx, prompt, q, output)
+        floor, ceiling = self.budget.bounds(ctx, prompt, q, output)
+        self.controller.commit(plan, self._spend(expected), floor, ceiling)
+        return plan
+
+    def observe(self, outcome: RequestOutcome) -> None:
+        """Account the request's spend against its floor and ceiling (as far as revealed)."""
+        ctx = self._ctx
+        if ctx is None:
+            return
+        floor, ceiling = self.budget.realised_bounds(ctx, outcome)
+        self.controller.record(self.budget.spend(outcome.cost), floor, ceiling, key=outcome.plan)
+
+    # -- calibration --------------------------------------------------------------------------
+
+    def _sample(self, ctx: DispatchContext) -> list[tuple[int, float]]:
+        """Recent (prompt tokens, queue wait) pairs, or prior prompt quantiles before any."""
+        recent = list(self._recent)
+        if len(recent) < self.sample_size // 2:
+            lengths = ctx.profiles.prompt_lengths
+            n = self.sample_size
+            recent += [(int(lengths.quantile((i + 0.5) / n)), 0.0) for i in range(n)]
+        if len(recent) > self.sample_size:
+            step = len(recent) / self.sample_size
+            recent = [recent[int(i * step)] for i in range(self.sample_size)]
+        return recent
+
+    def _calibrate(self, ctx: DispatchContext) -> None:
+        output = ctx.profiles.output_lengths.expected()
+        sample = self._sample(ctx)
+        bounds = [self.budget.bounds(ctx, prompt, q, output) for prompt, q in sample]
+        self.controller.warm_start(
+            sum(f for f, _ in bounds) / len(bounds), sum(c for _, c in bounds) / len(bounds)
+        )
+        self._build_table(ctx, sample, bounds, output)
+
+    def _build_table(
+        self,
+        ctx: DispatchContext,
+        sample: list[tuple[int, float]],
+        bounds: list[tuple[float, float]],
+        output: float,
+    ) -> None:
+        return None
+
+    def _decide(
+        self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
+    ) -> Plan:
+        raise NotImplementedError
+
+    def _spend(self, estimate: ActionEstimate) -> float:
+        return self.budget.spend(estimate.cost)
+
+
+def _smallest_knob(knobs: Sequence[float], shares: Sequence[float], target: float) -> float:
+    """The smallest knob whose share is <= target; `shares` falls as the knob grows (it is
+    made monotone with a running minimum, which keeps that answer). Linear in between."""
+    running: list[float] = []
+    for s in shares:
+        running.append(min(s, running[-1]) if running else s)
+    desc = [-s for s in running]  # ascending, for bisect
+    j = bisect.bisect_left(desc, -target)
+    if j >= len(knobs):  # unreachable: the knob that spends least
+        return knobs[min(range(len(shares)), key=shares.__getitem__)]
+    if j == 0 or math.isinf(knobs[j]) or running[j - 1] == running[j]:
+        return knobs[j]
+    lo, hi = knobs[j - 1], knobs[j]
+    frac = (running[j - 1] - target) / (running[j - 1] - running[j])
+    return lo + frac * (hi - lo)
+
+
+class RandomSplit(_Budgeted):
+    """Baseline: each request goes to one endpoint, the costlier one with probability p, p set
+    so that the expected spend meets the budget (the paper's random split).
+
+    With `race=True` the cheaper endpoint always starts and the costlier one *joins* it at t=0
+    with probability p instead: a random subset of requests is raced (a stronger baseline).
+    """
+
+    name = "random"
+
+    def __init__(
+        self,
+        budget: Budget,
+        seed: int = 0,
+        *,
+        race: bool = False,
+        horizon: float = 200.0,
+        recalibrate_every: int = 256,
+        sample_size: int = 96,
+    ) -> None:
+        super().__init__(
+            budget, horizon=horizon, recalibrate_every=recalibrate_every, sample_size=sample_size
+        )
+        self.race = race
+        if race:
+            self.name = "random_race"
+        self._rng = random.Random(seed)
+        self._per_share = 1.0
+
+    def _pair(
+        self, request: RequestFeatures, ctx: DispatchContext, output: float
+    ) -> tuple[Action, Action]:
+        """(cheap, costly) single-endpoint actions on the budget's resource."""
+        if self.budget.resource == "server":
+            return LOCAL, REMOTE
+        if self.budget.resource == "device":
+            return REMOTE, LOCAL
+        q = request.local_queue_wait_s
+        local = _estimate(LOCAL, ctx, request.prompt_tokens, q, output)
+        remote = _estimate(REMOTE, ctx, request.prompt_tokens, q, output)
+        return (LOCAL, REMOTE) if self._spend(local) <= self._spend(remote) else (REMOTE, LOCAL)
+
+    def _build_table(
+        self,
+        ctx: DispatchContext,
+        sample: list[tuple[int, float]],
+        bounds: list[tuple[float, float]],
+        output: float,
+    ) -> None:
+        if self.race:
+            return  # racing a share p of requests spends share p by definition
+        # Sending a request to the costly endpoint alone spends its full cost, not the race
+        # ceiling: p = share * (sum of ceiling - floor) / (sum of full - floor).
+        room = sum(c - f for f, c in bounds)
+        full = 0.0
+        for (prompt, q), (floor, _) in zip(sample, bounds, strict=True):
+            features = RequestFeatures(prompt_tokens=prompt, local_queue_wait_s=q)
+            costly = self._pair(features, ctx, output)[1]
+            full += self._spend(_estimate(costly, ctx, prompt, q, output)) - floor
+        self._per_share = room / full if full > 0 else 1.0
+
+    def _decide(
+        self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
+    ) -> Plan:
+        draw = self._rng.random()
+        cheap, costly = self._pair(request, ctx, output)
+        if self.race:
+            chosen, p = (RACE if draw < share else cheap), share
+        else:
+            p = min(share * self._per_share, 1.0)
+            chosen = costly if draw < p else cheap
+        return chosen.plan(f"random draw {draw:.3f} vs p={p:.3f}")
+
+
+class LengthThreshold(_Budgeted):
+    """Paper, server-constrained: the device always starts; the server too if prompt >= L_b."""
+
+    name = "length_threshold"
+
+    def _build_table(
+        self,
+        ctx: DispatchContext,
+        sample: list[tuple[int, float]],
+        bounds: list[tuple[float, float]],
+        output: float,
+    ) -> None:
+        rows = []
+        for (prompt, q), (floor, ceiling) in zip(sample, bounds, strict=True):
+            local = self._spend(_estimate(LOCAL, ctx, prompt, q, output))
+            rows.append((prompt, ceiling - floor, local - floor))
+        rows.sort()
+        total = sum(r[1] for r in rows) or 1.0
+        # share(L): requests with prompt >= L race (ceiling), the others run locally.
+        knobs: list[float] = []
+        shares: list[float] = []
+        race_above = sum(r[1] for r in rows)
+        local_below = 0.0
+        for i, (prompt, race, local) in enumerate(rows):
+            if i == 0 or prompt != rows[i - 1][0]:
+                knobs.append(float(prompt))
+                shares.append((race_above + local_below) / total)
+            race_above -= race
+            local_below += local
+        knobs.append(math.inf)
+        shares.append(local_below / total)
+        self._knobs, self._shares = knobs, shares
+
+    def threshold(self, share: float) -> float:
+        """L_b for a target share (inf: the server never joins)."""
+        if share <= 0.0:
+            return math.inf
+        return _smallest_knob(self._knobs, self._shares, share)
+
+    def _decide(
+        self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
+    ) -> Plan:
+        threshold = self.threshold(share)
+        prompt, q = request.prompt_tokens, request.local_queue_wait_s
+        race = _estimate(RACE, ctx, prompt, q, output)
+        local = _estimate(LOCAL, ctx, prompt, q, output)
+        if prompt >= threshold:
+            why = f"prompt {prompt} >= L_b={threshold:.0f} (share {share:.3f})"
+            return RACE.plan(why, (race, local))
+        why = f"prompt {prompt} < L_b={threshold:.0f} (share {share:.3f})"
+        return LOCAL.plan(why, (local, race))
+
+
+class WaitTime(_Budgeted):
+    """Paper, device-constrained: the server always starts; the device after w if no token."""
+
+    name = "wait_time"
+
+    def __init__(
+        self,
+        budget: Budget,
+        *,
+        n_buckets: int = 4,
+        horizon: float = 200.0,
+        recalibrate_every: int = 256,
+        sample_size: int = 96,
+    ) -> None:
+        super().__init__(
+            budget, horizon=horizon, recalibrate_every=recalibrate_every, sample_size=sample_size
+        )
+        if n_buckets < 1:
+            raise ValueError("n_buckets must be >= 1")
+        self.n_buckets = n_buckets
+        self._edges: list[int] = []
+        self._waits: list[float] = []
+        self._tables: list[list[float]] = []
+
+    def _build_table(
+        self,
+        ctx: DispatchContext,
+        sample: list[tuple[int, float]],
+        bounds: list[tuple[float, float]],
+        output: float,
+    ) -> None:
+        lengths = sorted(prompt for prompt, _ in sample)
+        k = self.n_buckets
+        self._edges = sorted({lengths[len(lengths) * i // k] for i in range(1, k)})
+        server = ctx.profiles.server.ttft
+        waits = sorted({0.0, *(server.quantile(p) for p in WAIT_LEVELS)})
+        self._waits = [*waits, math.inf]
+        spent = [[0.0] * len(self._waits) for _ in range(len(self._edges) + 1)]
+        room = [0.0] * (len(self._edges) + 1)
+        for (prompt, q), (floor, ceiling) in zip(sample, bounds, strict=True):
+            b = bisect.bisect_right(self._edges, prompt)
+            room[b] += ceiling - floor
+            for i, w in enumerate(self._waits):
+                spent[b][i] += self._spend(_estimate(remote_then_local(w), ctx, prompt, q, output))
+                spent[b][i] -= floor
+        self._tables = [
+            [s / r if r > 0 else 0.0 for s in row] for row, r in zip(spent, room, strict=True)
+        ]
+
+    def wait(self, prompt_tokens: int, share: float) -> float:
+        """The device's wait for a prompt of this length at a target share (inf: never)."""
+        if share <= 0.0:
+            return math.inf
+        bucket = bisect.bisect_right(self._edges, prompt_tokens)
+        return _smallest_knob(self._waits, self._tables[bucket], share)
+
+    def _decide(
+        self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
+    ) -> Plan:
+        w = self.wait(request.prompt_tokens, share)
+        action = remote_then_local(w)
+        prompt, q = request.prompt_tokens, request.local_queue_wait_s
+        chosen = _estimate(action, ctx, prompt, q, output)
+        other = _estimate(REMOTE if action is not REMOTE else RACE, ctx, prompt, q, output)
+        return action.plan(f"device waits {w:.2f}s (share {share:.3f})", (chosen, other))
+
+
+_Offsets = tuple[float | None, float | None]
+
+
+def _action_for(offsets: _Offsets) -> Action:
+    local_at, remote_at = offsets
+    if remote_at is None:
+        return LOCAL
+    if local_at is None:
+        return REMOTE
+    if local_at > 0:
+        return remote_then_local(local_at)
+    return local_then_remote(remote_at)
+
+
+class Generalized(_Budgeted):
+    """Ours: per request, the action minimising
+
+        E[TTFT] + tail_weight / (1 - 0.99) * E[(TTFT - tau)+] + mu * E[spend] / mean headroom
+
+    where tau is the p99 of the TTFTs realised so far. Summed over requests the first two terms
+    are mean TTFT + tail_weight * CVaR99 (Rockafellar-Uryasev): with the default weight 1 the
+    policy values the mean and the worst 1% equally, so buying a lower mean never sacrifices the
+    tail. `tail_weight=0` is the plain mean-TTFT Lagrangian.
+    """
+
+    name = "generalized"
+
+    def __init__(
+        self,
+        budget: Budget,
+        *,
+        tail_weight: float = 1.0,
+        horizon: float = 200.0,
+        recalibrate_every: int = 256,
+        sample_size: int = 96,
+    ) -> None:
+        super().__init__(
+            budget, horizon=horizon, recalibrate_every=recalibrate_every, sample_size=sample_size
+        )
+        if tail_weight < 0:
+            raise ValueError("tail_weight must be >= 0")
+        self.tail_weight = tail_weight
+        self._mus: list[float] = [math.inf]
+        self._mu_shares: list[float] = [0.0]
+        self._scale = 1.0
+        self._ttfts = Reservoir(capacity=2048, seed=11)
+        self._tau_s = math.inf
+
+    def _candidates(
+        self, ctx: DispatchContext, prompt: int, q: float, output: float
+    ) -> list[tuple[_Offsets, float, float, float]]:
+        """(offsets, E[TTFT], E[spend], E[unified USD]) of every candidate action."""
+        xs, prefix = ctx.profiles.server.distribution(prompt).view()
+        n = len(xs)
+        prefill = ctx.profiles.device.predict_ttft_s(prompt)
+        units = unit_costs(ctx.cost_model, prompt, output)
+        offsets: list[_Offsets] = [(0.0, None), (None, 0.0), (0.0, 0.0)]
+        for p in WAIT_LEVELS:
+            wait = xs[max(1, math.ceil(p * n - 1e-9)) - 1]
+            if wait > 0:
+                offsets.append((wait, 0.0))
+        device_ttft = max(q, 0.0) + prefill
+        for p in LEAD_LEVELS:
+            lead = device_ttft - xs[max(1, math.ceil(p * n - 1e-9)) - 1]
+            if lead > 0:
+                offsets.append((0.0, lead))
+        usd_per_j = ctx.cost_model.usd_per_j
+        resource = self.budget.resource
+        tau = self._tau()
+        kappa = self.tail_weight / (1.0 - TAIL_LEVEL)
+        out = []
+        for local_at, remote_at in offsets:
+            ttft, usd, joules = expect(local_at, remote_at, xs, prefix, prefill, q, units)
+            if kappa and not math.isinf(tau):
+                ttft += kappa * expect_excess(local_at, remote_at, xs, prefix, prefill, q, tau)
+            unified = usd + joules * usd_per_j
+            spend = usd if resource == "server" else joules if resource == "device" else unified
+            out.append(((local_at, remote_at), ttft, spend, unified))
+        return out
+
+    def _tau(self) -> float:
+        """The tail target: the p99 of realised TTFTs, refreshed at each calibration."""
+        return self._tau_s
+
+    def _calibrate(self, ctx: DispatchContext) -> None:
+        if len(self._ttfts) >= _MIN_TAIL_SAMPLES:
+            self._tau_s = self._ttfts.quantile(TAIL_LEVEL)
+        super()._calibrate(ctx)
+
+    def observe(self, outcome: RequestOutcome) -> None:
+        super().observe(outcome)
+        if outcome.ttft_s is not None:
+            self._ttfts.add(outcome.ttft_s)
+
+    def _build_table(
+        self,
+        ctx: DispatchContext,
+        sample: list[tuple[int, float]],
+        bounds: list[tuple[float, float]],
+        output: float,
+    ) -> None:
+        total = sum(c - f for f, c in bounds)
+        self._scale = max(total / len(bounds), 1e-300)
+        # Per sample, the lower convex hull of (spend, TTFT): as mu falls past each hull
+        # breakpoint the chosen action moves to the next, costlier one. Summing the steps
+        # gives the expected share as an exact step function of mu.
+        steps: list[tuple[float, float]] = []
+        base = 0.0
+        for (prompt, q), (floor, _) in zip(sample, bounds, strict=True):
+            candidates = self._candidates(ctx, prompt, q, output)
+            points = sorted((spend, ttft) for _, ttft, spend, _ in candidates)
+            hull: list[tuple[float, float]] = []
+            for spend, ttft in points:
+                if hull and ttft >= hull[-1][1]:
+                    continue  # costs more, no faster
+                while len(hull) >= 2 and _above(hull[-2], hull[-1], (spend, ttft)):
+                    hull.pop()
+                hull.append((spend, ttft))
+            base += hull[0][0] - floor
+            for (s0, t0), (s1, t1) in itertools.pairwise(hull):
+                if s1 > s0:
+                    steps.append(((t0 - t1) / (s1 - s0) * self._scale, s1 - s0))
+        steps.sort(reverse=True)
+        mus, shares = [math.inf], [base / total if total > 0 else 0.0]
+        running = base
+        for mu, extra in steps:
+            running += extra
+            mus.append(mu)
+            shares.append(running / total if total > 0 else 1.0)
+        mus.append(0.0)
+        shares.append(shares[-1])
+        self._mus, self._mu_shares = mus, shares
+
+    def price(self, share: float) -> float:
+        """mu for a target share: the largest price whose expected share reaches it."""
+        if share <= 0.0:
+            return math.inf
+        mus = self._mus
+        j = min(bisect.bisect_left(self._mu_shares, share), len(mus) - 1)
+        # Strictly inside the step (at the breakpoint itself the tie goes to less spend).
+        if j + 1 < len(mus) and mus[j + 1] > 0 and not math.isinf(mus[j]):
+            return math.sqrt(mus[j] * mus[j + 1])
+        return mus[j] / 2 if not math.isinf(mus[j]) else mus[j]
+
+    def _decide(
+        self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
+    ) -> Plan:
+        mu = self.price(share)
+        prompt, q = request.prompt_tokens, request.local_queue_wait_s
+        candidates = self._candidates(ctx, prompt, q, output)
+        if math.isinf(mu):
+            ranked = sorted(candidates, key=lambda c: (c[2], c[1]))
+            scores = [math.inf] * len(ranked)
+        else:
+            price = mu / self._scale
+            keyed = sorted(((c[1] + price * c[2], c[2], i) for i, c in enumerate(candidates)))
+            ranked = [candidates[i] for _, _, i in keyed]
+            scores = [k[0] for k in keyed]
+        cm = ctx.cost_model
+        expected: list[ActionEstimate] = []
+        for (offsets, _, _, _), score in zip(ranked, scores, strict=True):
+            action = _action_for(offsets)
+            if expected and action.name == expected[0].action:
+                continue
+            local_at, remote_at = offsets
+            ttft, usd, joules = expect(
+                local_at,
+                remote_at,
+                *ctx.profiles.server.distribution(prompt).view(),
+                ctx.profiles.device.predict_ttft_s(prompt),
+                q,
+                unit_costs(cm, prompt, output),
+            )
+            cost = Cost(usd, joules, usd + joules * cm.usd_per_j)
+            expected.append(ActionEstimate(action.name, ttft, cost, action.starts, score))
+            if len(expected) == 2:
+                break
+        best = _action_for(ranked[0][0])
+        reason = f"min E[TTFT] + mu*spend, mu={mu:.3g}s (share {share:.3f})"
+        return best.plan(reason, tuple(expected))
+
+
+def _above(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> bool:
+    """Whether b lies on or above the segment a-c (so it is not on the lower hull)."""
+    return (b[1] - a[1]) * (c[0] - a[0]) >= (c[1] - a[1]) * (b[0] - a[0])
+
+
+POLICY_NAMES = (
+    "local",
+    "remote",
+    "race",
+    "random",
+    "random_race",
+    "length_threshold",
+    "wait_time",
+    "generalized",
+)
+_DEFAULT_RESOURCE = {"length_threshold": "server", "wait_time": "device"}
+
+
+def policy_from_name(name: str, budget: Budget | None = None, seed: int = 0) -> DispatchPolicy:
+    """The policy behind a `DISCO_POLICY` value; budgeted ones default to half their resource."""
+    if name == "local":
+        return LocalOnly()
+    if name == "remote":
+        return RemoteOnly()
+    if name == "race":
+        return Race()
+    if name not in POLICY_NAMES:
+        raise ConfigError(
+            f"unknown dispatch policy {name!r}: set DISCO_POLICY to one of "
+            f"{', '.join(POLICY_NAMES)}."
+        )
+    if budget is None:
+        budget = Budget(share=0.5, resource=_DEFAULT_RESOURCE.get(name, "unified"))  # type: ignore[arg-type]
+    if name == "random":
+        return RandomSplit(budget, seed=seed)
+    if name == "random_race":
+        return RandomSplit(budget, seed=seed, race=True)
+    if name == "length_threshold":
+        return LengthThreshold(budget)
+    if name == "wait_time":
+        return WaitTime(budget)
+    return Generalized(budget)

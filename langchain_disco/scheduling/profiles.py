@@ -1,0 +1,502 @@
+"""Latency and length profiles, learned online from what requests show, starting from real priors.
+
+- `DeviceProfile`: the device is predictable. TTFT ~ overhead_s + prompt_tokens / prefill_tok_s
+  (+ the wait behind other generations, passed in), fitted by recursive least squares with a
+  forgetting factor; decode rate by an EWMA. Priors come from `data/device_speeds.csv`.
+- `ServerProfile`: the server is not. Its TTFT is kept as an empirical distribution (a bounded,
+  seeded reservoir, optionally one per coarse prompt-length bucket); priors are the measured
+  llmperf requests of a provider-size (`"together-13b"`), or all of them (`"all"`).
+- `LengthProfile`: an empirical distribution of token counts; `Profiles.output_lengths` predicts
+  answer lengths (expected cost, remaining tokens), `Profiles.prompt_lengths` is the observed
+  prompt-length distribution the budgeted policies calibrate on. Priors: the Azure 2023 trace.
+
+`Profiles.observe(outcome)` feeds one finished request into all of them; the live model and the
+simulator both call it, so both learn the same way.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from langchain_disco.errors import ConfigError
+from langchain_disco.scheduling import _data
+from langchain_disco.scheduling.empirical import DEFAULT_CAPACITY, Reservoir
+
+if TYPE_CHECKING:
+    from langchain_disco.scheduling.dispatch import RequestOutcome
+
+DEFAULT_DEVICE_PRIOR = "2-core x86 cloud VM"
+"""The embedded default: Gemma 3 270M through llama-cpp-python on a 2-core x86 machine."""
+DEFAULT_SERVER_PRIOR = "all"
+"""Every measured hosted-API request pooled: a broad prior for an API we know nothing about."""
+
+_KTOK = 1000.0  # the device fit works in seconds per 1000 tokens, for conditioning
+_MIN_TTFT_S = 1e-3
+_MIN_SLOPE = 1e-6
+_MAX_IPW = 20.0
+
+
+def _decode_alpha(n: int) -> float:
+    """EWMA weight: a plain mean for the first observations, then a floor that tracks drift."""
+    return max(1.0 / (n + 2), 0.05)
+
+
+class DeviceProfile:
+    """Predicts the local model's TTFT from the prompt length; learns from every local request.
+
+    The fit is recursive least squares on `ttft_s = overhead_s + slope * prompt_tokens / 1000`
+    with forgetting factor `forgetting` (old requests fade; a few hundred recent ones dominate).
+    The prior counts for about `prior_weight` observations, so measurements replace it quickly.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        overhead_s: float,
+        prefill_tok_s: float,
+        decode_tok_s: float,
+        prior_weight: float = 0.01,
+        forgetting: float = 0.995,
+    ) -> None:
+        if prefill_tok_s <= 0 or decode_tok_s <= 0:
+            raise ValueError("prefill_tok_s and decode_tok_s must be > 0")
+        if not 0 < forgetting <= 1 or prior_weight <= 0:
+            raise ValueError("forgetting must be in (0, 1] and prior_weight > 0")
+        self.name = name
+        self.forgetting = forgetting
+        self._theta = [float(overhead_s), _KTOK / prefill_tok_s]
+        p0 = 1.0 / prior_weight
+        self._cov = [[p0, 0.0], [0.0, p0]]
+        self._s_per_token = 1.0 / decode_tok_s
+        self.n_ttft = 0
+        self.n_decode = 0
+
+    @property
+    def overhead_s(self) -> float:
+        return max(self._theta[0], 0.0)
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return _KTOK / max(self._theta[1], _MIN_SLOPE)
+
+    @property
+    def decode_tok_s(self) -> float:
+        return 1.0 / self._s_per_token
+
+    def predict_ttft_s(self, prompt_tokens: int, queue_wait_s: float = 0.0) -> float:
+        """Predicted time to first token: queue wait + overhead + prefill."""
+        a, b = self._theta
+        prefill = a + max(b, _MIN_SLOPE) * prompt_tokens / _KTOK
+        return max(queue_wait_s, 0.0) + max(prefill, _MIN_TTFT_S)
+
+    def observe(
+        self,
+        prompt_tokens: int,
+        ttft_s: float,
+        decode_tok_s: float | None = None,
+        *,
+        weight: float = 1.0,
+    ) -> None:
+        """Learn from one local request; `ttft_s` excludes any wait behind other generations.
+
+        `weight` > 1 counts the observation several times: `Profiles.observe` passes the inverse
+        of the chance that this TTFT could be seen at all (a racing server cancels the device
+        unless the device is first, so raced devices are seen mostly when fast).
+        """
+        if ttft_s > 0 and ttft_s == ttft_s and weight > 0:
+            x0, x1 = 1.0, prompt_tokens / _KTOK
+            (p00, p01), (p10, p11) = self._cov
+            px0 = p00 * x0 + p01 * x1
+            px1 = p10 * x0 + p11 * x1
+            lam = self.forgetting
+            denom = lam / weight + x0 * px0 + x1 * px1
+            k0, k1 = px0 / denom, px1 / denom
+            err = ttft_s - (self._theta[0] * x0 + self._theta[1] * x1)
+            self._theta = [self._theta[0] + k0 * err, self._theta[1] + k1 * err]
+            # P <- (P - K x^T P) / lambda, with x^T P = (px0, px1) since P is symmetric.
+            self._cov = [
+                [(p00 - k0 * px0) / lam, (p01 - k0 * px1) / lam],
+                [(p10 - k1 * px0) / lam, (p11 - k1 * px1) / lam],
+            ]
+            self.n_ttft += 1
+        if decode_tok_s is not None and decode_tok_s > 0:
+            alpha = _decode_alpha(self.n_decode)
+            self._s_per_token += alpha * (1.0 / decode_tok_s - self._s_per_token)
+            self.n_decode += 1
+
+    @classmethod
+    def prior(cls, device: str) -> DeviceProfile:
+        """The prior for a device of `data/device_speeds.csv`, e.g. `"Galaxy S25"`.
+
+        Rows with measured TTFT at several prompt lengths are fitted by least squares (through
+        the origin if the intercept comes out negative, as attention makes long prompts
+        superlinear); rows with only a prefill rate get no overhead (none was measured).
+        """
+        rows = _data.device_rows().get(device)
+        if rows is None:
+            raise ConfigError(
+                f"unknown device prior {device!r}; known devices: "
+                f"{', '.join(sorted(_data.device_rows()))}."
+            )
+        overhead, slope = fit_ttft_line(
+            [(r.prompt_tokens, r.ttft_s) for r in rows if r.prompt_tokens and r.ttft_s]
+        )
+        if slope is None:
+            rates = [r.prefill_tok_s for r in rows if r.prefill_tok_s]
+            if not rates:
+                raise ConfigError(f"device prior {device!r} has neither TTFT nor prefill figures")
+            overhead, slope = 0.0, 1.0 / (sum(rates) / len(rates))
+        decodes = [r.decode_tok_s for r in rows if r.decode_tok_s]
+        decode = sum(decodes) / len(decodes) if decodes else 10.0
+        return cls(device, overhead_s=overhead, prefill_tok_s=1.0 / slope, decode_tok_s=decode)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "theta": list(self._theta),
+            "cov": [list(row) for row in self._cov],
+            "s_per_token": self._s_per_token,
+            "forgetting": self.forgetting,
+            "n_ttft": self.n_ttft,
+            "n_decode": self.n_decode,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeviceProfile:
+        theta = [float(v) for v in data["theta"]]
+        cov = [[float(v) for v in row] for row in data["cov"]]
+        s_per_token = float(data["s_per_token"])
+        if len(theta) != 2 or len(cov) != 2 or any(len(r) != 2 for r in cov) or s_per_token <= 0:
+            raise ValueError("malformed device profile")
+        out = cls(
+            str(data["name"]),
+            overhead_s=0.0,
+            prefill_tok_s=1.0,
+            decode_tok_s=1.0 / s_per_token,
+            forgetting=float(data["forgetting"]),
+        )
+        out._theta, out._cov = theta, cov
+        out.n_ttft, out.n_decode = int(data["n_ttft"]), int(data["n_decode"])
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"DeviceProfile({self.name!r}, overhead_s={self.overhead_s:.3f}, "
+            f"prefill_tok_s={self.prefill_tok_s:.1f}, decode_tok_s={self.decode_tok_s:.1f})"
+        )
+
+
+def fit_ttft_line(points: Iterable[tuple[int | None, float | None]]) -> tuple[float, float | None]:
+    """Least-squares `ttft_s = overhead + slope * tokens` (slope in s/token; None if unfit)."""
+    pts = [(float(x), float(y)) for x, y in points if x is not None and y is not None]
+    if len({x for x, _ in pts}) < 2:
+        return 0.0, None
+    n = len(pts)
+    mx = sum(x for x, _ in pts) / n
+    my = sum(y for _, y in pts) / n
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sxx
+    overhead = my - slope * mx
+    if overhead < 0 or slope <= 0:
+        overhead = 0.0
+        slope = sum(x * y for x, y in pts) / sum(x * x for x, _ in pts)
+    return overhead, slope
+
+
+class ServerProfile:
+    """The server's TTFT distribution (empirical) and decode rate, learned per endpoint.
+
+    With `bucket_edges` (prompt tokens, ascending), each coarse prompt-length bucket keeps its own
+    reservoir and is used once it holds `min_bucket_samples`; until then the pooled one answers.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        samples: Iterable[float] = (),
+        *,
+        decode_tok_s: float = 50.0,
+        capacity: int = DEFAULT_CAPACITY,
+        seed: int = 0,
+        bucket_edges: tuple[int, ...] = (),
+        min_bucket_samples: int = 32,
+    ) -> None:
+        if list(bucket_edges) != sorted(bucket_edges):
+            raise ValueError("bucket_edges must be ascending")
+        self.name = name
+        self.ttft = Reservoir(samples, capacity=capacity, seed=seed)
+        if not len(self.ttft):
+            raise ValueError("a server profile needs at least one prior TTFT sample")
+        self.bucket_edges = tuple(bucket_edges)
+        self.min_bucket_samples = min_bucket_samples
+        self._buckets = [
+            Reservoir(capacity=capacity, seed=seed + 1 + i) for i in range(len(bucket_edges) + 1)
+        ]
+        self._impute_rng = random.Random(seed + 7919)
+        self._s_per_token = 1.0 / decode_tok_s
+        self.n_decode = 0
+
+    def distribution(self, prompt_tokens: int | None = None) -> Reservoir:
+        """The reservoir that answers for a prompt of this length."""
+        if prompt_tokens is not None and self.bucket_edges:
+            bucket = self._buckets[self._bucket(prompt_tokens)]
+            if len(bucket) >= self.min_bucket_samples:
+                return bucket
+        return self.ttft
+
+    def _bucket(self, prompt_tokens: int) -> int:
+        return sum(1 for edge in self.bucket_edges if prompt_tokens >= edge)
+
+    @property
+    def decode_tok_s(self) -> float:
+        return 1.0 / self._s_per_token
+
+    @property
+    def mean_ttft_s(self) -> float:
+        return self.ttft.mean()
+
+    def quantile(self, q: float, prompt_tokens: int | None = None) -> float:
+        return self.distribution(prompt_tokens).quantile(q)
+
+    def cdf(self, t: float, prompt_tokens: int | None = None) -> float:
+        """P(S < t): the chance the server's first token comes before `t` seconds."""
+        return self.distribution(prompt_tokens).cdf(t)
+
+    p_first = cdf
+    """P(S < d): the server beats something that answers at `d`."""
+
+    def expected_min_with(self, d: float, prompt_tokens: int | None = None) -> float:
+        """E[min(S, d)]: expected TTFT when racing something that answers at `d`."""
+        return self.distribution(prompt_tokens).expected_min(d)
+
+    def observe(
+        self, ttft_s: float, decode_tok_s: float | None = None, prompt_tokens: int | None = None
+    ) -> None:
+        """Record a first token that came `ttft_s` after the server request started."""
+        if ttft_s >= 0 and ttft_s == ttft_s:
+            self.ttft.add(ttft_s)
+            if prompt_tokens is not None and self.bucket_edges:
+                self._buckets[self._bucket(prompt_tokens)].add(ttft_s)
+        if decode_tok_s is not None and decode_tok_s > 0:
+            alpha = _decode_alpha(self.n_decode)
+            self._s_per_token += alpha * (1.0 / decode_tok_s - self._s_per_token)
+            self.n_decode += 1
+
+    def observe_censored(self, at_least_s: float, prompt_tokens: int | None = None) -> None:
+        """Record a server request cancelled `at_least_s` after it started, before any token.
+
+        Dropping these would erase exactly the slow tail a hedge is for; instead one value is
+        imputed from the current distribution conditioned on S >= at_least_s (the bound itself
+        when no sample is that slow), which keeps the empirical distribution unbiased.
+        """
+        if not at_least_s >= 0:
+            return
+        value = self.distribution(prompt_tokens).draw_at_least(at_least_s, self._impute_rng)
+        self.observe(value, prompt_tokens=prompt_tokens)
+
+    @classmethod
+    def prior(
+        cls,
+        name: str,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        seed: int = 0,
+        bucket_edges: tuple[int, ...] = (),
+    ) -> ServerProfile:
+        """Measured llmperf requests of `name` (`"together-13b"`, ...) or `"all"` pooled."""
+        measured = _data.server_samples()
+        if name == "all":
+            rows = [s for samples in measured.values() for s in samples]
+        elif name in measured:
+            rows = list(measured[name])
+        else:
+            raise ConfigError(
+                f"unknown server prior {name!r}; valid: all, {', '.join(sorted(measured))}."
+            )
+        if len(rows) > capacity:
+            rows = random.Random(seed).sample(rows, capacity)
+        gaps = [s.inter_token_s for s in rows if s.inter_token_s > 0]
+        decode = len(gaps) / sum(gaps) if gaps else 50.0
+        return cls(
+            name,
+            [s.ttft_s for s in rows],
+            decode_tok_s=decode,
+            capacity=capacity,
+            seed=seed,
+            bucket_edges=bucket_edges,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ttft": self.ttft.to_dict(),
+            "bucket_edges": list(self.bucket_edges),
+            "min_bucket_samples": self.min_bucket_samples,
+            "buckets": [b.to_dict() for b in self._buckets],
+            "s_per_token": self._s_per_token,
+            "n_decode": self.n_decode,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServerProfile:
+        ttft = Reservoir.from_dict(data["ttft"])
+        edges = tuple(int(e) for e in data["bucket_edges"])
+        buckets = [Reservoir.from_dict(b) for b in data["buckets"]]
+        s_per_token = float(data["s_per_token"])
+        if len(buckets) != len(edges) + 1 or s_per_token <= 0:
+            raise ValueError("malformed server profile")
+        out = cls(
+            str(data["name"]),
+            ttft.samples[:1],
+            decode_tok_s=1.0 / s_per_token,
+            capacity=ttft.capacity,
+            seed=ttft.seed,
+            bucket_edges=edges,
+            min_bucket_samples=int(data["min_bucket_samples"]),
+        )
+        out.ttft, out._buckets, out.n_decode = ttft, buckets, int(data["n_decode"])
+        if not len(out.ttft):
+            raise ValueError("a server profile needs at least one TTFT sample")
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"ServerProfile({self.name!r}, n={len(self.ttft)}, "
+            f"p50={self.quantile(0.5):.3f}s, p99={self.quantile(0.99):.3f}s)"
+        )
+
+
+class LengthProfile:
+    """An empirical distribution of token counts (answer or prompt lengths)."""
+
+    def __init__(
+        self, samples: Iterable[float] = (), *, capacity: int = DEFAULT_CAPACITY, seed: int = 0
+    ) -> None:
+        self.tokens = Reservoir(samples, capacity=capacity, seed=seed)
+        if not len(self.tokens):
+            raise ValueError("a length profile needs at least one prior sample")
+
+    def observe(self, tokens: int) -> None:
+        if tokens >= 0:
+            self.tokens.add(tokens)
+
+    def expected(self, max_tokens: int | None = None) -> float:
+        """E[tokens], or E[min(tokens, max_tokens)] under a cap."""
+        if max_tokens is None:
+            return self.tokens.mean()
+        return self.tokens.expected_min(max_tokens + 0.5)
+
+    def expected_remaining(self, produced: int, max_tokens: int | None = None) -> float:
+        """E[tokens - produced | tokens > produced]: what is left of an answer under way."""
+        remaining = self.tokens.expected_excess(produced)
+        if remaining <= 0:
+            remaining = 1.0  # longer than anything seen: expect it to end soon
+        if max_tokens is not None:
+            remaining = min(remaining, max(max_tokens - produced, 0))
+        return remaining
+
+    def quantile(self, q: float) -> float:
+        return self.tokens.quantile(q)
+
+    @classmethod
+    def output_prior(cls, *, capacity: int = DEFAULT_CAPACITY, seed: int = 0) -> LengthProfile:
+        """Answer lengths of the Azure 2023 conversation trace (a seeded subsample)."""
+        return cls._prior(_data.azure_conv_lengths()[1], capacity, seed)
+
+    @classmethod
+    def prompt_prior(cls, *, capacity: int = DEFAULT_CAPACITY, seed: int = 0) -> LengthProfile:
+        """Prompt lengths of the Azure 2023 conversation trace (a seeded subsample)."""
+        return cls._prior(_data.azure_conv_lengths()[0], capacity, seed)
+
+    @classmethod
+    def _prior(cls, values: tuple[int, ...], capacity: int, seed: int) -> LengthProfile:
+        picked = random.Random(seed).sample(values, min(capacity, len(values)))
+        return cls([float(v) for v in picked], capacity=capacity, seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.tokens.to_dict()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LengthProfile:
+        tokens = Reservoir.from_dict(data)
+        if not len(tokens):
+            raise ValueError("a length profile needs at least one sample")
+        out = cls([0.0])
+        out.tokens = tokens
+        return out
+
+
+OutputLengthProfile = LengthProfile
+"""The output-length model is a `LengthProfile` over answer lengths."""
+
+
+@dataclass
+class Profiles:
+    """Everything a policy knows about the endpoints and the workload."""
+
+    device: DeviceProfile
+    server: ServerProfile
+    output_lengths: LengthProfile
+    prompt_lengths: LengthProfile
+
+    @classmethod
+    def prior(
+        cls,
+        device: str = DEFAULT_DEVICE_PRIOR,
+        server: str = DEFAULT_SERVER_PRIOR,
+        *,
+        seed: int = 0,
+        server_bucket_edges: tuple[int, ...] = (),
+    ) -> Profiles:
+        """Priors from the bundled data, e.g. `Profiles.prior("Galaxy S25", "together-13b")`."""
+        return cls(
+            device=DeviceProfile.prior(device),
+            server=ServerProfile.prior(server, seed=seed, bucket_edges=server_bucket_edges),
+            output_lengths=LengthProfile.output_prior(seed=seed + 1),
+            prompt_lengths=LengthProfile.prompt_prior(seed=seed + 2),
+        )
+
+    def observe(self, outcome: RequestOutcome) -> None:
+        """Learn from one finished request: TTFTs (cancelled servers as censored), lengths."""
+        prompt = outcome.request.prompt_tokens
+        self.prompt_lengths.observe(prompt)
+        for run in outcome.endpoints:
+            if run.failed:
+                continue
+            if run.endpoint == "remote":
+                if run.first_token_s is not None:
+                    self.server.observe(run.first_token_s - run.started_s, run.decode_tok_s, prompt)
+                elif run.ended_s is not None:
+                    self.server.observe_censored(run.ended_s - run.started_s, prompt)
+            elif run.first_token_s is not None:
+                ttft = run.first_token_s - run.started_s - run.queue_wait_s
+                weight = 1.0
+                remote_at = outcome.plan.offset("remote")
+                if remote_at is not None and run.first_token_s > remote_at:
+                    # Seen only because the server was slower still: inverse-probability weight.
+                    seen = 1.0 - self.server.cdf(run.first_token_s - remote_at, prompt)
+                    weight = 1.0 / max(seen, 1.0 / _MAX_IPW)
+                self.device.observe(prompt, ttft, run.decode_tok_s, weight=weight)
+        if outcome.winner is not None and outcome.output_tokens > 0:
+            self.output_lengths.observe(outcome.output_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device.to_dict(),
+            "server": self.server.to_dict(),
+            "output_lengths": self.output_lengths.to_dict(),
+            "prompt_lengths": self.prompt_lengths.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profiles:
+        return cls(
+            device=DeviceProfile.from_dict(data["device"]),
+            server=ServerProfile.from_dict(data["server"]),
+            output_lengths=LengthProfile.from_dict(data["output_lengths"]),
+            prompt_lengths=LengthProfile.from_dict(data["prompt_lengths"]),
+        )

@@ -1,0 +1,433 @@
+"""Trace replay on a virtual clock, running the same policy objects as the live model.
+
+What is simulated, and from which data:
+
+- the server: TTFT and inter-token gap of one *measured* llmperf request of the chosen
+  provider-size, drawn per request (seeded); it has unbounded capacity (a hosted API);
+- the device: TTFT = the least-squares line of its measured rows in `device_speeds.csv` (the
+  same line its prior uses), times the relative residual of one measured row normalised to
+  mean 1 (drawn per request; devices measured at a single point are noise-free), with the
+  decode rate of that row; and it is *serialised*: one generation at a
+  time, first come first served, a queued or prefilling request leaves when its race is lost;
+- users: a production trace's arrival rate is that of many users, so requests are spread over
+  `n_devices` independent devices, round-robin by default (a person sends the next message
+  after the previous answer, which is more regular than a random split; `assignment="random"`
+  draws the device per request instead). By default `n_devices` is sized so that sending
+  *every* request to the device would keep each device `device_only_utilisation` = 30% busy:
+  moderate load, where queueing matters sometimes but does not dominate. Every run reports the
+  utilisation it realised.
+
+Each request is planned at arrival with the context the live model would have (profiles
+learned so far, a *predicted* device queue wait from the jobs visible on its device), then
+resolved by `scheduling.estimates.resolve_action` (hedges, first token wins, the loser is
+cancelled and bills what it used). Feedback (`Profiles.observe`, `policy.observe`) is delivered
+when the request completes on the virtual clock, as it would be live. All randomness is drawn up
+front from one seeded generator, identically for every policy: runs compare policies on the
+same requests, and a seed replays exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from langchain_disco.scheduling import _data
+from langchain_disco.scheduling.budget import Budget
+from langchain_disco.scheduling.cost import CostModel
+from langchain_disco.scheduling.dispatch import (
+    DispatchContext,
+    DispatchPolicy,
+    EndpointOutcome,
+    Plan,
+    RequestFeatures,
+    RequestOutcome,
+)
+from langchain_disco.scheduling.estimates import (
+    RACE,
+    Action,
+    DeviceJob,
+    predict_queue_wait_s,
+    resolve_action,
+)
+from langchain_disco.scheduling.profiles import Profiles, fit_ttft_line
+from langchain_disco.sim.metrics import RunMetrics, summarize
+from langchain_disco.sim.oracle import OracleResult, solve_oracle
+from langchain_disco.sim.trace import Trace
+
+DEFAULT_DEVICE_ONLY_UTILISATION = 0.3
+
+
+@dataclass(frozen=True)
+class SimDevice:
+    """The simulated device's truth, from its measured rows."""
+
+    name: str
+    overhead_s: float
+    s_per_token: float
+    ratios: tuple[float, ...]
+    """Relative TTFT residual of each measured row (1.0 for a single measurement)."""
+    decode_tok_s: tuple[float, ...]
+
+    @classmethod
+    def measured(cls, name: str) -> SimDevice:
+        rows = _data.device_rows().get(name)
+        if rows is None:
+            raise ValueError(f"unknown device {name!r}; known: {sorted(_data.device_rows())}")
+        points = [(r.prompt_tokens, r.ttft_s) for r in rows if r.prompt_tokens and r.ttft_s]
+        overhead, slope = fit_ttft_line(points)
+        if slope is None:
+            rates = [r.prefill_tok_s for r in rows if r.prefill_tok_s]
+            overhead, slope = 0.0, 1.0 / (sum(rates) / len(rates))
+            ratios: tuple[float, ...] = (1.0,) * len(rows)
+        else:
+            # The measured spread around the fitted line, normalised to mean 1 so the line
+            # (which is also the policies' prior) is the device's mean TTFT.
+            raw = [
+                (r.ttft_s / (overhead + slope * r.prompt_tokens))
+                if r.prompt_tokens and r.ttft_s
+                else 1.0
+                for r in rows
+            ]
+            mean_ratio = sum(raw) / len(raw)
+            ratios = tuple(x / mean_ratio for x in raw)
+        decodes = [r.decode_tok_s for r in rows if r.decode_tok_s]
+        mean_decode = sum(decodes) / len(decodes)
+        return cls(
+            name,
+            overhead,
+            slope,
+            ratios,
+            tuple(r.decode_tok_s or mean_decode for r in rows),
+        )
+
+    def mean_prefill_s(self, prompt_tokens: int) -> float:
+        return self.overhead_s + self.s_per_token * prompt_tokens
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """A scenario: which measured device and server, prices, and the simulation's seed."""
+
+    device: str = "MacBook Pro M1 Max"
+    server: str = "together-13b"
+    cost_model: CostModel = field(default_factory=CostModel)
+    n_devices: int | None = None
+    """None: sized for `device_only_utilisation` (see the module docstring)."""
+    device_only_utilisation: float = DEFAULT_DEVICE_ONLY_UTILISATION
+    assignment: Literal["round_robin", "random"] = "round_robin"
+    seed: int = 0
+    prior_device: str | None = None
+    """The device prior policies start from (default: the simulated device's own)."""
+    prior_server: str | None = None
+    """The server prior policies start from (default: the simulated server's own)."""
+
+
+@dataclass
+class SimResult:
+    """Per-request outcomes (in trace order) and the run's metrics."""
+
+    policy: str
+    metrics: RunMetrics
+    ttft_s: list[float]
+    tbt_s: list[float]
+    server_usd: list[float]
+    device_j: list[float]
+    unified_usd: list[float]
+    spend: list[float]
+    floor: list[float]
+    ceiling: list[float]
+    winner: list[str]
+    action: list[str]
+
+
+@dataclass
+class _Occupancy:
+    """One device job as the scheduler could see it (absolute times)."""
+
+    prompt_tokens: int
+    present_from: float
+    leave: float
+    begin: float
+    first_token: float
+    decode_tok_s: float
+
+    def state(self, t: float) -> DeviceJob:
+        if t < self.begin:
+            return DeviceJob(self.prompt_tokens)
+        if t < self.first_token:
+            return DeviceJob(self.prompt_tokens, True, t - self.begin)
+        produced = 1 + int((t - self.first_token) * self.decode_tok_s)
+        return DeviceJob(self.prompt_tokens, True, t - self.begin, produced)
+
+
+class Simulator:
+    """Replays `trace` under `config`; `run(policy)` any number of times, same draws each run."""
+
+    def __init__(self, trace: Trace, config: SimConfig | None = None) -> None:
+        if not len(trace):
+            raise ValueError("the trace is empty")
+        self.trace = trace
+        self.config = config = config or SimConfig()
+        self.device = SimDevice.measured(config.device)
+        samples = _data.server_samples().get(config.server)
+        if samples is None:
+            known = sorted(_data.server_samples())
+            raise ValueError(f"unknown server {config.server!r}; known: {known}")
+        rng = random.Random(config.seed)
+        n = len(trace)
+        self.server_ttft_s: list[float] = []
+        self.server_gap_s: list[float] = []
+        self.prefill_s: list[float] = []
+        self.device_decode_tok_s: list[float] = []
+        for prompt in trace.prompt_tokens:
+            row = samples[rng.randrange(len(samples))]
+            self.server_ttft_s.append(row.ttft_s)
+            self.server_gap_s.append(row.inter_token_s)
+            j = rng.randrange(len(self.device.ratios))
+            self.prefill_s.append(self.device.mean_prefill_s(prompt) * self.device.ratios[j])
+            self.device_decode_tok_s.append(self.device.decode_tok_s[j])
+        self.n_devices = config.n_devices or self._auto_devices()
+        if config.assignment == "random":
+            self.assignment = [rng.randrange(self.n_devices) for _ in range(n)]
+        else:
+            self.assignment = [i % self.n_devices for i in range(n)]
+
+    def _auto_devices(self) -> int:
+        trace = self.trace
+        busy = sum(
+            p + o / d
+            for p, o, d in zip(
+                self.prefill_s, trace.output_tokens, self.device_decode_tok_s, strict=True
+            )
+        )
+        span = max(trace.span_s, 1e-9)
+        return max(1, math.ceil(busy / span / self.config.device_only_utilisation))
+
+    def run(
+        self,
+        policy: DispatchPolicy,
+        budget: Budget | None = None,
+        *,
+        profiles: Profiles | None = None,
+    ) -> SimResult:
+        """Replay the trace under `policy`; `budget` says which spend to measure."""
+        return _Run(self, policy, budget, profiles).execute()
+
+    def oracle(self, budget: Budget, *, spend_limit: float | None = None) -> OracleResult:
+        """The hindsight oracle at `budget` (or at an absolute total `spend_limit`)."""
+        return solve_oracle(
+            server_ttft_s=self.server_ttft_s,
+            device_ttft_s=self.prefill_s,
+            prompt_tokens=self.trace.prompt_tokens,
+            output_tokens=self.trace.output_tokens,
+            budget=budget,
+            cost_model=self.config.cost_model,
+            spend_limit=spend_limit,
+        )
+
+
+class _Run:
+    """One replay: the virtual clock, the device queues and the feedback heap."""
+
+    def __init__(
+        self,
+        sim: Simulator,
+        policy: DispatchPolicy,
+        budget: Budget | None,
+        profiles: Profiles | None,
+    ) -> None:
+        cfg = sim.config
+        self.sim = sim
+        self.policy = policy
+        self.budget = budget
+        self.profiles = profiles or Profiles.prior(
+            cfg.prior_device or cfg.device, cfg.prior_server or cfg.server, seed=cfg.seed
+        )
+        self.ctx = DispatchContext(self.profiles, cfg.cost_model)
+        n = len(sim.trace)
+        self.free_at = [0.0] * sim.n_devices
+        self.jobs: list[list[_Occupancy]] = [[] for _ in range(sim.n_devices)]
+        self.pending: list[tuple[float, int, int, RequestFeatures, Plan, Action]] = []
+        self.feedback: list[tuple[float, int, RequestOutcome]] = []
+        self.busy_s = 0.0
+        self.ttft = [0.0] * n
+        self.tbt = [0.0] * n
+        self.server_usd = [0.0] * n
+        self.device_j = [0.0] * n
+        self.unified = [0.0] * n
+        self.spend = [0.0] * n
+        self.floor = [0.0] * n
+        self.ceiling = [0.0] * n
+        self.winner = [""] * n
+        self.action = [""] * n
+
+    def execute(self) -> SimResult:
+        sim, trace = self.sim, self.sim.trace
+        cm = sim.config.cost_model
+        budget = self.budget
+        for i in range(len(trace)):
+            t = trace.arrival_s[i]
+            while self.pending and self.pending[0][0] <= t:
+                self._hedge(heapq.heappop(self.pending))
+            while self.feedback and self.feedback[0][0] <= t:
+                outcome = heapq.heappop(self.feedback)[2]
+                self.profiles.observe(outcome)
+                self.policy.observe(outcome)
+            k = sim.assignment[i]
+            jobs = [job for job in self.jobs[k] if job.leave > t]
+            self.jobs[k] = jobs
+            prompt, o = trace.prompt_tokens[i], trace.output_tokens[i]
+            features = RequestFeatures(
+                prompt_tokens=prompt,
+                local_queue=len(jobs),
+                local_queue_wait_s=predict_queue_wait_s(
+                    (job.state(t) for job in jobs),
+                    self.profiles.device,
+                    self.profiles.output_lengths,
+                ),
+            )
+            plan = self.policy.plan(features, self.ctx)
+            action = Action(plan.action, plan.offset("local"), plan.offset("remote"))
+            queue_s = max(self.free_at[k] - t, 0.0)
+            if budget is not None:
+                race = resolve_action(
+                    RACE,
+                    server_ttft_s=sim.server_ttft_s[i],
+                    local_begin_s=queue_s,
+                    prefill_s=sim.prefill_s[i],
+                    prompt_tokens=prompt,
+                    output_tokens=o,
+                    cost_model=cm,
+                )
+                self.floor[i] = budget.floor(prompt, o, cm)
+                self.ceiling[i] = max(budget.spend(race.cost), self.floor[i])
+            wait = action.local_at_s
+            if wait is None or wait == 0.0 or sim.server_ttft_s[i] < wait:
+                self._finish(i, features, plan, action, max(wait or 0.0, queue_s))
+            else:  # the device hedge fires later: queue it in time order
+                heapq.heappush(self.pending, (t + wait, i, i, features, plan, action))
+        while self.pending:
+            self._hedge(heapq.heappop(self.pending))
+        return self._result(trace)
+
+    def _hedge(self, item: tuple[float, int, int, RequestFeatures, Plan, Action]) -> None:
+        at, _, i, features, plan, action = item
+        t = self.sim.trace.arrival_s[i]
+        k = self.sim.assignment[i]
+        begin = max(at, self.free_at[k]) - t
+        self._finish(i, features, plan, action, begin)
+
+    def _finish(
+        self, i: int, features: RequestFeatures, plan: Plan, action: Action, local_begin: float
+    ) -> None:
+        sim = self.sim
+        t = sim.trace.arrival_s[i]
+        prompt, o = sim.trace.prompt_tokens[i], sim.trace.output_tokens[i]
+        decode = sim.device_decode_tok_s[i]
+        res = resolve_action(
+            action,
+            server_ttft_s=sim.server_ttft_s[i],
+            local_begin_s=local_begin,
+            prefill_s=sim.prefill_s[i],
+            prompt_tokens=prompt,
+            output_tokens=o,
+            cost_model=sim.config.cost_model,
+        )
+        local_wins = res.winner == "local"
+        gap = 1.0 / decode if local_wins else sim.server_gap_s[i]
+        done = t + res.ttft_s + (o - 1) * gap
+        endpoints: list[EndpointOutcome] = []
+        if res.local_started:
+            k = sim.assignment[i]
+            started = action.local_at_s or 0.0
+            leave = done if local_wins else t + res.local_end_s
+            begin_abs = t + local_begin
+            if leave > begin_abs:
+                self.free_at[k] = max(self.free_at[k], leave)
+                self.busy_s += leave - begin_abs
+            self.jobs[k].append(
+                _Occupancy(
+                    prompt,
+                    t + started,
+                    leave,
+                    begin_abs,
+                    t + res.ttft_s if local_wins else math.inf,
+                    decode,
+                )
+            )
+            endpoints.append(
+                EndpointOutcome(
+                    "local",
+                    started_s=started,
+                    first_token_s=res.ttft_s if local_wins else None,
+                    ended_s=done - t if local_wins else res.local_end_s,
+                    queue_wait_s=local_begin - started,
+                    input_tokens=prompt,
+                    output_tokens=o if local_wins else 0,
+                    decode_tok_s=decode if local_wins else None,
+                )
+            )
+        if res.remote_started:
+            started = action.remote_at_s or 0.0
+            endpoints.append(
+                EndpointOutcome(
+                    "remote",
+                    started_s=started,
+                    first_token_s=None if local_wins else res.ttft_s,
+                    ended_s=res.remote_end_s if local_wins else done - t,
+                    input_tokens=prompt,
+                    output_tokens=0 if local_wins else o,
+                    decode_tok_s=None if local_wins else 1.0 / sim.server_gap_s[i],
+                )
+            )
+        outcome = RequestOutcome(
+            request=features,
+            plan=plan,
+            endpoints=tuple(endpoints),
+            winner=res.winner,
+            ttft_s=res.ttft_s,
+            output_tokens=o,
+            cost=res.cost,
+        )
+        heapq.heappush(self.feedback, (done, i, outcome))
+        self.ttft[i] = res.ttft_s
+        self.tbt[i] = gap
+        self.server_usd[i] = res.cost.server_usd
+        self.device_j[i] = res.cost.device_j
+        self.unified[i] = res.cost.unified_usd
+        if self.budget is not None:
+            self.spend[i] = self.budget.spend(res.cost)
+        self.winner[i] = res.winner
+        self.action[i] = plan.action
+
+    def _result(self, trace: Trace) -> SimResult:
+        span = max(trace.span_s, 1e-9)
+        metrics = summarize(
+            ttft_s=self.ttft,
+            tbt_s=self.tbt,
+            output_tokens=trace.output_tokens,
+            unified_usd=self.unified,
+            server_usd=self.server_usd,
+            device_j=self.device_j,
+            spend=self.spend,
+            floor=self.floor,
+            ceiling=self.ceiling,
+            device_utilisation=self.busy_s / (self.sim.n_devices * span),
+        )
+        return SimResult(
+            policy=self.policy.name,
+            metrics=metrics,
+            ttft_s=self.ttft,
+            tbt_s=self.tbt,
+            server_usd=self.server_usd,
+            device_j=self.device_j,
+            unified_usd=self.unified,
+            spend=self.spend,
+            floor=self.floor,
+            ceiling=self.ceiling,
+            winner=self.winner,
+            action=self.action,
+        )

@@ -1,0 +1,150 @@
+"""Budgets and the controller that keeps realised spend on budget."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from langchain_disco.scheduling import (
+    Budget,
+    BudgetController,
+    Cost,
+    CostModel,
+    DispatchContext,
+    EndpointOutcome,
+    Plan,
+    Profiles,
+    RequestFeatures,
+    RequestOutcome,
+    Start,
+)
+from langchain_disco.scheduling.estimates import RACE, resolve_action
+
+
+def test_a_budget_is_a_share_or_a_per_request_amount() -> None:
+    with pytest.raises(ValueError, match="either"):
+        Budget()
+    with pytest.raises(ValueError, match="either"):
+        Budget(share=0.5, per_request=1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        Budget(share=1.5)
+    with pytest.raises(ValueError, match=">= 0"):
+        Budget(per_request=-1.0)
+    with pytest.raises(ValueError, match="resource"):
+        Budget(share=0.5, resource="battery")  # type: ignore[arg-type]
+    assert Budget(per_request=2.0, resource="device").unit == "J"
+
+
+def test_spend_counts_the_constrained_resource() -> None:
+    cost = Cost(server_usd=1.0, device_j=2.0, unified_usd=3.0)
+    assert Budget(share=0.5, resource="server").spend(cost) == 1.0
+    assert Budget(share=0.5, resource="device").spend(cost) == 2.0
+    assert Budget(share=0.5, resource="unified").spend(cost) == 3.0
+
+
+def test_floor_is_the_cheaper_endpoint_alone() -> None:
+    model = CostModel(usd_per_j=1e-5)
+    assert Budget(share=0.5, resource="server").floor(1000, 200, model) == 0.0
+    assert Budget(share=0.5, resource="device").floor(1000, 200, model) == 0.0
+    server = model.server_usd(1000, 200)
+    device = model.device_j(1000, 200) * model.usd_per_j
+    assert Budget(share=0.5, resource="unified").floor(1000, 200, model) == pytest.approx(
+        min(server, device)
+    )
+
+
+@given(st.floats(0, 1), st.floats(0, 10), st.floats(0, 10))
+def test_allowance_interpolates_floor_and_ceiling(b: float, floor: float, extra: float) -> None:
+    allowance = Budget(share=b).allowance(floor, floor + extra)
+    assert floor - 1e-9 <= allowance <= floor + extra + 1e-9
+    assert Budget(per_request=0.7).allowance(floor, floor + extra) == 0.7
+
+
+def test_controller_holds_zero_and_one_exactly() -> None:
+    for b in (0.0, 1.0):
+        controller = BudgetController(Budget(share=b))
+        controller.record(spend=5.0, floor=0.0, ceiling=1.0)
+        assert controller.target_share() == b
+
+
+def test_controller_steers_against_the_deficit() -> None:
+    controller = BudgetController(Budget(share=0.3))
+    controller.record(spend=0.0, floor=0.0, ceiling=1.0)
+    under = controller.target_share()
+    controller.record(spend=5.0, floor=0.0, ceiling=1.0)
+    assert under > 0.3 > controller.target_share()
+
+
+@pytest.mark.parametrize("b", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("bias", [0.95, 1.0, 1.4])
+def test_controller_tracks_the_budget_despite_a_biased_model(b: float, bias: float) -> None:
+    """A 'policy' whose real spend is `bias` x what it aims for still lands on budget."""
+    rng = random.Random(0)
+    controller = BudgetController(Budget(share=b))
+    spent = allowed = 0.0
+    for _ in range(10_000):
+        ceiling = rng.uniform(0.5, 2.0)
+        start = rng.random() < min(controller.target_share() * bias, 1.0)
+        spend = ceiling if start else 0.0
+        controller.record(spend, 0.0, ceiling)
+        spent += spend
+        allowed += b * ceiling
+    assert spent / allowed == pytest.approx(1.0, rel=0.03)
+
+
+def test_in_flight_commitments_count_until_settled() -> None:
+    controller = BudgetController(Budget(share=0.5))
+    controller.record(0.5, 0.0, 1.0)
+    before = controller.target_share()
+    key = object()
+    controller.commit(key, spend=3.0, floor=0.0, ceiling=1.0)
+    assert controller.target_share() < before
+    controller.record(0.5, 0.0, 1.0, key=key)  # it spent only its share in the end
+    assert controller.target_share() == pytest.approx(before)
+
+
+def test_per_request_budgets_convert_with_the_expected_range() -> None:
+    controller = BudgetController(Budget(per_request=2.0))
+    controller.warm_start(mean_floor=1.0, mean_ceiling=5.0)
+    assert controller.target_share() == pytest.approx(0.25)
+
+
+def test_realised_bounds_use_the_observed_server_ttft() -> None:
+    """A race the server won reveals the counterfactual ceiling exactly."""
+    profiles = Profiles.prior("MacBook Pro M1 Max", "together-13b")
+    ctx = DispatchContext(profiles, CostModel())
+    budget = Budget(share=0.5, resource="server")
+    outcome = RequestOutcome(
+        request=RequestFeatures(prompt_tokens=2000),
+        plan=Plan((Start("remote"),), action="remote"),
+        endpoints=(EndpointOutcome("remote", 0.0, 0.7, 5.0, input_tokens=2000, output_tokens=90),),
+        winner="remote",
+        ttft_s=0.7,
+        output_tokens=90,
+        cost=ctx.cost_model.cost(server_in=2000, server_out=90),
+    )
+    floor, ceiling = budget.realised_bounds(ctx, outcome)
+    expected = resolve_action(
+        RACE,
+        server_ttft_s=0.7,
+        local_begin_s=0.0,
+        prefill_s=profiles.device.predict_ttft_s(2000),
+        prompt_tokens=2000,
+        output_tokens=90,
+        cost_model=ctx.cost_model,
+    )
+    assert floor == 0.0
+    assert ceiling == pytest.approx(budget.spend(expected.cost))
+    # The device (4 s for 2000 tokens) loses to a 0.7 s server: racing bills the whole answer.
+    assert ceiling == pytest.approx(ctx.cost_model.server_usd(2000, 90))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 8000), st.floats(0, 20), st.sampled_from(["server", "device", "unified"]))
+def test_expected_bounds_are_ordered(prompt: int, queue: float, resource: str) -> None:
+    ctx = DispatchContext(Profiles.prior("Galaxy S25", "replicate-70b"), CostModel(usd_per_j=1e-5))
+    floor, ceiling = Budget(share=0.5, resource=resource).bounds(ctx, prompt, queue, 200.0)  # type: ignore[arg-type]
+    assert 0.0 <= floor <= ceiling
