@@ -271,8 +271,12 @@ class DiscoChatModel(BaseChatModel):
         )
         chosen = scheduler.plan(features)
         plan = _within_capabilities(chosen, params, engine.endpoints)
-        report = RequestReport(action=plan.action, reason=plan.reason)
-        report.expected = expected_view(chosen)
+        report = RequestReport(
+            action=plan.action,
+            reason=plan.reason,
+            local_queue=features.local_queue,
+            expected=expected_view(chosen),
+        )
         if events is not None:
             decision = {"action": plan.action, "reason": plan.reason, "expected": report.expected}
             events.append(EngineEvent("disco_dispatch", decision))

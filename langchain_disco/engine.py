@@ -1,7 +1,7 @@
 """Executes a dispatch plan: races endpoints, delivers text, migrates and fails over.
 
 This is the only module with tasks and timers. Every endpoint stream runs in a task that pumps
-its deltas into one queue; one loop reads the queue and a few deadlines (the next hedge start,
+its deltas into one inbox; one loop reads the inbox and a few deadlines (the next hedge start,
 the next paced release, the active stream's stall limit) and acts:
 
 - **race**: the first endpoint with a content token wins; every other one is cancelled at once;
@@ -198,7 +198,10 @@ class _Request:
         self.params = params
         self.report = report
         self.t0 = self.clock()
-        self.queue: asyncio.Queue[_Event] = asyncio.Queue()
+        # The pumps' events: a deque and one wake-up future rather than an asyncio.Queue, whose
+        # per-token getter task and wait() cost several event-loop passes per token.
+        self.inbox: deque[_Event] = deque()
+        self._wake: asyncio.Future[None] | None = None
         self.runs: list[_Run] = []
         self.pending = sorted(plan.starts, key=lambda s: s.at_s)
         self.active: _Run | None = None
@@ -283,12 +286,35 @@ class _Request:
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
                 async for item in stream:
                     if item:
-                        self.queue.put_nowait(_Event(run.id, "delta", self.clock(), item))
-            self.queue.put_nowait(_Event(run.id, "done", self.clock()))
+                        self._post(_Event(run.id, "delta", self.clock(), item))
+            self._post(_Event(run.id, "done", self.clock()))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.queue.put_nowait(_Event(run.id, "error", self.clock(), error=exc))
+            self._post(_Event(run.id, "error", self.clock(), error=exc))
+
+    def _post(self, event: _Event) -> None:
+        """Hand an event to the loop (called by the pump tasks, on the same event loop)."""
+        self.inbox.append(event)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _next_event(self, timeout: float | None) -> _Event | None:
+        """The next event, or None when `timeout` seconds pass first."""
+        if not self.inbox:
+            loop = asyncio.get_running_loop()
+            self._wake = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, self._wake_up)
+            try:
+                await self._wake
+            finally:
+                self._wake = None
+                if timer is not None:
+                    timer.cancel()
+        return self.inbox.popleft() if self.inbox else None
 
     def _stop(self, run: _Run, outcome: Literal["cancelled", "migrated"]) -> None:
         if run.live:
@@ -308,7 +334,6 @@ class _Request:
     # -- the loop ----------------------------------------------------------------------
 
     async def run(self) -> AsyncGenerator[Delivery | EngineEvent, None]:
-        getter: asyncio.Future[_Event] | None = None
         try:
             while self.pending and self.pending[0].at_s <= 0:
                 self._start(self.pending.pop(0).endpoint, "dispatch")
@@ -321,17 +346,12 @@ class _Request:
                     break
                 self._check_alive()
                 deadline = self._deadline()
-                if getter is None:
-                    getter = asyncio.ensure_future(self.queue.get())
                 timeout = None if deadline is None else max(0.0, deadline - self.clock())
-                done, _ = await asyncio.wait({getter}, timeout=timeout)
-                if getter in done:
-                    event, getter = getter.result(), None
+                event = await self._next_event(timeout)
+                if event is not None:
                     self._handle(event)
                 self._on_timer()  # whatever fell due meanwhile (each check is its own guard)
         finally:
-            if getter is not None:
-                getter.cancel()
             await self._finish()
 
     def _complete(self) -> bool:

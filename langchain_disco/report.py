@@ -46,6 +46,8 @@ class RequestReport:
     endpoints: dict[str, EndpointRun] = field(default_factory=dict)
     cost: Cost = field(default_factory=Cost)
     events: list[dict[str, Any]] = field(default_factory=list)
+    local_queue: int = 0
+    """Generations queued or running on the device when this request was dispatched."""
     expected: list[dict[str, Any]] = field(default_factory=list)
     """The policy's estimates (TTFT, cost) of the chosen action and of the runner-up."""
 

@@ -27,11 +27,23 @@ def race_model(local: LlamaCppEndpoint, server: LoopbackServer, **kw: object) ->
     )
 
 
+async def warm_connection(model: DiscoChatModel, server: LoopbackServer) -> None:
+    """One tiny request over the model's own remote client, so its connection is open.
+
+    Otherwise a device that answers within a few ms can win before the remote's request has
+    even reached the server, and the server would have nothing to log.
+    """
+    warm = DiscoChatModel(mode="remote", remote=model.remote, failover=False, max_tokens=1)
+    await warm.ainvoke("hi")
+    await asyncio.to_thread(server.clear_requests)
+
+
 async def test_local_wins_when_the_remote_is_delayed_and_the_remote_is_cancelled(
     local_endpoint: LlamaCppEndpoint, server: LoopbackServer
 ) -> None:
-    server.set_fault("delay", seconds=20.0)
     model = race_model(local_endpoint, server, max_tokens=8)
+    await warm_connection(model, server)
+    server.set_fault("delay", seconds=20.0)
     message = await model.ainvoke("Name a colour.")
     report = message.response_metadata["disco_report"]
     assert report["winner"] == "local"
@@ -77,6 +89,7 @@ async def test_consumer_that_stops_after_three_chunks_leaves_nothing_running(
     local_endpoint: LlamaCppEndpoint, server: LoopbackServer
 ) -> None:
     model = race_model(local_endpoint, server, max_tokens=200)
+    await warm_connection(model, server)
     baseline = open_connections_to(server.port)  # e.g. the fixture's control client
     received = 0
     async for chunk in model.astream("Tell me a long story about the sea."):

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import pytest
 from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from langchain_disco import DiscoChatModel, LlamaCppEndpoint
@@ -92,3 +93,26 @@ class TestDiscoChatModelIntegration(ChatModelIntegrationTests):
         super().test_unicode_tool_call_integration(
             model, tool_choice=tool_choice, force_tool_call=force_tool_call
         )
+
+    @_BASE_MODEL_VALUES
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    async def test_structured_output_async(self, model: BaseChatModel, schema_type: Any) -> None:
+        await super().test_structured_output_async(model, schema_type)
+
+    @_BASE_MODEL_VALUES
+    def test_structured_output_pydantic_2_v1(self, model: BaseChatModel) -> None:
+        super().test_structured_output_pydantic_2_v1(model)
+
+    @_BASE_MODEL_VALUES
+    def test_structured_output_optional_param(self, model: BaseChatModel) -> None:
+        super().test_structured_output_optional_param(model)
+
+    @_BASE_MODEL_VALUES
+    def test_structured_few_shot_examples(
+        self, model: BaseChatModel, my_adder_tool: BaseTool
+    ) -> None:
+        super().test_structured_few_shot_examples(model, my_adder_tool)
+
+    @_BASE_MODEL_VALUES
+    def test_bind_runnables_as_tools(self, model: BaseChatModel) -> None:
+        super().test_bind_runnables_as_tools(model)
