@@ -19,6 +19,7 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
+from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import (
     BaseChatModel,
@@ -328,14 +329,11 @@ class DiscoChatModel(BaseChatModel):
         chunks = self._chunks(messages, stop, events, **kwargs)
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
-                if run_manager is not None:
-                    for event in events:
-                        await _custom_event_manager(run_manager).on_custom_event(
-                            event.name, event.data, run_id=run_manager.run_id
-                        )
-                    if chunk.text:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                for event in events:
+                    await _adispatch(event, run_manager)
                 events.clear()
+                if run_manager is not None and chunk.text:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
 
     def _stream(
@@ -347,14 +345,11 @@ class DiscoChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         events: list[EngineEvent] = []
         for chunk in _sync.iterate(lambda: self._chunks(messages, stop, events, **kwargs)):
-            if run_manager is not None:
-                for event in events:
-                    _custom_event_manager_sync(run_manager).on_custom_event(
-                        event.name, event.data, run_id=run_manager.run_id
-                    )
-                if chunk.text:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            for event in events:
+                _dispatch(event, run_manager)
             events.clear()
+            if run_manager is not None and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 
     def _generate(
@@ -431,25 +426,41 @@ def _content_chunk(delivery: Delivery) -> ChatGenerationChunk:
     )
 
 
-def _custom_event_manager(run_manager: AsyncCallbackManagerForLLMRun) -> AsyncCallbackManager:
-    """A manager that reports custom events as belonging to this chat-model run."""
-    return AsyncCallbackManager(
-        handlers=run_manager.handlers,
-        inheritable_handlers=run_manager.inheritable_handlers,
-        parent_run_id=run_manager.parent_run_id,
-        tags=run_manager.tags,
-        metadata=run_manager.metadata,
-    )
+async def _adispatch(event: EngineEvent, run_manager: AsyncCallbackManagerForLLMRun | None) -> None:
+    """Send a dispatch/migration/failover event as a LangChain custom event.
+
+    With a run manager (the invoke path) the event belongs to this chat-model run. LangChain's
+    `astream` calls `_astream` without one; then the event goes to the enclosing run (a chain,
+    a graph node), and is only in the report when there is none.
+    """
+    if run_manager is not None:
+        manager = AsyncCallbackManager(
+            handlers=run_manager.handlers,
+            inheritable_handlers=run_manager.inheritable_handlers,
+            parent_run_id=run_manager.parent_run_id,
+            tags=run_manager.tags,
+            metadata=run_manager.metadata,
+        )
+        await manager.on_custom_event(event.name, event.data, run_id=run_manager.run_id)
+        return
+    with contextlib.suppress(RuntimeError):  # no enclosing run: nobody to tell
+        await adispatch_custom_event(event.name, event.data)
 
 
-def _custom_event_manager_sync(run_manager: CallbackManagerForLLMRun) -> CallbackManager:
-    return CallbackManager(
-        handlers=run_manager.handlers,
-        inheritable_handlers=run_manager.inheritable_handlers,
-        parent_run_id=run_manager.parent_run_id,
-        tags=run_manager.tags,
-        metadata=run_manager.metadata,
-    )
+def _dispatch(event: EngineEvent, run_manager: CallbackManagerForLLMRun | None) -> None:
+    """The sync twin of `_adispatch`."""
+    if run_manager is not None:
+        manager = CallbackManager(
+            handlers=run_manager.handlers,
+            inheritable_handlers=run_manager.inheritable_handlers,
+            parent_run_id=run_manager.parent_run_id,
+            tags=run_manager.tags,
+            metadata=run_manager.metadata,
+        )
+        manager.on_custom_event(event.name, event.data, run_id=run_manager.run_id)
+        return
+    with contextlib.suppress(RuntimeError):
+        dispatch_custom_event(event.name, event.data)
 
 
 def _estimate_tokens(messages: Sequence[BaseMessage], endpoint: Endpoint | None) -> int:

@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import AIMessageChunk
+from langchain_core.runnables import RunnableLambda
 
 from langchain_disco import AllEndpointsFailedError, DiscoChatModel, Endpoint, LlamaCppEndpoint
 from langchain_disco.testing import LoopbackServer
@@ -190,3 +192,37 @@ async def test_approximate_continuation_is_explicit_and_flagged(
     assert event["approximate"] is True
     (entry,) = server.requests()
     assert entry["messages"][-1]["content"] == f"Continue this text exactly: {runs[0][1]}"
+
+
+async def test_dispatch_and_failover_are_langchain_custom_events(
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
+) -> None:
+    server.set_fault("disconnect", after_tokens=2)
+    model = model_for(local_endpoint, server, "remote")
+    chain = RunnableLambda(lambda question: question) | model  # events go to the enclosing run
+    custom = [
+        (event["name"], event["data"])
+        async for event in chain.astream_events(QUESTION, version="v2")
+        if event["event"] == "on_custom_event"
+    ]
+    names = [name for name, _ in custom]
+    assert names[0] == "disco_dispatch"
+    assert custom[0][1]["action"] == "remote"
+    assert "failover" in names and "failover_first_token" in names
+    failover = dict(custom)["failover"]
+    assert (failover["from"], failover["to"], failover["token_index"]) == ("remote", "local", 2)
+
+
+async def test_custom_events_reach_callbacks_on_invoke(
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
+) -> None:
+    names: list[str] = []
+
+    class Listener(AsyncCallbackHandler):
+        async def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+            names.append(name)
+
+    server.set_fault("inband_error", after_tokens=3)
+    model = model_for(local_endpoint, server, "remote")
+    await model.ainvoke(QUESTION, config={"callbacks": [Listener()]})
+    assert names[0] == "disco_dispatch" and "failover" in names
