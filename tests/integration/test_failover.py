@@ -226,3 +226,26 @@ async def test_custom_events_reach_callbacks_on_invoke(
     model = model_for(local_endpoint, server, "remote")
     await model.ainvoke(QUESTION, config={"callbacks": [Listener()]})
     assert names[0] == "disco_dispatch" and "failover" in names
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+async def test_invariant_holds_under_sampling_over_seeds_and_cut_points(
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer, seed: int
+) -> None:
+    """Sampled (not greedy) answers: the invariant is structural, so it holds for any text."""
+    fault = ("disconnect", "inband_error", "malformed")[seed % 3]
+    after_tokens = 1 + (seed * 5) % 13  # cut points 6, 11, 3, 8, 13, 5
+    server.set_fault(fault, after_tokens=after_tokens)
+    local = Recording(local_endpoint)
+    model = model_for(local, server, "remote", temperature=0.8, seed=seed)
+    chunks, report = await collect(model)
+    runs = split_by_endpoint(chunks)
+    entry = await asyncio.to_thread(server.wait_for_request_status, 0, "fault", 10.0)
+    if entry["tokens_sent"] < after_tokens:
+        # The sampled answer ended before the cut point: the fault struck at its end.
+        assert runs[0][0] == "remote"
+    assert runs[0] == ("remote", entry["text_sent"])
+    if len(runs) > 1:
+        assert [endpoint for endpoint, _ in runs] == ["remote", "local"]
+        assert local.streams == [(runs[0][1], runs[1][1])]
+    assert report["events"][0]["event"] == "failover"
