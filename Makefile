@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 VENV2 := .venv-openai2
 BIN2 := $(VENV2)/bin
 
-.PHONY: venv demo test lint format typecheck pytest test-openai2 clean
+.PHONY: venv demo test lint format typecheck pytest test-openai2 bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ $(BIN2)/.installed: pyproject.toml
 ## Run the hybrid demo on the embedded default (local Gemma + loopback remote).
 demo: venv
 	$(BIN)/disco demo
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $@
+
+## Regenerate docs/benchmarks.md and its plots (docs/img/) from the trace-replay simulator.
+bench: $(BIN)/.bench-installed
+	$(BIN)/python benchmarks/bench_dispatch.py --jobs 2
 
 ## ruff, mypy and the whole pytest suite.
 test: venv lint typecheck pytest test-openai2

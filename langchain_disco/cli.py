@@ -1,4 +1,4 @@
-"""The `disco` command line: `disco demo`, `disco serve`, `disco bench ...`."""
+"""The `disco` command line: `disco demo`, `disco serve`, `disco bench ...`, `disco profile ...`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ class Backend(str, enum.Enum):
     echo = "echo"
 
 
+class SimMigration(str, enum.Enum):
+    """`disco bench sim --migration`: whether token-level migration is replayed."""
+
+    off = "off"
+    cost = "cost"
+
+
+class SimRegime(str, enum.Enum):
+    """`disco bench sim --regime`: simulated endpoints, cost model and budgeted resource."""
+
+    server_constrained = "server-constrained"
+    device_constrained = "device-constrained"
+    mixed = "mixed"
+
+
 app = typer.Typer(
     name="disco",
     help="langchain-disco: hybrid device-server LLM streaming for LangChain.",
@@ -34,6 +49,11 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
+profile_app = typer.Typer(
+    help="The latency profiles the live model learned (the profile cache).",
+    no_args_is_help=True,
+)
+app.add_typer(profile_app, name="profile")
 # Wide enough for the summary tables when output is not a terminal (CI logs, pipes).
 console = Console(width=None if sys.stdout.isatty() else 120)
 
@@ -156,6 +176,222 @@ def bench_overhead(
     if not result.concurrency_ok():
         console.print("[red]some concurrent streams failed[/] (see the errors column)")
         raise typer.Exit(code=1)
+
+
+_TRACE_HELP = (
+    "CSV trace with the columns arrival_s, prompt_tokens, output_tokens (see above), or the "
+    "Azure trace's TIMESTAMP, ContextTokens, GeneratedTokens; default: the bundled Azure LLM "
+    "inference trace 2023 (conversation, 19,366 requests)"
+)
+
+
+@bench_app.command("sim")
+def bench_sim(
+    trace: Annotated[Path | None, typer.Option(help=_TRACE_HELP, show_default=False)] = None,
+    requests: Annotated[int, typer.Option(min=1, help="replay the first N requests")] = 10_000,
+    regime: Annotated[
+        SimRegime,
+        typer.Option(
+            help="server-constrained: budget on server USD, device nearly free; "
+            "device-constrained: budget on device energy (battery valued); mixed: unified cost"
+        ),
+    ] = SimRegime.server_constrained,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="simulated device, a measured one such as 'Galaxy S25' [default: the regime's]",
+            show_default=False,
+        ),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="simulated hosted API, a measured provider-size such as 'together-13b' "
+            "[default: the regime's]",
+            show_default=False,
+        ),
+    ] = None,
+    device_prior: Annotated[
+        str | None,
+        typer.Option(
+            help="device prior the policies start from [default: --device]", show_default=False
+        ),
+    ] = None,
+    server_prior: Annotated[
+        str | None,
+        typer.Option(
+            help="server TTFT prior the policies start from, a provider-size or 'all' "
+            "[default: --server]",
+            show_default=False,
+        ),
+    ] = None,
+    profiles: Annotated[
+        Path | None,
+        typer.Option(
+            help="a profile cache the policies start from instead of the priors (e.g. what a "
+            "live DiscoChatModel learned; see disco profile show)",
+            show_default=False,
+        ),
+    ] = None,
+    budgets: Annotated[
+        str, typer.Option(help="budget shares in [0, 1], comma-separated")
+    ] = "0.1,0.3,0.5,0.7,0.9",
+    policies: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated: local, remote, race, random, random_race, "
+            "length_threshold, wait_time, generalized, oracle; or all"
+        ),
+    ] = "all",
+    seeds: Annotated[
+        str, typer.Option(help="simulation seeds, comma-separated; metrics pool their requests")
+    ] = "0",
+    cdf_budget: Annotated[
+        float | None,
+        typer.Option(
+            help="budget of the TTFT CDF plot [default: the one closest to 0.5]", show_default=False
+        ),
+    ] = None,
+    migration: Annotated[
+        SimMigration,
+        typer.Option(
+            help="cost: replay token-level migration (CostAwareMigration) after the first "
+            "token, and plot cost with and without it; several times slower per run"
+        ),
+    ] = SimMigration.off,
+    pace_tok_s: Annotated[
+        float | None,
+        typer.Option(
+            help="paced delivery in tokens/s (e.g. 10, a reading rate) [default: eager]",
+            show_default=False,
+        ),
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="write PNG plots (needs matplotlib)")] = True,
+    jobs: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    out: Annotated[Path, typer.Option(help="folder for the CSV, JSON and PNG results")] = Path(
+        "bench-out/sim"
+    ),
+) -> None:
+    """Every dispatch policy on a trace, at every budget, against the hindsight oracle.
+
+    A trace is a CSV file with a header line and one request per row,
+    with the columns arrival_s,prompt_tokens,output_tokens
+    (arrival time in seconds, prompt length and answer length in tokens).
+
+    Results print as tables and go to --out as results.csv, results.json and PNG plots.
+    """
+    from langchain_disco.bench import _plots, sim
+    from langchain_disco.bench._sim_report import budget_tables, migration_table, write_results
+
+    try:
+        options = sim.SimOptions(
+            trace=trace,
+            requests=requests,
+            regime=regime.value,
+            device=device,
+            server=server,
+            device_prior=device_prior,
+            server_prior=server_prior,
+            profiles=profiles,
+            budgets=sim.parse_budgets(budgets),
+            policies=sim.parse_policies(policies),
+            seeds=sim.parse_seeds(seeds),
+            cdf_budget=cdf_budget,
+            migration=migration is SimMigration.cost,
+            pace_tok_s=pace_tok_s,
+        ).validate()
+        loaded = sim.load_bench_trace(options.trace, options.requests)
+        _check_writable(out)
+        with _progress() as progress:
+            task = progress.add_task(f"simulating {len(loaded):,} requests", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = sim.run_sim(options, trace=loaded, progress=advance, jobs=jobs)
+        for table in budget_tables(result):
+            console.print(table)
+        if options.migration:
+            console.print(migration_table(result))
+        written = write_results(result, out)
+        notes = list(result.notes)
+        if plots and _plots.plots_available():
+            written += _plots.write_plots(result, out)
+            if not options.migration:
+                notes.append(
+                    "no plot of cost with and without migration: add --migration cost "
+                    "(and --pace-tok-s 10 for paced delivery) to replay it"
+                )
+        elif plots:
+            notes.append(f"plots skipped: matplotlib is not installed ({_plots.INSTALL_HINT})")
+    except DiscoError as exc:
+        raise _fail(exc) from None
+    except OSError as exc:
+        raise _fail(ConfigError(f"cannot write the results to --out {out}: {exc}")) from None
+    for note in notes:
+        console.print(f"note: {note}")
+    console.print(f"{result.wall_s:.1f} s; results: " + ", ".join(str(p) for p in written))
+
+
+_PROFILE_PATH_HELP = "the profile cache file [default: DISCO_PROFILE_PATH, or the user cache dir]"
+
+
+def _profile_path(path: Path | None) -> Path:
+    from langchain_disco.scheduling.store import default_profiles_path
+
+    return path if path is not None else default_profiles_path()
+
+
+@profile_app.command("show")
+def profile_show(
+    path: Annotated[
+        Path | None,
+        typer.Option(envvar="DISCO_PROFILE_PATH", help=_PROFILE_PATH_HELP, show_default=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Show the learned latency profiles: device speeds, server TTFT, answer lengths, counts."""
+    import json
+
+    from langchain_disco.bench._profiles_view import load_profiles, profile_summary, profile_tables
+
+    file = _profile_path(path)
+    try:
+        profiles = load_profiles(file)
+    except DiscoError as exc:
+        raise _fail(exc) from None
+    summary = profile_summary(profiles)
+    if as_json:
+        console.print_json(json.dumps({"path": str(file), **summary}))
+        return
+    console.print(f"profile cache: {file}")
+    for table in profile_tables(summary):
+        console.print(table)
+
+
+@profile_app.command("reset")
+def profile_reset(
+    path: Annotated[
+        Path | None,
+        typer.Option(envvar="DISCO_PROFILE_PATH", help=_PROFILE_PATH_HELP, show_default=False),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="delete without asking")] = False,
+) -> None:
+    """Delete the profile cache: the next run starts again from the bundled priors."""
+    file = _profile_path(path)
+    if not file.exists():
+        console.print(f"no profile cache at {file}: nothing to delete")
+        return
+    if not file.is_file():
+        raise _fail(ConfigError(f"--path {file} is not a file: give the profile cache file"))
+    if not yes and not typer.confirm(f"delete the learned profiles at {file}?"):
+        console.print("kept the profile cache")
+        raise typer.Exit(code=1)
+    try:
+        file.unlink()
+    except OSError as exc:
+        raise _fail(ConfigError(f"cannot delete {file}: {exc.strerror or exc}")) from None
+    console.print(f"deleted {file}: the next run starts from the bundled priors")
 
 
 def _check_writable(out: Path) -> None:

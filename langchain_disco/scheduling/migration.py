@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from langchain_disco.scheduling.cost import CostModel
+
+if TYPE_CHECKING:
+    from langchain_disco.scheduling.profiles import Profiles
 
 Role = Literal["local", "remote"]
 Verdict = Literal["wait", "migrate", "probe", "never"]
@@ -70,12 +75,15 @@ class CostAwareMigration:
 
     saving = remaining x (source cost per output token - target's) - target re-prefill cost.
     Paced delivery migrates once the undelivered buffer covers the target's predicted TTFT
-    (times `margin`), so the consumer never waits. Eager delivery probes a local target (its
-    KV cache then holds the common prefix) and moves to a remote one only when the predicted
-    stall is within `eager_stall_bound_s`.
+    (times `margin`, plus `safety_s`), so the consumer never waits. Eager delivery probes a
+    local target (its KV cache then holds the common prefix) and moves to a remote one only
+    when the predicted stall is within `eager_stall_bound_s`.
     """
 
     margin: float = 1.5
+    safety_s: float = 0.25
+    """Paced: extra buffer, in seconds of delivery, on top of margin x the predicted TTFT, for
+    the error of a prediction that is small in absolute terms (a short local prefill)."""
     min_saving_usd: float = 0.0
     min_remaining_tokens: float = 8.0
     eager_stall_bound_s: float = 0.5
@@ -100,7 +108,7 @@ class CostAwareMigration:
                 return MigrationDecision(
                     "never", "target decodes slower than the delivery pace", saving
                 )
-            needed = view.target_ttft_s * view.pace_tok_s * self.margin
+            needed = (view.target_ttft_s * self.margin + self.safety_s) * view.pace_tok_s
             if view.buffered_tokens < needed:
                 return MigrationDecision(
                     "wait", f"buffer {view.buffered_tokens} < {needed:.1f} tokens", saving
@@ -155,3 +163,134 @@ def expected_remaining_tokens(
     if max_tokens is not None:
         total = min(total, float(max_tokens))
     return max(0.0, total - generated)
+
+
+# -- what the live engine and the simulator both need to build a view ------------------------
+
+
+class MigrationPredictor(Protocol):
+    """The predictions a `MigrationView` is built from (the engine's `Predictor`)."""
+
+    def ttft_s(self, role: str, context_tokens: int) -> float: ...
+
+    def decode_tok_s(self, role: str) -> float: ...
+
+    def mean_output_tokens(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class ProfileMigrationPredictor:
+    """Migration predictions from learned `Profiles`, as the live model makes them.
+
+    The device's TTFT is its fitted line for the whole context (queue wait not included; add
+    it where a queue is known). The server's is a high quantile of its TTFT distribution
+    (`remote_ttft_quantile`): a buffer sized for the mean would run dry on every slow request.
+    """
+
+    profiles: Profiles
+    remote_ttft_quantile: float = 0.9
+
+    def ttft_s(self, role: str, context_tokens: int) -> float:
+        if role == "local":
+            return self.profiles.device.predict_ttft_s(context_tokens)
+        return self.profiles.server.quantile(self.remote_ttft_quantile, context_tokens)
+
+    def decode_tok_s(self, role: str) -> float:
+        profiles = self.profiles
+        return profiles.device.decode_tok_s if role == "local" else profiles.server.decode_tok_s
+
+    def mean_output_tokens(self) -> float:
+        return self.profiles.output_lengths.expected()
+
+
+def usd_per_token(cost_model: CostModel, kind: Role, *, output: bool) -> float:
+    """What one more input or output token costs on a remote (price) or local (energy) side."""
+    if kind == "remote":
+        per_mtok = cost_model.price_out_per_mtok if output else cost_model.price_in_per_mtok
+        return per_mtok / 1e6
+    joules = (
+        cost_model.energy_decode_j_per_token if output else cost_model.energy_prefill_j_per_token
+    )
+    return joules * cost_model.usd_per_j
+
+
+@dataclass(frozen=True)
+class ViewBuilder:
+    """The parts of a `MigrationView` fixed for one request; `view()` adds the per-token ones.
+
+    Built once per request (after the first token) and asked once per source token, so the
+    live engine and the simulator hand a policy the same figures.
+    """
+
+    source: Role
+    target: Role
+    prompt_tokens: int
+    max_tokens: int | None
+    pace_tok_s: float | None
+    target_can_continue: bool
+    predictor: MigrationPredictor
+    source_decode_tok_s: float
+    target_decode_tok_s: float
+    mean_output_tokens: float
+    source_usd_per_out_token: float
+    target_usd_per_out_token: float
+    target_usd_per_in_token: float
+
+    @classmethod
+    def for_request(
+        cls,
+        *,
+        source: Role,
+        target: Role,
+        prompt_tokens: int,
+        max_tokens: int | None,
+        pace_tok_s: float | None,
+        target_can_continue: bool,
+        predictor: MigrationPredictor,
+        cost_model: CostModel,
+        source_kind: Role | None = None,
+        target_kind: Role | None = None,
+    ) -> ViewBuilder:
+        """Prices follow each side's kind (remote: money, local: energy); by default its role."""
+        source_kind = source_kind or source
+        target_kind = target_kind or target
+        return cls(
+            source=source,
+            target=target,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+            pace_tok_s=pace_tok_s,
+            target_can_continue=target_can_continue,
+            predictor=predictor,
+            source_decode_tok_s=predictor.decode_tok_s(source),
+            target_decode_tok_s=predictor.decode_tok_s(target),
+            mean_output_tokens=predictor.mean_output_tokens(),
+            source_usd_per_out_token=usd_per_token(cost_model, source_kind, output=True),
+            target_usd_per_out_token=usd_per_token(cost_model, target_kind, output=True),
+            target_usd_per_in_token=usd_per_token(cost_model, target_kind, output=False),
+        )
+
+    def view(
+        self, generated_tokens: int, buffered_tokens: int, target_queue_wait_s: float = 0.0
+    ) -> MigrationView:
+        """The view right after the source produced its `generated_tokens`-th token."""
+        context = self.prompt_tokens + generated_tokens
+        return MigrationView(
+            source=self.source,
+            target=self.target,
+            prompt_tokens=self.prompt_tokens,
+            generated_tokens=generated_tokens,
+            max_tokens=self.max_tokens,
+            buffered_tokens=buffered_tokens,
+            pace_tok_s=self.pace_tok_s,
+            target_can_continue=self.target_can_continue,
+            target_ttft_s=self.predictor.ttft_s(self.target, context) + target_queue_wait_s,
+            source_decode_tok_s=self.source_decode_tok_s,
+            target_decode_tok_s=self.target_decode_tok_s,
+            expected_remaining_tokens=expected_remaining_tokens(
+                generated_tokens, self.max_tokens, self.mean_output_tokens
+            ),
+            source_usd_per_out_token=self.source_usd_per_out_token,
+            target_usd_per_out_token=self.target_usd_per_out_token,
+            target_usd_per_in_token=self.target_usd_per_in_token,
+        )

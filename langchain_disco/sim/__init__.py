@@ -9,6 +9,12 @@ sim = Simulator(load_trace(limit=10_000), config)
 budget = Budget(share=0.3, resource="server")
 result = sim.run(LengthThreshold(budget), budget)
 print(result.metrics.mean_ttft_s, result.metrics.realised_share, sim.oracle(budget).mean_ttft_s)
+
+# Token-level migration and paced delivery, with the live engine's migration policy:
+from langchain_disco.scheduling.migration import CostAwareMigration
+
+moved = sim.run(LengthThreshold(budget), budget, migration=CostAwareMigration(), pace_tok_s=10)
+print(moved.metrics.mean_cost_usd, moved.metrics.mean_cost_without_migration_usd)
 ```
 """
 

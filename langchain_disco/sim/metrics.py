@@ -53,6 +53,19 @@ class RunMetrics:
     realised_share: float
     """Spend between floor (0) and ceiling (1, always-race); NaN without a budget."""
     device_utilisation: float
+    migration_rate: float = 0.0
+    """Share of requests whose generation moved to the other endpoint."""
+    mean_cost_without_migration_usd: float = math.nan
+    """Unified cost per request had each winner generated its whole answer (same dispatch)."""
+    mean_stall_added_s: float = 0.0
+    """Per request, how much longer the consumer waited at a migration's seam than usual."""
+    max_stall_added_s: float = 0.0
+
+    @property
+    def migration_saving(self) -> float:
+        """1 - cost with migration / cost without (same dispatch outcomes); NaN if unknown."""
+        base = self.mean_cost_without_migration_usd
+        return 1.0 - self.mean_cost_usd / base if base and base == base else math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,28 +83,45 @@ def summarize(
     floor: Sequence[float],
     ceiling: Sequence[float],
     device_utilisation: float = math.nan,
+    tbt_runs: Sequence[Sequence[tuple[float, int]]] | None = None,
+    migrated: Sequence[bool] | None = None,
+    stall_added_s: Sequence[float] | None = None,
+    cost_without_migration_usd: Sequence[float] | None = None,
 ) -> RunMetrics:
+    """Run metrics. Each request's TBT is one gap repeated (`tbt_s`, for output_tokens - 1
+    gaps) unless `tbt_runs` gives its gaps as (gap, count) runs (paced delivery, migration)."""
     n = len(ttft_s)
-    gaps = [max(o - 1, 0) for o in output_tokens]
-    n_gaps = sum(gaps)
     headroom = sum(ceiling) - sum(floor)
+    if tbt_runs is None:
+        gaps = [max(o - 1, 0) for o in output_tokens]
+        values: Sequence[float] = tbt_s
+    else:
+        values = [gap for runs in tbt_runs for gap, _ in runs]
+        gaps = [count for runs in tbt_runs for _, count in runs]
+    n_gaps = sum(gaps)
+    base = unified_usd if cost_without_migration_usd is None else cost_without_migration_usd
+    stalls = stall_added_s or [0.0]
     return RunMetrics(
         n=n,
         mean_ttft_s=sum(ttft_s) / n if n else math.nan,
         p50_ttft_s=percentile(ttft_s, 50),
         p90_ttft_s=percentile(ttft_s, 90),
         p99_ttft_s=percentile(ttft_s, 99),
-        mean_tbt_s=sum(t * g for t, g in zip(tbt_s, gaps, strict=True)) / n_gaps
+        mean_tbt_s=sum(t * g for t, g in zip(values, gaps, strict=True)) / n_gaps
         if n_gaps
         else math.nan,
-        p99_tbt_s=weighted_percentile(tbt_s, gaps, 99),
-        max_stall_s=max((t for t, g in zip(tbt_s, gaps, strict=True) if g), default=0.0),
+        p99_tbt_s=weighted_percentile(values, gaps, 99),
+        max_stall_s=max((t for t, g in zip(values, gaps, strict=True) if g), default=0.0),
         mean_cost_usd=sum(unified_usd) / n if n else math.nan,
         mean_server_usd=sum(server_usd) / n if n else math.nan,
         mean_device_j=sum(device_j) / n if n else math.nan,
         spend_per_request=sum(spend) / n if n else math.nan,
         realised_share=(sum(spend) - sum(floor)) / headroom if headroom > 0 else math.nan,
         device_utilisation=device_utilisation,
+        migration_rate=sum(migrated) / n if migrated and n else 0.0,
+        mean_cost_without_migration_usd=sum(base) / n if n else math.nan,
+        mean_stall_added_s=sum(stalls) / n if n and stall_added_s else 0.0,
+        max_stall_added_s=max(stalls),
     )
 
 

