@@ -148,19 +148,23 @@ def outcome_from_report(
 ) -> RequestOutcome:
     """The engine's report in the simulator's terms (times since arrival)."""
     endpoints = []
+    # A migration or failover target's first token is a continuation's, not a dispatch TTFT:
+    # it must not be learned as one (a raced-then-cancelled device would look very slow).
+    taken_over = {e["to"] for e in report.events if e.get("event") in ("migration", "failover")}
     for role, run in report.endpoints.items():
-        if run.started_s is None or role not in ("local", "remote"):
+        if run.started_s is None or role not in plan.endpoints:
             continue
+        first_token_s = None if role in taken_over else run.first_token_s
         decode = None
-        if run.first_token_s is not None and run.ended_s is not None and run.output_tokens > 1:
-            span = run.ended_s - run.first_token_s
+        if first_token_s is not None and run.ended_s is not None and run.output_tokens > 1:
+            span = run.ended_s - first_token_s
             if span > 0:
                 decode = (run.output_tokens - 1) / span
         endpoints.append(
             EndpointOutcome(
                 endpoint=role,  # type: ignore[arg-type]
                 started_s=run.started_s,
-                first_token_s=run.first_token_s,
+                first_token_s=first_token_s,
                 ended_s=run.ended_s,
                 queue_wait_s=run.queue_wait_s,
                 input_tokens=run.input_tokens,
