@@ -195,24 +195,3 @@ def expected_view(plan: Plan) -> list[dict[str, Any]]:
         }
         for e in plan.expected[:2]
     ]
-
-
-class ProfilePredictor:
-    """The engine's migration predictor, backed by the learned profiles."""
-
-    def __init__(self, scheduler: LiveScheduler) -> None:
-        self._scheduler = scheduler
-
-    def ttft_s(self, role: str, context_tokens: int) -> float:
-        profiles = self._scheduler.profiles
-        if role == "local":
-            return profiles.device.predict_ttft_s(context_tokens)
-        # Buffer sizing wants a safe figure, not the mean: the 90th percentile.
-        return profiles.server.quantile(0.9, context_tokens)
-
-    def decode_tok_s(self, role: str) -> float:
-        profiles = self._scheduler.profiles
-        return profiles.device.decode_tok_s if role == "local" else profiles.server.decode_tok_s
-
-    def mean_output_tokens(self) -> float:
-        return self._scheduler.profiles.output_lengths.expected()

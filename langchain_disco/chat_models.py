@@ -38,7 +38,6 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from langchain_disco import _sync
 from langchain_disco._scheduler import (
     LiveScheduler,
-    ProfilePredictor,
     expected_view,
     policy_from_settings,
 )
@@ -48,7 +47,12 @@ from langchain_disco.engine import Delivery, Engine, EngineEvent, EngineOptions
 from langchain_disco.errors import ConfigError, EndpointError
 from langchain_disco.report import RequestReport
 from langchain_disco.scheduling.dispatch import DispatchPolicy, Plan, Start
-from langchain_disco.scheduling.migration import CostAwareMigration, NoMigration, StallDetector
+from langchain_disco.scheduling.migration import (
+    CostAwareMigration,
+    NoMigration,
+    ProfileMigrationPredictor,
+    StallDetector,
+)
 
 _SETTINGS_FIELDS = set(DiscoSettings.model_fields)
 
@@ -215,7 +219,7 @@ class DiscoChatModel(BaseChatModel):
                 migration=CostAwareMigration() if s.migration == "cost" else NoMigration(),
                 stall=StallDetector(floor_s=s.stall_floor_s),
                 approximate_continuation_prompt=s.approximate_continuation_prompt,
-                predictor=ProfilePredictor(self.scheduler),
+                predictor=ProfileMigrationPredictor(self.scheduler.profiles),
             )
             self._engine = Engine(endpoints, self.scheduler.cost_model, options=options)
         return self._engine

@@ -46,6 +46,7 @@ from langchain_disco.scheduling.migration import (
     NoMigration,
     StallDetector,
     expected_remaining_tokens,
+    usd_per_token,
 )
 
 Clock = Callable[[], float]
@@ -628,11 +629,8 @@ class _Request:
     # -- settling ----------------------------------------------------------------------
 
     def _usd_per_token(self, role: str, *, output: bool) -> float:
-        cost = self.engine.cost_model
-        if self.engine.endpoints[role].kind == "remote":
-            return (cost.price_out_per_mtok if output else cost.price_in_per_mtok) / 1e6
-        joules = cost.energy_decode_j_per_token if output else cost.energy_prefill_j_per_token
-        return joules * cost.usd_per_j
+        kind = self.engine.endpoints[role].kind
+        return usd_per_token(self.engine.cost_model, kind, output=output)
 
     async def _finish(self) -> None:
         """Cancel and await every task still running, then settle usage and cost."""

@@ -11,13 +11,12 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from langchain_disco._scheduler import ProfilePredictor
-from langchain_disco.scheduling import Budget, CostModel, Generalized, Profiles, Race
+from langchain_disco import DiscoChatModel
+from langchain_disco.scheduling import Budget, CostModel, Generalized, Race
 from langchain_disco.scheduling.migration import (
     CostAwareMigration,
     MigrationDecision,
@@ -301,15 +300,13 @@ def test_the_policy_sees_the_view_the_engine_builds() -> None:
         assert math.isfinite(view.target_ttft_s) and view.target_ttft_s > 0
 
 
-def test_profile_predictor_is_the_live_models() -> None:
-    profiles = Profiles.prior("Galaxy S25", "together-13b")
-    ours = ProfileMigrationPredictor(profiles)
-    live = ProfilePredictor(SimpleNamespace(profiles=profiles))  # type: ignore[arg-type]
-    for role in ("local", "remote"):
-        assert ours.decode_tok_s(role) == live.decode_tok_s(role)
-        for context in (1, 500, 5000):
-            assert ours.ttft_s(role, context) == live.ttft_s(role, context)
-    assert ours.mean_output_tokens() == live.mean_output_tokens()
+def test_the_live_model_predicts_migrations_with_the_simulators_predictor() -> None:
+    model = DiscoChatModel(
+        mode="remote", remote_base_url="http://127.0.0.1:9/v1", persist_profiles=False
+    )
+    predictor = model._engine_for_run().options.predictor
+    assert isinstance(predictor, ProfileMigrationPredictor)
+    assert predictor.profiles is model.scheduler.profiles
 
 
 def test_without_migration_the_run_reports_its_own_cost_as_the_baseline() -> None:
