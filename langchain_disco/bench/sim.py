@@ -53,6 +53,7 @@ from langchain_disco.sim import (
     ratio,
     summarize,
 )
+from langchain_disco.sim.timeline import MigratedStream
 
 __all__ = [
     "ALL_POLICIES",
@@ -64,6 +65,7 @@ __all__ = [
     "Row",
     "SimBenchResult",
     "SimOptions",
+    "StreamExample",
     "load_bench_trace",
     "parse_budgets",
     "parse_policies",
@@ -122,6 +124,16 @@ class Row:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class StreamExample:
+    """One migrated answer of the run, drawn token by token (`_plots.plot_token_timeline`)."""
+
+    policy: str
+    seed: int
+    budget: float
+    stream: MigratedStream
+
+
 @dataclass
 class SimBenchResult:
     """Everything one `disco bench sim` run measured."""
@@ -137,6 +149,9 @@ class SimBenchResult:
     """Pooled per-request TTFTs of each requested policy at `options.cdf_at`."""
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    migrated_example: StreamExample | None = None
+    """With migration: the first migrated request of the first policy (in `options.policies`
+    order) that migrated any, at the CDF budget and the first seed; None if none did."""
 
     def rows_at(self, budget: float) -> list[Row]:
         return [r for r in self.rows if r.budget == budget]
@@ -336,6 +351,12 @@ def run_sim(
                 if progress is not None:
                     progress(len(results), len(tasks))
     rows, cdf = _assemble(options, trace, results)
+    example = _migrated_example(options, results)
+    if options.migration and example is None:
+        notes.append(
+            f"no request migrated at b={options.cdf_at:g} (seed {options.seeds[0]}): "
+            "no token timeline plot"
+        )
     return SimBenchResult(
         options=options,
         trace_name=trace.name,
@@ -346,7 +367,22 @@ def run_sim(
         cdf_ttft_s=cdf,
         wall_s=time.perf_counter() - start,
         notes=notes,
+        migrated_example=example,
     )
+
+
+def _migrated_example(
+    options: SimOptions, results: dict[_Task, SimResult | OracleResult]
+) -> StreamExample | None:
+    """The stream `SimBenchResult.migrated_example` describes."""
+    b, seed = options.cdf_at, options.seeds[0]
+    for name in options.policies:
+        if name == ORACLE:
+            continue
+        result = results.get(_Task(seed, name, None if name in BASELINES else b))
+        if isinstance(result, SimResult) and result.first_migration is not None:
+            return StreamExample(name, seed, b, result.first_migration)
+    return None
 
 
 def _pool(runs: Sequence[SimResult], output_tokens: Sequence[int]) -> RunMetrics:

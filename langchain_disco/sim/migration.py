@@ -189,6 +189,8 @@ class Playout:
     target_first_token_s: float | None
     target_context_tokens: int
     cost: Cost
+    segments: tuple[Segment, ...] = ()
+    """What each stream generated, source first (empty segments kept): the token timeline."""
 
 
 def _with(base: Cost, cost_model: CostModel, server_usd: float, device_j: float) -> Cost:
@@ -241,6 +243,7 @@ def unmoved(
         target_first_token_s=None,
         target_context_tokens=0,
         cost=cost,
+        segments=(Segment(first_token_s, source_gap_s, output_tokens),),
     )
 
 
@@ -337,4 +340,5 @@ def play_out(
         target_first_token_s=target_first,
         target_context_tokens=p + handed,
         cost=cost,
+        segments=tuple(segments),
     )

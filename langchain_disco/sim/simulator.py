@@ -73,6 +73,7 @@ from langchain_disco.scheduling.profiles import Profiles, fit_ttft_line
 from langchain_disco.sim.metrics import RunMetrics, summarize
 from langchain_disco.sim.migration import GapRun, Playout, TargetRun, play_out, scan, unmoved
 from langchain_disco.sim.oracle import OracleResult, solve_oracle
+from langchain_disco.sim.timeline import MigratedStream
 from langchain_disco.sim.trace import Trace
 
 DEFAULT_DEVICE_ONLY_UTILISATION = 0.3
@@ -174,6 +175,8 @@ class SimResult:
     """Unified cost had the winner generated the whole answer (same dispatch outcome)."""
     tbt_runs: list[tuple[GapRun, ...]] = field(default_factory=list)
     """Each request's delivered gaps as (gap, count) runs."""
+    first_migration: MigratedStream | None = None
+    """The first request (trace order) whose generation moved, to redraw token by token."""
 
 
 @dataclass
@@ -326,6 +329,7 @@ class _Run:
         self.remote_tokens = [0] * n
         self.cost_without = [0.0] * n
         self.tbt_runs: list[tuple[GapRun, ...]] = [()] * n
+        self.first_migration: MigratedStream | None = None
 
     def execute(self) -> SimResult:
         sim, trace = self.sim, self.sim.trace
@@ -486,6 +490,11 @@ class _Run:
             elif runs:
                 self.tbt[i] = sum(g * c for g, c in runs) / sum(c for _, c in runs)
             self.migrated[i] = play.migrated
+            if play.migrated and (self.first_migration is None or i < self.first_migration.index):
+                target: Role = "remote" if local_wins else "local"
+                self.first_migration = MigratedStream(
+                    i, prompt, res.winner, target, self.pace_tok_s, play
+                )
             self.migration_token[i] = play.token_index
             self.stall_added[i] = play.stall_added_s
             source_tokens, target_tokens = play.source_tokens, play.target_tokens
@@ -640,4 +649,5 @@ class _Run:
             remote_tokens=self.remote_tokens,
             cost_without_migration_usd=self.cost_without,
             tbt_runs=self.tbt_runs,
+            first_migration=self.first_migration,
         )
