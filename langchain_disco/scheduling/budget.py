@@ -17,6 +17,12 @@ its all-device energy even when racing every request, so most shares of it could
 `BudgetController` turns the budget into a *target share* for the next request: a feed-forward
 term (the budget itself, or the per-request amount converted with the profiles' expected floor
 and ceiling) plus integral feedback on the cumulative deficit, repaid over `horizon` requests.
+
+Requests in flight count at their expectation, but the ones still in flight are not a random
+sample: the slow ones (a server stuck in its tail, where racing would have let the device win
+and spend) stay longest, so their eventual bounds and spend differ from what was committed in a
+way that persists. By Little's law that standing difference is the mean over settled requests
+of (settled - committed) x (requests committed while it was in flight); the deficit adds it.
 Policies map the target share to their own knob (a length threshold, a wait, a price of cost)
 through the profiles' expectations; the feedback corrects whatever those expectations get wrong.
 """
@@ -123,6 +129,7 @@ class Budget:
         server_ttft: float | None = None
         server_at_least = 0.0
         prefill: float | None = None
+        prefill_at_least = 0.0
         queue = request.local_queue_wait_s
         for run in outcome.endpoints:
             if run.failed:
@@ -137,8 +144,16 @@ class Budget:
                 queue = run.queue_wait_s
             if run.first_token_s is not None:
                 prefill = run.first_token_s - run.started_s - run.queue_wait_s
-        if prefill is None:
-            prefill = profiles.device.predict_ttft_s(prompt)
+            elif run.ended_s is not None:  # cancelled while prefilling: at least this long
+                prefill_at_least = max(run.ended_s - run.started_s - run.queue_wait_s, 0.0)
+        if prefill is not None:
+            prefills = [prefill]
+        else:  # unknown: average over the device's learned spread, above what was seen (the
+            # spend is not linear in its TTFT: a device that wins a race decodes the answer)
+            spread = [profiles.device.predict_ttft_s(prompt) * r for r in profiles.device.spread()]
+            prefills = [p for p in spread if p > prefill_at_least] or [
+                max(max(spread), prefill_at_least)
+            ]
         dist = profiles.server.distribution(prompt)
         if server_ttft is None and server_at_least > 0:
             xs, _ = dist.view()
@@ -147,27 +162,30 @@ class Budget:
                 dist = Reservoir(tail, capacity=len(tail))
             else:
                 server_ttft = server_at_least
-        if server_ttft is not None:
-            race_cost = resolve_action(
-                RACE,
-                server_ttft_s=server_ttft,
-                local_begin_s=queue,
-                prefill_s=prefill,
-                prompt_tokens=prompt,
-                output_tokens=output,
-                cost_model=ctx.cost_model,
-            ).cost
-        else:
-            race_cost = estimate_action(
-                RACE,
-                server=dist,
-                prefill_s=prefill,
-                queue_wait_s=queue,
-                prompt_tokens=prompt,
-                output_tokens=output,
-                cost_model=ctx.cost_model,
-            ).cost
-        return floor, max(self.spend(race_cost), floor)
+        spends = []
+        for prefill_s in prefills:
+            if server_ttft is not None:
+                race_cost = resolve_action(
+                    RACE,
+                    server_ttft_s=server_ttft,
+                    local_begin_s=queue,
+                    prefill_s=prefill_s,
+                    prompt_tokens=prompt,
+                    output_tokens=output,
+                    cost_model=ctx.cost_model,
+                ).cost
+            else:
+                race_cost = estimate_action(
+                    RACE,
+                    server=dist,
+                    prefill_s=prefill_s,
+                    queue_wait_s=queue,
+                    prompt_tokens=prompt,
+                    output_tokens=output,
+                    cost_model=ctx.cost_model,
+                ).cost
+            spends.append(self.spend(race_cost))
+        return floor, max(sum(spends) / len(spends), floor)
 
     def allowance(self, floor: float, ceiling: float) -> float:
         """What one request may spend, given its floor and ceiling."""
@@ -193,9 +211,11 @@ class BudgetController:
         self.floor_total = 0.0
         self.ceiling_total = 0.0
         self.max_in_flight = 10_000
-        self._in_flight: OrderedDict[int, tuple[object, float, float]] = OrderedDict()
+        self._in_flight: OrderedDict[int, tuple[object, float, float, int]] = OrderedDict()
         self._pending_spent = 0.0
         self._pending_allowed = 0.0
+        self._commits = 0
+        self._lagged = [0.0, 0.0, 0.0]  # decayed sums: n, allowance surprise x lag, spend x lag
 
     def warm_start(self, mean_floor: float, mean_ceiling: float) -> None:
         """Expected per-request floor and ceiling (from the profiles) before any feedback."""
@@ -215,8 +235,11 @@ class BudgetController:
 
     @property
     def deficit(self) -> float:
-        """Allowed minus spent so far, in-flight requests at their expectation (> 0: under)."""
-        return self.allowed + self._pending_allowed - self.spent - self._pending_spent
+        """Allowed minus spent so far, in-flight requests at their expectation corrected for
+        which ones are still in flight (> 0: under budget)."""
+        n, allowance_lag, spend_lag = self._lagged
+        standing = (allowance_lag - spend_lag) / n if n > 0 else 0.0
+        return self.allowed + self._pending_allowed - self.spent - self._pending_spent + standing
 
     def target_share(self) -> float:
         """The share of the floor-to-ceiling range the next request should aim to spend."""
@@ -244,11 +267,12 @@ class BudgetController:
         if not all(math.isfinite(v) for v in (spend, floor, ceiling)):
             return
         allowance = self.budget.allowance(floor, ceiling)
-        self._in_flight[id(key)] = (key, spend, allowance)
+        self._commits += 1
+        self._in_flight[id(key)] = (key, spend, allowance, self._commits)
         self._pending_spent += spend
         self._pending_allowed += allowance
         while len(self._in_flight) > self.max_in_flight:  # never settled: keep the estimate
-            _, (_, old_spend, old_allowance) = self._in_flight.popitem(last=False)
+            _, (_, old_spend, old_allowance, _) = self._in_flight.popitem(last=False)
             self._pending_spent -= old_spend
             self._pending_allowed -= old_allowance
             self.spent += old_spend
@@ -256,12 +280,24 @@ class BudgetController:
 
     def record(self, spend: float, floor: float, ceiling: float, *, key: object = None) -> None:
         """Account one finished request (settling its commitment, if `key` was committed)."""
+        committed = None
         if key is not None and id(key) in self._in_flight:
-            _, old_spend, old_allowance = self._in_flight.pop(id(key))
+            _, old_spend, old_allowance, at = self._in_flight.pop(id(key))
             self._pending_spent -= old_spend
             self._pending_allowed -= old_allowance
+            committed = (old_spend, old_allowance, self._commits - at)
         if not all(math.isfinite(v) for v in (spend, floor, ceiling)):
             return
+        if committed is not None:
+            old_spend, old_allowance, lag = committed
+            keep = 1.0 - 1.0 / (10.0 * self.horizon)  # forget over ~10 horizons
+            surprise = self.budget.allowance(floor, ceiling) - old_allowance
+            n, allowance_lag, spend_lag = self._lagged
+            self._lagged = [
+                keep * n + 1.0,
+                keep * allowance_lag + surprise * lag,
+                keep * spend_lag + (spend - old_spend) * lag,
+            ]
         self.n += 1
         self.spent += spend
         self.floor_total += floor

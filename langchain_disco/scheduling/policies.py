@@ -522,15 +522,25 @@ class Generalized(_Budgeted):
         self._mus, self._mu_shares = mus, shares
 
     def price(self, share: float) -> float:
-        """mu for a target share: the largest price whose expected share reaches it."""
+        """mu for a target share: log-linear between the breakpoints whose expected shares
+        bracket it, so that the price moves continuously with the target (the table is a
+        step function of a sample; the requests it prices form a continuum between steps)."""
         if share <= 0.0:
             return math.inf
-        mus = self._mus
-        j = min(bisect.bisect_left(self._mu_shares, share), len(mus) - 1)
-        # Strictly inside the step (at the breakpoint itself the tie goes to less spend).
-        if j + 1 < len(mus) and mus[j + 1] > 0 and not math.isinf(mus[j]):
-            return math.sqrt(mus[j] * mus[j + 1])
-        return mus[j] / 2 if not math.isinf(mus[j]) else mus[j]
+        mus, shares = self._mus, self._mu_shares
+        j = bisect.bisect_left(shares, share)
+        if j == 0:
+            return mus[0]
+        if j >= len(mus):
+            return mus[-1]
+        lo_share, hi_share = shares[j - 1], shares[j]
+        f = (share - lo_share) / (hi_share - lo_share) if hi_share > lo_share else 1.0
+        hi_mu, lo_mu = mus[j - 1], mus[j]  # the price falls as the share rises
+        if math.isinf(hi_mu):
+            return lo_mu / max(f, 1e-9) if lo_mu > 0 else math.inf
+        if lo_mu <= 0.0:
+            return hi_mu * (1.0 - f)
+        return math.exp((1.0 - f) * math.log(hi_mu) + f * math.log(lo_mu))
 
     def _decide(
         self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float

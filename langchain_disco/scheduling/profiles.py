@@ -2,7 +2,9 @@
 
 - `DeviceProfile`: the device is predictable. TTFT ~ overhead_s + prompt_tokens / prefill_tok_s
   (+ the wait behind other generations, passed in), fitted by recursive least squares with a
-  forgetting factor; decode rate by an EWMA. Priors come from `data/device_speeds.csv`.
+  forgetting factor; decode rate by an EWMA; the spread around that line is kept as an
+  empirical distribution of ratios (measured / predicted), for expectations that are not
+  linear in the TTFT. Priors come from `data/device_speeds.csv`.
 - `ServerProfile`: the server is not. Its TTFT is kept as an empirical distribution (a bounded,
   seeded reservoir, optionally one per coarse prompt-length bucket); priors are the measured
   llmperf requests of a provider-size (`"together-13b"`), or all of them (`"all"`).
@@ -37,6 +39,8 @@ _KTOK = 1000.0  # the device fit works in seconds per 1000 tokens, for condition
 _MIN_TTFT_S = 1e-3
 _MIN_SLOPE = 1e-6
 _MAX_IPW = 20.0
+_SPREAD_CAPACITY = 256
+_SPREAD_POINTS = 8
 
 
 def _decode_alpha(n: int) -> float:
@@ -72,6 +76,7 @@ class DeviceProfile:
         p0 = 1.0 / prior_weight
         self._cov = [[p0, 0.0], [0.0, p0]]
         self._s_per_token = 1.0 / decode_tok_s
+        self._spread = Reservoir([1.0], capacity=_SPREAD_CAPACITY, seed=3)
         self.n_ttft = 0
         self.n_decode = 0
 
@@ -100,14 +105,18 @@ class DeviceProfile:
         decode_tok_s: float | None = None,
         *,
         weight: float = 1.0,
+        selected: bool = False,
     ) -> None:
         """Learn from one local request; `ttft_s` excludes any wait behind other generations.
 
         `weight` > 1 counts the observation several times: `Profiles.observe` passes the inverse
         of the chance that this TTFT could be seen at all (a racing server cancels the device
-        unless the device is first, so raced devices are seen mostly when fast).
+        unless the device is first, so raced devices are seen mostly when fast). A `selected`
+        TTFT (one seen only because it beat a racing server) does not enter the spread.
         """
         if ttft_s > 0 and ttft_s == ttft_s and weight > 0:
+            if not selected:
+                self._spread.add(ttft_s / self.predict_ttft_s(prompt_tokens))
             x0, x1 = 1.0, prompt_tokens / _KTOK
             (p00, p01), (p10, p11) = self._cov
             px0 = p00 * x0 + p01 * x1
@@ -127,6 +136,12 @@ class DeviceProfile:
             alpha = _decode_alpha(self.n_decode)
             self._s_per_token += alpha * (1.0 / decode_tok_s - self._s_per_token)
             self.n_decode += 1
+
+    def spread(self, points: int = _SPREAD_POINTS) -> list[float]:
+        """`points` equally likely ratios of TTFT to its prediction (mid-quantiles of those
+        measured): average over `predict_ttft_s(...) * r` for an expectation that is not linear
+        in the device's TTFT, such as the energy of a race it may or may not win."""
+        return [self._spread.quantile((i + 0.5) / points) for i in range(points)]
 
     @classmethod
     def prior(cls, device: str) -> DeviceProfile:
@@ -152,7 +167,16 @@ class DeviceProfile:
             overhead, slope = 0.0, 1.0 / (sum(rates) / len(rates))
         decodes = [r.decode_tok_s for r in rows if r.decode_tok_s]
         decode = sum(decodes) / len(decodes) if decodes else 10.0
-        return cls(device, overhead_s=overhead, prefill_tok_s=1.0 / slope, decode_tok_s=decode)
+        out = cls(device, overhead_s=overhead, prefill_tok_s=1.0 / slope, decode_tok_s=decode)
+        ratios = [
+            r.ttft_s / out.predict_ttft_s(r.prompt_tokens)
+            for r in rows
+            if r.prompt_tokens and r.ttft_s
+        ]
+        if len(ratios) > 1:  # the measured spread around the fitted line, as the prior spread
+            mean = sum(ratios) / len(ratios)
+            out._spread = Reservoir([x / mean for x in ratios], capacity=_SPREAD_CAPACITY, seed=3)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +184,7 @@ class DeviceProfile:
             "theta": list(self._theta),
             "cov": [list(row) for row in self._cov],
             "s_per_token": self._s_per_token,
+            "spread": self._spread.to_dict(),
             "forgetting": self.forgetting,
             "n_ttft": self.n_ttft,
             "n_decode": self.n_decode,
@@ -180,6 +205,8 @@ class DeviceProfile:
             forgetting=float(data["forgetting"]),
         )
         out._theta, out._cov = theta, cov
+        if "spread" in data:  # absent in files written before it was learned
+            out._spread = Reservoir.from_dict(data["spread"])
         out.n_ttft, out.n_decode = int(data["n_ttft"]), int(data["n_decode"])
         return out
 
@@ -476,11 +503,14 @@ class Profiles:
                 ttft = run.first_token_s - run.started_s - run.queue_wait_s
                 weight = 1.0
                 remote_at = outcome.plan.offset("remote")
-                if remote_at is not None and run.first_token_s > remote_at:
+                selected = remote_at is not None and run.first_token_s > remote_at
+                if remote_at is not None and selected:
                     # Seen only because the server was slower still: inverse-probability weight.
                     seen = 1.0 - self.server.cdf(run.first_token_s - remote_at, prompt)
                     weight = 1.0 / max(seen, 1.0 / _MAX_IPW)
-                self.device.observe(prompt, ttft, run.decode_tok_s, weight=weight)
+                self.device.observe(
+                    prompt, ttft, run.decode_tok_s, weight=weight, selected=selected
+                )
         if outcome.winner is not None and outcome.output_tokens > 0:
             self.output_lengths.observe(outcome.output_tokens)
 

@@ -63,13 +63,13 @@ async def test_the_learned_device_profile_predicts_measured_ttft(
     sizing = await model.ainvoke(prompt(99, 14))
     tokens = sizing.response_metadata["disco_report"]["endpoints"]["local"]["input_tokens"]
     predicted, measured = [], []
-    for index in range(3):
+    for index in range(5):
         predicted.append(device.predict_ttft_s(tokens))
         message = await model.ainvoke(prompt(100 + index, 14))
         run = message.response_metadata["disco_report"]["endpoints"]["local"]
         assert abs(run["input_tokens"] - tokens) <= 2
         measured.append(run["first_token_s"] - run["started_s"] - run["queue_wait_s"])
+    # Medians of five: one request slowed by the loopback server sharing the 2 cores must not
+    # decide the comparison.
     error = abs(statistics.median(predicted) - statistics.median(measured))
-    # Issue 4 asks for 25%; on a quiet machine the error is well within it. The suite runs with
-    # a server process competing for the same 2 cores, so it only enforces 40% here.
-    assert error <= 0.40 * statistics.median(measured), (predicted, measured)
+    assert error <= 0.25 * statistics.median(measured), (predicted, measured)

@@ -148,3 +148,64 @@ def test_expected_bounds_are_ordered(prompt: int, queue: float, resource: str) -
     ctx = DispatchContext(Profiles.prior("Galaxy S25", "replicate-70b"), CostModel(usd_per_j=1e-5))
     floor, ceiling = Budget(share=0.5, resource=resource).bounds(ctx, prompt, queue, 200.0)  # type: ignore[arg-type]
     assert 0.0 <= floor <= ceiling
+
+
+def test_the_slow_in_flight_requests_bias_is_corrected_by_littles_law() -> None:
+    """Requests whose settled allowance beats what was committed stay in flight longest; the
+    controller must not mistake their standing surprise for overspending."""
+    rng = random.Random(1)
+
+    def run(correct: bool) -> float:
+        controller = BudgetController(Budget(share=0.5))
+        in_flight: list[tuple[int, object, float, float]] = []
+        spent = allowed = 0.0  # the truth, in flight or not (as a replay measures it)
+        for now in range(3_000):
+            start = rng.random() < controller.target_share()
+            key = object()
+            slow = rng.random() < 0.1  # a slow request: its true ceiling is 5x the others'
+            ceiling = 5.0 if slow else 1.0
+            spend = 1.4 if start else 0.0  # known when planned; the ceiling is not
+            controller.commit(key, spend=spend, floor=0.0, ceiling=1.4)
+            in_flight.append((now + (500 if slow else 1), key, spend, ceiling))
+            spent += spend
+            allowed += 0.5 * ceiling
+            for item in [i for i in in_flight if i[0] <= now]:
+                in_flight.remove(item)
+                controller.record(item[2], 0.0, item[3], key=item[1])
+            if not correct:
+                controller._lagged = [0.0, 0.0, 0.0]
+        return spent / allowed
+
+    assert run(correct=True) == pytest.approx(1.0, abs=0.01)
+    assert run(correct=False) < 0.97  # without it, the slow ones' surprise reads as overspend
+
+
+def test_realised_bounds_average_an_unseen_device_over_its_spread() -> None:
+    """A server-only request's ceiling: a device that might have won decodes the whole answer,
+    so the mean over the device's spread exceeds the ceiling at its mean TTFT."""
+    ctx = DispatchContext(Profiles.prior("Galaxy S25", "replicate-70b"), CostModel(usd_per_j=1e-4))
+    budget = Budget(share=0.5, resource="device")
+    prompt = 1000
+    mean_ttft = ctx.profiles.device.predict_ttft_s(prompt)
+    server_ttft = 0.9 * mean_ttft  # at its mean the device loses; at times it would win
+    outcome = RequestOutcome(
+        request=RequestFeatures(prompt_tokens=prompt),
+        plan=Plan((Start("remote"),), "remote"),
+        endpoints=(EndpointOutcome("remote", 0.0, server_ttft, server_ttft + 5.0),),
+        winner="remote",
+        ttft_s=server_ttft,
+        output_tokens=100,
+        cost=Cost(),
+    )
+    _, ceiling = budget.realised_bounds(ctx, outcome)
+    at_mean = resolve_action(
+        RACE,
+        server_ttft_s=server_ttft,
+        local_begin_s=0.0,
+        prefill_s=mean_ttft,
+        prompt_tokens=prompt,
+        output_tokens=100,
+        cost_model=ctx.cost_model,
+    ).cost.device_j
+    assert len(set(ctx.profiles.device.spread())) > 1
+    assert ceiling > at_mean

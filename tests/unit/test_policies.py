@@ -288,3 +288,17 @@ def test_baselines_ignore_the_context() -> None:
     for policy in (LocalOnly(), RemoteOnly(), Race()):
         assert policy.plan(request, _ctx("server")) == policy.plan(request)
         policy.observe(None)  # type: ignore[arg-type]  # feedback is ignored
+
+
+def test_generalized_price_moves_continuously_with_the_target_share() -> None:
+    budget = Budget(share=0.5, resource="device")
+    policy = Generalized(budget)
+    ctx = DispatchContext(Profiles.prior("Galaxy S25", "replicate-70b"), CostModel(usd_per_j=1e-4))
+    policy.plan(RequestFeatures(prompt_tokens=800), ctx)  # builds the price table
+    shares = [i / 200 for i in range(1, 200)]
+    prices = [policy.price(s) for s in shares]
+    finite = [p for p in prices if math.isfinite(p)]
+    assert all(a >= b for a, b in itertools.pairwise(prices))  # less spend costs more
+    # No jump: a step of 0.005 in the target never moves the price by more than 10x
+    # (a step function of the table would jump between its breakpoints).
+    assert all(a / b < 10 for a, b in itertools.pairwise(finite) if b > 0)

@@ -289,3 +289,21 @@ def test_default_store_lives_in_the_user_cache(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr("sys.platform", "linux")
     assert default_profiles_path() == tmp_path / "langchain-disco" / "profiles.json"
+
+
+def test_device_spread_starts_from_the_measured_rows_and_learns_unselected_ttfts() -> None:
+    device = DeviceProfile.prior("Galaxy S25")
+    prior = device.spread()
+    assert min(prior) < 1.0 < max(prior)  # several measured rows scatter around the line
+    assert sum(prior) / len(prior) == pytest.approx(1.0, abs=0.1)
+    before = device._spread.n_seen
+    device.observe(500, 3.0 * device.predict_ttft_s(500), selected=True)  # beat a racing server
+    assert device._spread.n_seen == before
+    for _ in range(300):
+        device.observe(500, 2.0 * device.predict_ttft_s(500))
+    assert device._spread.n_seen == before + 300
+    restored = DeviceProfile.from_dict(device.to_dict())
+    assert restored.spread() == device.spread()
+    old = device.to_dict()
+    del old["spread"]  # a file written before the spread was learned still loads
+    assert DeviceProfile.from_dict(old).spread() == [1.0] * 8

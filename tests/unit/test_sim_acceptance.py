@@ -72,18 +72,10 @@ TRACKED = [
 ]
 
 
-_JENSEN = pytest.mark.xfail(
-    reason="known gap: the random split's server-only requests estimate the always-race "
-    "ceiling at the phone's mean TTFT, but device energy is convex in it, so the ceiling is "
-    "underestimated and the split underspends by ~5-7% (see docs/benchmarks.md)",
-    strict=False,
-)
-
-
 @pytest.mark.parametrize("b", BUDGETS)
 @pytest.mark.parametrize(
     ("resource", "policy"),
-    [pytest.param(*rp, marks=_JENSEN) if rp == ("device", "random") else rp for rp in TRACKED],
+    TRACKED,
 )
 def test_realised_spend_tracks_the_budget(resource: str, policy: str, b: float) -> None:
     assert _run(resource, policy, b).realised_share == pytest.approx(b, rel=0.03)
