@@ -333,6 +333,93 @@ def bench_sim(
     console.print(f"{result.wall_s:.1f} s; results: " + ", ".join(str(p) for p in written))
 
 
+@bench_app.command("live")
+def bench_live(
+    trace: Annotated[Path | None, typer.Option(help=_TRACE_HELP, show_default=False)] = None,
+    requests: Annotated[
+        int, typer.Option(min=1, help="requests per policy: the first N of the trace")
+    ] = 20,
+    think_s: Annotated[
+        float,
+        typer.Option(help="pause in seconds between an answer's end and the next request"),
+    ] = 0.5,
+    policies: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated dispatch policies (local, remote, race, random, random_race, "
+            "length_threshold, wait_time, generalized), or all"
+        ),
+    ] = "local,remote,race,length_threshold,wait_time,generalized",
+    budget: Annotated[
+        float, typer.Option(help="budget share in [0, 1] of the budgeted policies")
+    ] = 0.5,
+    latency_profile: Annotated[
+        str,
+        typer.Option(
+            help="measured provider-size the loopback remote replays (TTFT and token pace), "
+            "also the policies' server prior"
+        ),
+    ] = "lepton-7b",
+    max_tokens: Annotated[int, typer.Option(min=1, help="answer cap of every request")] = 16,
+    min_prompt_tokens: Annotated[
+        int, typer.Option(min=1, help="shortest prompt after scaling")
+    ] = 16,
+    max_prompt_tokens: Annotated[
+        int, typer.Option(min=1, help="the longest trace prompt is scaled to this many tokens")
+    ] = 700,
+    seed: Annotated[int, typer.Option(help="seed of the latency draws, texts and simulator")] = 0,
+    local_threads: Annotated[int, typer.Option(min=1, help="llama.cpp threads")] = 1,
+    out: Annotated[Path, typer.Option(help="folder for the CSV and JSON results")] = Path(
+        "bench-out/live"
+    ),
+) -> None:
+    """The simulator against the real thing: every policy live, then replayed, compared.
+
+    The first N trace requests (prompts scaled so that the longest has --max-prompt-tokens)
+    go one at a time through DiscoChatModel against the embedded local model and the loopback
+    remote; then the simulator replays each policy's requests with what the live run learned.
+    Results print as a table and go to --out as results.csv, requests.csv and results.json.
+    """
+    from langchain_disco.bench import live
+    from langchain_disco.bench._live_report import comparison_table, learned_line, write_results
+    from langchain_disco.bench._sim_options import load_bench_trace
+
+    try:
+        options = live.LiveOptions(
+            trace=trace,
+            requests=requests,
+            think_s=think_s,
+            policies=live.parse_policies(policies),
+            budget=budget,
+            latency_profile=latency_profile,
+            max_tokens=max_tokens,
+            min_prompt_tokens=min_prompt_tokens,
+            max_prompt_tokens=max_prompt_tokens,
+            seed=seed,
+            local_threads=local_threads,
+        ).validate()
+        loaded = load_bench_trace(options.trace, options.requests)
+        _check_writable(out)
+        with _progress() as progress:
+            total = min(len(loaded), options.requests) * len(options.policies)
+            task = progress.add_task("live requests", total=total)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = live.run_live(options, trace=loaded, progress=advance)
+        console.print(comparison_table(result))
+        console.print(learned_line(result))
+        written = write_results(result, out)
+    except DiscoError as exc:
+        raise _fail(exc) from None
+    except OSError as exc:
+        raise _fail(ConfigError(f"cannot write the results to --out {out}: {exc}")) from None
+    for note in result.notes:
+        console.print(f"note: {note}")
+    console.print(f"{result.wall_s:.0f} s; results: " + ", ".join(str(p) for p in written))
+
+
 _PROFILE_PATH_HELP = "the profile cache file [default: DISCO_PROFILE_PATH, or the user cache dir]"
 
 

@@ -122,11 +122,14 @@ def resolve_action(
     prompt_tokens: float,
     output_tokens: float,
     cost_model: CostModel,
+    prefill_interruptible: bool = True,
 ) -> Resolution:
     """Play one request out given the server's TTFT and when the device could begin prefill.
 
     `local_begin_s` is when the device's prefill begins if it is started (its start offset, or
     later if it first waits for the device); `prefill_s` is the device's TTFT from there.
+    `prefill_interruptible=False`: a device cancelled after its prefill began still runs (and
+    bills) the whole prefill, as llama.cpp does (it evaluates a prompt in one call).
     """
     t_d, t_s = action.local_at_s, action.remote_at_s
     prefill_s = max(prefill_s, _MIN_PREFILL_S)
@@ -147,6 +150,8 @@ def resolve_action(
     if local_started:
         if remote_wins:
             ran = min(max((server_token - local_begin_s) / prefill_s, 0.0), 1.0)
+            if ran > 0 and not prefill_interruptible:
+                ran = 1.0
             device_j = e_pre * ran
         else:
             device_j = e_pre + e_dec

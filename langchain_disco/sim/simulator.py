@@ -34,6 +34,12 @@ device target queues behind the jobs already on its device and prefills prompt +
 tokens at the request's own measured rate. The decision is taken when the request is replayed
 (its device state is what the requests before it left), like every other device reservation
 here; profiles learn from the dispatch phase only (the migration target's TTFT is not fed back).
+
+To replay a live run (`disco bench live`), `SimConfig` can replace the measured data with what
+that run learned: `device_model` (e.g. `SimDevice.learned(profile)`, the learned TTFT line and
+decode rate), `server_pool` (the (TTFT, gap) pairs the server is drawn from), `server_replay`
+(per request, the server's TTFT and gap as that very request saw them live: a paired replay),
+and `max_tokens` (the answer cap the policies are told, as live requests tell them).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -69,7 +76,7 @@ from langchain_disco.scheduling.migration import (
     Role,
     ViewBuilder,
 )
-from langchain_disco.scheduling.profiles import Profiles, fit_ttft_line
+from langchain_disco.scheduling.profiles import DeviceProfile, Profiles, fit_ttft_line
 from langchain_disco.sim.metrics import RunMetrics, summarize
 from langchain_disco.sim.migration import GapRun, Playout, TargetRun, play_out, scan, unmoved
 from langchain_disco.sim.oracle import OracleResult, solve_oracle
@@ -122,6 +129,30 @@ class SimDevice:
             tuple(r.decode_tok_s or mean_decode for r in rows),
         )
 
+    @classmethod
+    def learned(
+        cls,
+        profile: DeviceProfile,
+        samples: Iterable[tuple[int, float]] = (),
+        name: str | None = None,
+    ) -> SimDevice:
+        """A device whose truth is a learned profile: its TTFT line and decode rate.
+
+        `samples` ((prompt tokens, measured TTFT s) pairs, e.g. the live requests the profile
+        learned from) give the spread around the line, normalised to mean 1 as in `measured`;
+        without them the device is noise-free.
+        """
+        overhead, slope = profile.overhead_s, 1.0 / profile.prefill_tok_s
+        raw = [
+            ttft / (overhead + slope * prompt)
+            for prompt, ttft in samples
+            if ttft > 0 and overhead + slope * prompt > 0
+        ]
+        mean_ratio = sum(raw) / len(raw) if raw else 1.0
+        ratios = tuple(x / mean_ratio for x in raw) or (1.0,)
+        decode = (profile.decode_tok_s,) * len(ratios)
+        return cls(name or profile.name, overhead, slope, ratios, decode)
+
     def mean_prefill_s(self, prompt_tokens: int) -> float:
         return self.overhead_s + self.s_per_token * prompt_tokens
 
@@ -145,6 +176,23 @@ class SimConfig:
     remote_exact_continuation: bool = True
     """The server can continue a partial answer exactly (vLLM, SGLang, DeepSeek, llama.cpp
     server); False for an API that cannot (the official OpenAI API): no migration to it."""
+    device_model: SimDevice | None = None
+    """The device's truth instead of the measured rows of `device` (e.g. what a live run
+    learned, `SimDevice.learned`)."""
+    server_pool: tuple[tuple[float, float], ...] | None = None
+    """(TTFT s, inter-token gap s) pairs the server is drawn from instead of the measured
+    requests of `server` (e.g. a loopback server's latency profile)."""
+    server_replay: tuple[tuple[float, float] | None, ...] | None = None
+    """Per request (trace order), the server's (TTFT s, gap s) as that request saw it live, or
+    None to draw it: a paired replay of a live run. Draws are made either way, so the device's
+    draws do not depend on which requests are replayed."""
+    max_tokens: int | None = None
+    """The answer-length cap every request tells the policies (live: `max_tokens`); None:
+    uncapped, the policies expect the learned answer length."""
+    device_prefill_interruptible: bool = True
+    """False: a device that loses the race during its prefill keeps computing, and spending
+    prefill energy, until that prefill ends (llama.cpp evaluates a prompt in one call and
+    checks for cancellation between tokens); the next job waits for it. True: it stops at once."""
 
 
 @dataclass
@@ -207,21 +255,24 @@ class Simulator:
             raise ValueError("the trace is empty")
         self.trace = trace
         self.config = config = config or SimConfig()
-        self.device = SimDevice.measured(config.device)
-        samples = _data.server_samples().get(config.server)
-        if samples is None:
-            known = sorted(_data.server_samples())
-            raise ValueError(f"unknown server {config.server!r}; known: {known}")
-        rng = random.Random(config.seed)
+        self.device = config.device_model or SimDevice.measured(config.device)
+        samples = _server_pool(config)
         n = len(trace)
+        replay = config.server_replay
+        if replay is not None and len(replay) != n:
+            raise ValueError(f"server_replay has {len(replay)} entries for {n} requests")
+        rng = random.Random(config.seed)
         self.server_ttft_s: list[float] = []
         self.server_gap_s: list[float] = []
         self.prefill_s: list[float] = []
         self.device_decode_tok_s: list[float] = []
-        for prompt in trace.prompt_tokens:
-            row = samples[rng.randrange(len(samples))]
-            self.server_ttft_s.append(row.ttft_s)
-            self.server_gap_s.append(row.inter_token_s)
+        for i, prompt in enumerate(trace.prompt_tokens):
+            ttft_s, gap_s = samples[rng.randrange(len(samples))]
+            seen = replay[i] if replay is not None else None
+            if seen is not None:
+                ttft_s, gap_s = seen
+            self.server_ttft_s.append(ttft_s)
+            self.server_gap_s.append(gap_s)
             j = rng.randrange(len(self.device.ratios))
             self.prefill_s.append(self.device.mean_prefill_s(prompt) * self.device.ratios[j])
             self.device_decode_tok_s.append(self.device.decode_tok_s[j])
@@ -231,9 +282,9 @@ class Simulator:
         self.continuation_ttft_s: list[float] = []
         self.continuation_gap_s: list[float] = []
         for _ in range(n):
-            row = samples[more.randrange(len(samples))]
-            self.continuation_ttft_s.append(row.ttft_s)
-            self.continuation_gap_s.append(row.inter_token_s)
+            ttft_s, gap_s = samples[more.randrange(len(samples))]
+            self.continuation_ttft_s.append(ttft_s)
+            self.continuation_gap_s.append(gap_s)
         self.n_devices = config.n_devices or self._auto_devices()
         if config.assignment == "random":
             self.assignment = [rng.randrange(self.n_devices) for _ in range(n)]
@@ -280,6 +331,19 @@ class Simulator:
             cost_model=self.config.cost_model,
             spend_limit=spend_limit,
         )
+
+
+def _server_pool(config: SimConfig) -> list[tuple[float, float]]:
+    """The (TTFT, gap) pairs the server is drawn from: given, or the measured provider's."""
+    if config.server_pool is not None:
+        if not config.server_pool:
+            raise ValueError("server_pool is empty: give at least one (TTFT, gap) pair")
+        return list(config.server_pool)
+    samples = _data.server_samples().get(config.server)
+    if samples is None:
+        known = sorted(_data.server_samples())
+        raise ValueError(f"unknown server {config.server!r}; known: {known}")
+    return [(row.ttft_s, row.inter_token_s) for row in samples]
 
 
 class _Run:
@@ -349,6 +413,7 @@ class _Run:
             prompt, o = trace.prompt_tokens[i], trace.output_tokens[i]
             features = RequestFeatures(
                 prompt_tokens=prompt,
+                max_tokens=sim.config.max_tokens,
                 local_queue=len(jobs),
                 local_queue_wait_s=predict_queue_wait_s(
                     (job.state(t) for job in jobs),
@@ -368,6 +433,7 @@ class _Run:
                     prompt_tokens=prompt,
                     output_tokens=o,
                     cost_model=cm,
+                    prefill_interruptible=sim.config.device_prefill_interruptible,
                 )
                 self.floor[i] = budget.floor(prompt, o, cm)
                 self.ceiling[i] = max(budget.spend(race.cost), self.floor[i])
@@ -402,6 +468,7 @@ class _Run:
             prompt_tokens=prompt,
             output_tokens=o,
             cost_model=sim.config.cost_model,
+            prefill_interruptible=sim.config.device_prefill_interruptible,
         )
         local_wins = res.winner == "local"
         gap = 1.0 / decode if local_wins else sim.server_gap_s[i]
@@ -418,6 +485,10 @@ class _Run:
         if res.local_started:
             started = action.local_at_s or 0.0
             leave = winner_leave if local_wins else t + res.local_end_s
+            interruptible = sim.config.device_prefill_interruptible
+            if not (local_wins or interruptible) and local_begin < res.ttft_s:
+                # Cancelled inside its prefill: the device is busy until that prefill ends.
+                leave = max(leave, t + local_begin + sim.prefill_s[i])
             begin_abs = t + local_begin
             if leave > begin_abs:
                 self.free_at[k] = max(self.free_at[k], leave)
