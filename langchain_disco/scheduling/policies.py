@@ -548,13 +548,24 @@ class Generalized(_Budgeted):
         mu = self.price(share)
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
         candidates = self._candidates(ctx, prompt, q, output)
+        device_ttft = max(q, 0.0) + ctx.profiles.device.predict_ttft_s(prompt)
+
+        def bound(offsets: _Offsets) -> float:
+            """A sure upper bound on the TTFT: the device's, if it is started at all. Among
+            actions the profiles rate equal, the bounded one is insurance against a server
+            tail the learned distribution has not (or no longer) seen."""
+            return math.inf if offsets[0] is None else offsets[0] + device_ttft
+
         if math.isinf(mu):
-            ranked = sorted(candidates, key=lambda c: (c[2], c[1]))
+            ranked = sorted(candidates, key=lambda c: (c[2], c[1], bound(c[0])))
             scores = [math.inf] * len(ranked)
         else:
             price = mu / self._scale
-            keyed = sorted(((c[1] + price * c[2], c[2], i) for i, c in enumerate(candidates)))
-            ranked = [candidates[i] for _, _, i in keyed]
+            keyed = sorted(
+                (_tie(c[1] + price * c[2]), _tie(c[2]), bound(c[0]), i)
+                for i, c in enumerate(candidates)
+            )
+            ranked = [candidates[k[-1]] for k in keyed]
             scores = [k[0] for k in keyed]
         cm = ctx.cost_model
         expected: list[ActionEstimate] = []
@@ -578,6 +589,12 @@ class Generalized(_Budgeted):
         best = _action_for(ranked[0][0])
         reason = f"min E[TTFT] + mu*spend, mu={mu:.3g}s (share {share:.3f})"
         return best.plan(reason, tuple(expected))
+
+
+def _tie(x: float) -> float:
+    """`x` rounded to 9 significant digits, so that expectations equal up to floating-point
+    noise compare equal and the next key decides."""
+    return float(f"{x:.9g}")
 
 
 def _above(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> bool:
