@@ -557,7 +557,8 @@ class Generalized(_Budgeted):
             return math.inf if offsets[0] is None else offsets[0] + device_ttft
 
         if math.isinf(mu):
-            ranked = sorted(candidates, key=lambda c: (c[2], c[1], bound(c[0])))
+            # Nothing may be spent: no insurance the profiles say cannot pay.
+            ranked = sorted(candidates, key=lambda c: (c[2], c[1]))
             scores = [math.inf] * len(ranked)
         else:
             price = mu / self._scale
