@@ -72,6 +72,8 @@ class LiveSample:
     total_s: float
     action: str
     winner: str
+    device_busy: bool
+    """The device was still generating (a lost race's prefill) when this request was sent."""
     local_ttft_s: float | None
     """The device's own TTFT (first token - start - queue wait) if it produced one."""
     remote_ttft_s: float | None
@@ -233,6 +235,7 @@ async def _one(
         total_s=time.perf_counter() - sent,
         action=str(report["action"]),
         winner=str(report["winner"]),
+        device_busy=int(report["local_queue"]) > 0,
         local_ttft_s=ttft(local, wait=True),
         remote_ttft_s=ttft(remote, wait=False),
         remote_started=remote is not None and remote["started_s"] is not None,

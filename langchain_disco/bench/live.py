@@ -5,20 +5,22 @@ the local model, answers capped) go through `DiscoChatModel`, one policy after a
 the embedded local model (Gemma 3 270M, llama.cpp in-process) and the loopback remote (a real
 HTTP server whose echo backend replays a measured provider's TTFT and token pace; a model-free
 backend, so the "hosted API" does not take CPU from the device, as a real one would not).
-Requests go one at a time (closed loop: the next is sent when the previous answer has ended),
-every policy starts from the same priors, and learned profiles are never persisted.
+Requests go one at a time (the next is sent `think_s` after the previous answer ended), every
+policy starts from the same priors, and learned profiles are never persisted (see `_live_run`).
 
 The replay: each policy's requests go through `Simulator` with the same arrival times, prompt
 and answer lengths, cost model and policy (a fresh object, the same priors), and with what the
 live run learned instead of bundled measurements:
 
 - the device: the `DeviceProfile` learned over the whole live run (TTFT line, decode rate),
-  with the spread of the device TTFTs measured around that line (`SimDevice.learned`);
+  with the spread of the device TTFTs measured around that line (`SimDevice.learned`); like
+  llama.cpp, it cannot interrupt a prefill (a lost race keeps it busy until the prefill ends);
 - the server: *paired* by default: a request the live run sent to the server gets the TTFT
   delay and token gap the loopback drew for that very request, plus the HTTP overhead measured
   over the run; any other request draws from the loopback's latency profile (plus the same
   overhead). The unpaired variant draws every request, and is reported too: its difference to
-  the paired one is sampling noise, not model error.
+  the paired one is sampling noise, not model error. So is a variant with the simulator's
+  default device, which stops a prefill at once (see `_live_replay`).
 
 Then, per policy: measured vs simulated mean and p99 TTFT and mean cost, with relative errors.
 """
@@ -30,27 +32,29 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from langchain_disco.bench._live_replay import (
+    TTFT_TOLERANCE,
+    PolicyComparison,
+    Stats,
+    replay,
+)
 from langchain_disco.bench._live_run import (
     N_CTX,
-    LiveRun,
     LiveSample,
     Progress,
-    policy_budget,
     run_policies,
 )
 from langchain_disco.bench._measure import machine_info
 from langchain_disco.bench._sim_options import load_bench_trace
 from langchain_disco.errors import ConfigError
-from langchain_disco.scheduling import CostModel, Profiles, policy_from_name
-from langchain_disco.scheduling.dispatch import RequestOutcome
+from langchain_disco.scheduling import Profiles
 from langchain_disco.scheduling.policies import POLICY_NAMES
 from langchain_disco.scheduling.profiles import DEFAULT_DEVICE_PRIOR
-from langchain_disco.sim import SimConfig, SimDevice, SimResult, Simulator, Trace, percentile
+from langchain_disco.sim import Trace
 from langchain_disco.testing.latency import NO_LATENCY, LatencyProfile
 
 __all__ = [
@@ -75,8 +79,6 @@ DEFAULT_POLICIES: tuple[str, ...] = (
     "wait_time",
     "generalized",
 )
-TTFT_TOLERANCE = 0.15
-"""Acceptance: simulated mean TTFT within 15% (relative) of the measured one, per policy."""
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -255,102 +257,6 @@ def _text(index: int, tokens: int, seed: int) -> str:
 # -- results ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Stats:
-    """One policy's summary, measured or simulated."""
-
-    mean_ttft_s: float
-    p50_ttft_s: float
-    p99_ttft_s: float
-    mean_cost_usd: float
-    mean_server_usd: float
-    mean_device_j: float
-    local_win_share: float
-
-    @classmethod
-    def of(
-        cls,
-        ttft_s: Sequence[float],
-        unified_usd: Sequence[float],
-        server_usd: Sequence[float],
-        device_j: Sequence[float],
-        winners: Sequence[str],
-    ) -> Stats:
-        n = len(ttft_s)
-        return cls(
-            mean_ttft_s=sum(ttft_s) / n,
-            p50_ttft_s=percentile(ttft_s, 50),
-            p99_ttft_s=percentile(ttft_s, 99),
-            mean_cost_usd=sum(unified_usd) / n,
-            mean_server_usd=sum(server_usd) / n,
-            mean_device_j=sum(device_j) / n,
-            local_win_share=sum(w == "local" for w in winners) / n,
-        )
-
-
-def rel_err(simulated: float, measured: float) -> float:
-    """simulated / measured - 1 (NaN when nothing was measured)."""
-    return simulated / measured - 1.0 if measured else math.nan
-
-
-@dataclass
-class PolicyComparison:
-    """One policy: measured, simulated (paired server draws) and simulated (unpaired)."""
-
-    policy: str
-    n: int
-    live: Stats
-    sim: Stats
-    sim_unpaired: Stats
-    same_action_share: float
-    """Requests on which the simulated policy took the same action as the live one."""
-    live_wall_s: float
-    device_vs_learned: float = math.nan
-    """The device's measured TTFT over the learned line's prediction, averaged over this
-    policy's requests where it was seen unraced (NaN: none): 1 means the device ran, while this
-    policy ran, as fast as the line learned over the whole run says; above 1, slower."""
-
-    @property
-    def mean_ttft_err(self) -> float:
-        return rel_err(self.sim.mean_ttft_s, self.live.mean_ttft_s)
-
-    @property
-    def p99_ttft_err(self) -> float:
-        return rel_err(self.sim.p99_ttft_s, self.live.p99_ttft_s)
-
-    @property
-    def cost_err(self) -> float:
-        return rel_err(self.sim.mean_cost_usd, self.live.mean_cost_usd)
-
-    @property
-    def unpaired_mean_ttft_err(self) -> float:
-        return rel_err(self.sim_unpaired.mean_ttft_s, self.live.mean_ttft_s)
-
-    @property
-    def within_tolerance(self) -> bool:
-        return abs(self.mean_ttft_err) <= TTFT_TOLERANCE
-
-    def row(self) -> dict[str, Any]:
-        """The flat CSV row: measured and simulated side by side, relative errors."""
-        out: dict[str, Any] = {"policy": self.policy, "n": self.n}
-        for key in ("mean_ttft_s", "p99_ttft_s", "mean_cost_usd"):
-            out[f"live_{key}"] = getattr(self.live, key)
-            out[f"sim_{key}"] = getattr(self.sim, key)
-        out["mean_ttft_rel_err"] = self.mean_ttft_err
-        out["p99_ttft_rel_err"] = self.p99_ttft_err
-        out["mean_cost_rel_err"] = self.cost_err
-        out["within_tolerance"] = self.within_tolerance
-        for key in ("p50_ttft_s", "mean_server_usd", "mean_device_j", "local_win_share"):
-            out[f"live_{key}"] = getattr(self.live, key)
-            out[f"sim_{key}"] = getattr(self.sim, key)
-        out["sim_unpaired_mean_ttft_s"] = self.sim_unpaired.mean_ttft_s
-        out["unpaired_mean_ttft_rel_err"] = self.unpaired_mean_ttft_err
-        out["same_action_share"] = self.same_action_share
-        out["device_vs_learned"] = self.device_vs_learned
-        out["live_wall_s"] = self.live_wall_s
-        return out
-
-
 @dataclass
 class LiveBenchResult:
     """Everything one `disco bench live` run measured and simulated."""
@@ -404,149 +310,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-# -- the replay ---------------------------------------------------------------------------------
-
-
-def _learned_profiles(options: LiveOptions, outcomes: list[RequestOutcome]) -> Profiles:
-    """The priors every policy started from, taught every outcome of the run, in order."""
-    profiles = Profiles.prior(options.device_prior, options.latency_profile)
-    for outcome in outcomes:
-        profiles.observe(outcome)
-    return profiles
-
-
-def _server_overhead_s(samples: list[LiveSample]) -> float:
-    """Mean of measured server TTFT minus the delay the loopback drew: HTTP and streaming."""
-    gaps = [
-        s.remote_ttft_s - s.server_delay_s
-        for s in samples
-        if s.remote_ttft_s is not None and s.server_delay_s is not None
-    ]
-    return sum(gaps) / len(gaps) if gaps else 0.0
-
-
-def _unselected_device_ttfts(samples: list[LiveSample]) -> list[tuple[int, float]]:
-    """(prompt tokens, device TTFT) of requests where the device's TTFT was seen whatever its
-    value (no server racing it yet): raced ones are seen mostly when the device was fast."""
-    return [
-        (s.prompt_tokens, s.local_ttft_s)
-        for s in samples
-        if s.local_ttft_s is not None
-        and (s.remote_offset_s is None or s.remote_offset_s >= s.local_ttft_s)
-    ]
-
-
-def _simulate(
-    options: LiveOptions,
-    name: str,
-    samples: list[LiveSample],
-    device: SimDevice,
-    pool: tuple[tuple[float, float], ...],
-    overhead_s: float,
-    cost_model: CostModel,
-    *,
-    paired: bool,
-) -> SimResult:
-    trace = Trace(
-        arrival_s=tuple(s.arrival_s - samples[0].arrival_s for s in samples),
-        prompt_tokens=tuple(s.prompt_tokens for s in samples),
-        output_tokens=tuple(max(s.output_tokens, 1) for s in samples),
-        name=f"live-{name}",
-    )
-    replay = tuple(
-        (s.server_delay_s + overhead_s, s.server_gap_s or 0.0)
-        if paired and s.server_delay_s is not None
-        else None
-        for s in samples
-    )
-    config = SimConfig(
-        cost_model=cost_model,
-        n_devices=1,
-        seed=options.seed,
-        device_model=device,
-        server_pool=pool,
-        server_replay=replay,
-        max_tokens=options.max_tokens,
-        # llama.cpp cannot stop inside a prefill (see `_live_run`): a device that lost a race
-        # keeps the next request waiting, and bills its whole prefill, live and here.
-        device_prefill_interruptible=False,
-    )
-    budget = policy_budget(name, options.budget)
-    policy = policy_from_name(name, budget, options.seed)
-    profiles = Profiles.prior(options.device_prior, options.latency_profile)
-    return Simulator(trace, config).run(policy, budget, profiles=profiles)
-
-
-def _compare(
-    options: LiveOptions, run: LiveRun
-) -> tuple[list[PolicyComparison], dict[str, float], list[dict[str, Any]]]:
-    profiles = _learned_profiles(options, run.outcomes)
-    device = SimDevice.learned(
-        profiles.device, _unselected_device_ttfts(run.samples), name="learned live device"
-    )
-    overhead = _server_overhead_s(run.samples)
-    measured = LatencyProfile(options.latency_profile).samples
-    pool = tuple((s.ttft_s + overhead, s.inter_token_s) for s in measured)
-    comparisons, per_request = [], []
-    for name in options.policies:
-        live = [s for s in run.samples if s.policy == name]
-        sims = {
-            paired: _simulate(
-                options, name, live, device, pool, overhead, run.cost_model, paired=paired
-            )
-            for paired in (True, False)
-        }
-        sim = sims[True]
-        same = sum(s.action == a for s, a in zip(live, sim.action, strict=True)) / len(live)
-        seen = _unselected_device_ttfts(live)
-        speed = [ttft / device.mean_prefill_s(prompt) for prompt, ttft in seen]
-        comparisons.append(
-            PolicyComparison(
-                policy=name,
-                n=len(live),
-                live=Stats.of(
-                    [s.ttft_s for s in live],
-                    [s.unified_usd for s in live],
-                    [s.server_usd for s in live],
-                    [s.device_j for s in live],
-                    [s.winner for s in live],
-                ),
-                sim=_sim_stats(sims[True]),
-                sim_unpaired=_sim_stats(sims[False]),
-                same_action_share=same,
-                live_wall_s=run.wall_s[name],
-                device_vs_learned=sum(speed) / len(speed) if speed else math.nan,
-            )
-        )
-        for i, s in enumerate(live):
-            per_request.append(
-                {
-                    **asdict(s),
-                    "sim_ttft_s": sim.ttft_s[i],
-                    "sim_winner": sim.winner[i],
-                    "sim_action": sim.action[i],
-                    "sim_unified_usd": sim.unified_usd[i],
-                    "sim_device_j": sim.device_j[i],
-                    "sim_unpaired_ttft_s": sims[False].ttft_s[i],
-                }
-            )
-    learned = {
-        "device_overhead_s": profiles.device.overhead_s,
-        "device_prefill_tok_s": profiles.device.prefill_tok_s,
-        "device_decode_tok_s": profiles.device.decode_tok_s,
-        "device_ttft_observations": float(profiles.device.n_ttft),
-        "device_spread_samples": float(len(device.ratios)),
-        "server_http_overhead_s": overhead,
-    }
-    return comparisons, learned, per_request
-
-
-def _sim_stats(result: SimResult) -> Stats:
-    return Stats.of(
-        result.ttft_s, result.unified_usd, result.server_usd, result.device_j, result.winner
-    )
-
-
 # -- the whole benchmark ------------------------------------------------------------------------
 
 
@@ -593,7 +356,7 @@ def run_live(
                 Path(scratch) / "profiles.json",
             )
         )
-    comparisons, learned, per_request = _compare(options, run)
+    comparisons, learned, per_request = replay(options, run)
     return LiveBenchResult(
         options=options,
         trace_name=trace.name,
