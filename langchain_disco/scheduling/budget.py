@@ -42,6 +42,7 @@ from langchain_disco.scheduling.estimates import RACE, estimate_action, resolve_
 
 Resource = Literal["server", "device", "unified"]
 RESOURCES: tuple[Resource, ...] = ("server", "device", "unified")
+_FLOOR_POINTS = 16
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,26 @@ class Budget:
             output_tokens=output_tokens,
             cost_model=ctx.cost_model,
         )
-        floor = self.floor(prompt_tokens, output_tokens, ctx.cost_model)
+        floor = self.expected_floor(ctx, prompt_tokens, output_tokens)
         return floor, max(self.spend(race.cost), floor)
+
+    def expected_floor(
+        self, ctx: DispatchContext, prompt_tokens: int, output_tokens: float
+    ) -> float:
+        """E[floor] over answer lengths of mean `output_tokens` (the output-length profile's
+        shape, rescaled). On the unified resource the floor is the cheaper side's cost, a
+        minimum of two lines in the answer length, so its mean is below its value at the mean
+        length: using that would overstate the floor and understate the headroom above it."""
+        if self.resource != "unified":
+            return 0.0
+        lengths = ctx.profiles.output_lengths
+        points = [lengths.quantile((i + 0.5) / _FLOOR_POINTS) for i in range(_FLOOR_POINTS)]
+        mean = sum(points) / len(points)
+        if mean <= 0:
+            return self.floor(prompt_tokens, output_tokens, ctx.cost_model)
+        scale = output_tokens / mean
+        total = sum(self.floor(prompt_tokens, x * scale, ctx.cost_model) for x in points)
+        return total / len(points)
 
     def realised_bounds(self, ctx: DispatchContext, outcome: RequestOutcome) -> tuple[float, float]:
         """(floor, ceiling) of a finished request, using everything its outcome revealed.

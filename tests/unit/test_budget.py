@@ -209,3 +209,17 @@ def test_realised_bounds_average_an_unseen_device_over_its_spread() -> None:
     ).cost.device_j
     assert len(set(ctx.profiles.device.spread())) > 1
     assert ceiling > at_mean
+
+
+def test_the_expected_unified_floor_averages_over_answer_lengths() -> None:
+    """min(server cost, device cost) is concave in the answer length: its mean lies below its
+    value at the mean length, which would overstate the floor and shrink the headroom."""
+    ctx = DispatchContext(
+        Profiles.prior("2-core x86 cloud VM", "together-13b"), CostModel(usd_per_j=1e-5)
+    )
+    unified = Budget(share=0.5, resource="unified")
+    output = ctx.profiles.output_lengths.expected()
+    at_mean = unified.floor(1000, output, ctx.cost_model)
+    expected = unified.expected_floor(ctx, 1000, output)
+    assert 0.5 * at_mean < expected < at_mean
+    assert Budget(share=0.5, resource="server").expected_floor(ctx, 1000, output) == 0.0
