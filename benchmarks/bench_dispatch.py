@@ -281,6 +281,7 @@ def reading(results: dict[str, tuple[SimOptions, SimBenchResult]]) -> str:
         else "its p99 cut stays within the paper's range"
     )
     return READING.format(
+        generalized=generalized_reading(results),
         server_mean=f"{_cut(max(r.mean_vs_single for r in server))} to "
         f"{_cut(min(r.mean_vs_single for r in server))}",
         server_p99=_cut(min(r.p99_vs_single for r in server)),
@@ -289,6 +290,44 @@ def reading(results: dict[str, tuple[SimOptions, SimBenchResult]]) -> str:
         + (" (below the paper's low end)" if lo.mean_vs_single > 0.94 else ""),
         device_hi=f"{_cut(hi.mean_vs_single)} at b = {hi.budget:g}",
         device_p99=f"{_cut(lo.p99_vs_single)} to {_cut(hi.p99_vs_single)}",
+    )
+
+
+PAPER_POLICY = {"server-constrained": ("length_threshold",), "device-constrained": ("wait_time",)}
+MIXED_PAPER = ("length_threshold", "wait_time")
+
+
+def generalized_reading(results: dict[str, tuple[SimOptions, SimBenchResult]]) -> str:
+    """Where `generalized` is at least as good as the paper policy (mean and p99, 1% slack),
+    budget by budget, against each paper policy that meets that budget (+-3%)."""
+    lost: list[str] = []
+    checked = 0
+    for regime, (_, result) in results.items():
+        rows = {(r.policy, r.budget): r for r in result.rows}
+        for (policy, b), ours in rows.items():
+            if policy != "generalized":
+                continue
+            for paper in PAPER_POLICY.get(regime, MIXED_PAPER):
+                theirs = rows.get((paper, b))
+                if theirs is None or abs(theirs.realised_share - b) > 0.03 * b:
+                    continue
+                checked += 1
+                for what, a, z in (
+                    ("mean", ours.mean_ttft_s, theirs.mean_ttft_s),
+                    ("p99", ours.p99_ttft_s, theirs.p99_ttft_s),
+                ):
+                    if a > z * 1.01:
+                        lost.append(f"{regime} b = {b:g} {what} {a / z - 1:+.1%} vs {paper}")
+    verdict = (
+        "at every one of them it is at least as good on both (within 1%)"
+        if not lost
+        else "it trails at: " + "; ".join(lost)
+    )
+    return (
+        "`generalized` against the paper policy of each regime (both in the mixed one), at "
+        f"every budget where that policy meets the budget ({checked} comparisons): {verdict}. "
+        "In the mixed regime it is also the only policy that meets budgets below the paper "
+        "policies' floors (the device-first or server-first endpoint is always paid)."
     )
 
 
@@ -305,18 +344,16 @@ READING = """## Reading (how to interpret these numbers)
   (see *mean vs oracle*): with a predictable device, knowing the server's TTFT in hindsight
   buys little on average. The oracle's p99 ignores device queueing, so p99 gaps to it are an
   upper bound on what is left.
-- `generalized` matches the length threshold in the server-constrained regime (it reduces to a
-  threshold there), beats the wait time on mean and p99 in the device-constrained one at most
-  budgets, and in the mixed regime it is the only policy that meets budgets below the paper
-  policies' floors (the device-first or server-first endpoint is always paid).
+- {generalized}
 - TBT and stalls: dispatch alone does not change how the winner streams; TBT is the winner's
   decode gap (the measured provider's or the device's), and the largest "stall" is the slowest
   measured provider gap, not a hand-over (there is none without migration).
-- Known gaps, stated rather than tuned away: the random split (a baseline) underspends by
-  ~5-7% in the device-constrained regime (its ceiling estimate for server-only requests uses
-  the phone's mean TTFT while the spend is convex in it); `generalized`'s p99 can trail the
-  best paper policy by a few percent at some budgets (it optimises mean + CVaR99, not p99
-  itself); the simulator's device queue is FIFO per device and the oracle has no queue.
+- Known gaps, stated rather than tuned away: a budget is met over the run, not per request,
+  and the random split's lumpy spend (one device-only answer costs ~10 requests' headroom on
+  the phone) leaves it a few percent off at some budgets; a single run's p99 is the 100th
+  worst of 10,000 TTFTs, so differences of a few percent between policies there are within
+  what another seed moves; the simulator's device queue is FIFO per device and the oracle has
+  no queue.
 """
 
 
