@@ -148,6 +148,29 @@ def _span(values: list[float]) -> str:
     return _pct(lo) if lo == hi else f"{_pct(lo)} .. {_pct(hi)}"
 
 
+def _shape(result: LiveBenchResult) -> tuple[int, float, float] | None:
+    """(bound, ratio below, ratio from): the unraced device TTFTs over the learned line, for the
+    shortest quarter of their prompts and for the rest."""
+    d = result.learned
+    seen = sorted(
+        (
+            s.prompt_tokens,
+            s.local_ttft_s / (d["device_overhead_s"] + s.prompt_tokens / d["device_prefill_tok_s"]),
+        )
+        for s in result.samples
+        if s.local_ttft_s is not None
+        and (s.remote_offset_s is None or s.remote_offset_s >= s.local_ttft_s)
+    )
+    if len(seen) < 8:
+        return None
+    bound = seen[len(seen) // 4][0]
+    short = [r for p, r in seen if p < bound]
+    rest = [r for p, r in seen if p >= bound]
+    if not short or not rest:
+        return None
+    return bound, sum(short) / len(short), sum(rest) / len(rest)
+
+
 def reading(result: LiveBenchResult) -> list[str]:
     """What the numbers of this run say, and where the gaps come from (numbers from the run)."""
     cs = result.comparisons
@@ -167,7 +190,10 @@ def reading(result: LiveBenchResult) -> list[str]:
     n = result.options.requests
     device_p99 = _span([c.p99_ttft_err for c in by_device])
     drifted = [c for c in cs if c.same_action_share < 1.0]
-    served = [c for c in cs if c.live.mean_server_usd > 0 and c.sim.mean_server_usd > 0]
+    shape = _shape(result)
+    served = [c for c in cs if c.live.mean_server_usd > 0 or c.sim.mean_server_usd > 0]
+    same_side = [c for c in served if c.live.local_win_share == c.sim.local_win_share]
+    other_side = [c for c in served if c.live.local_win_share != c.sim.local_win_share]
     device_only = [c for c in cs if c.live.mean_server_usd == c.sim.mean_server_usd == 0]
     lines = [
         "### Reading (the gaps, and where they come from)",
@@ -178,9 +204,18 @@ def reading(result: LiveBenchResult) -> list[str]:
         "runs faster or slower from one minute to the next, and *device vs line* (here "
         f"{speed}) shows how far it was, while each policy ran, from the line. A policy whose "
         "device ran 10% slower than the line has its mean underestimated by about 10% of its "
-        "device-answered TTFT: the largest source of error we can point to. The "
-        "policies' decisions are replayed exactly (*same action*) unless a policy that learns "
-        "(profiles, budget controller), fed simulated instead of measured TTFTs and costs, "
+        "device-answered TTFT. "
+        + (
+            "The line itself is a model: the device's TTFT is not linear in the prompt "
+            f"(per-request costs, attention). Prompts under {shape[0]} tokens took "
+            f"{shape[1]:.2f}x the line's prediction, longer ones {shape[2]:.2f}x; where a "
+            "policy answers many short prompts on the device (race, whose device wins the "
+            "short ones), its mean is underestimated by part of that. "
+            if shape is not None
+            else ""
+        )
+        + "The policies' decisions are replayed exactly (*same action*) unless a policy that "
+        "learns (profiles, budget controller), fed simulated instead of measured TTFTs and costs, "
         "tips to another action on a close call"
         + (
             " (here: "
@@ -192,11 +227,9 @@ def reading(result: LiveBenchResult) -> list[str]:
         f"- **p99.** With {n} requests a p99 is one request, the slowest. Where the server "
         f"answered it ({', '.join(c.policy for c in by_server) or 'none'}), it is replayed "
         f"paired, and the p99 error is {_span([c.p99_ttft_err for c in by_server])}. Where the "
-        f"device did ({', '.join(c.policy for c in by_device) or 'none'}; the "
-        + ", ".join(
-            sorted({f"{slowest[c.policy].prompt_tokens}-token" for c in by_device}) or ["-"]
-        )
-        + " prompt), the replay's p99 is the line at that length times one random draw of the "
+        f"device did ({', '.join(c.policy for c in by_device) or 'none'}; prompts of "
+        + ", ".join(sorted({str(slowest[c.policy].prompt_tokens) for c in by_device}, key=int))
+        + " tokens), the replay's p99 is the line at that length times one random draw of the "
         f"device's spread, not the ratio that request had live: {device_p99} "
         "here, and it moves by tens of percent from run to run. Read these p99s as single "
         "requests, not as tails.",
@@ -224,11 +257,25 @@ def reading(result: LiveBenchResult) -> list[str]:
         "the mean error to "
         f"{_span([c.unpaired_mean_ttft_err for c in cs])} "
         f"({result.options.latency_profile}'s TTFTs vary little, so the noise is small).",
-        "- **Cost.** Server dollars are "
-        f"{_span([c.cost_err for c in served])} off where the server was used live and in the "
-        "replay (the loopback bills the same 4-characters-per-token estimate the policies "
-        "see), unless the replay sent other requests to it (a different action above). "
-        "Device energy differs a little (device-only policies: "
+        "- **Cost** follows who answers: a request the server answers costs tens of µUSD, one "
+        "the device answers about 0.1. Where the replay's winners match the live ones and the "
+        f"server was used ({', '.join(c.policy for c in same_side) or 'none'}), the cost is "
+        f"{_span([c.cost_err for c in same_side])} off: the loopback bills the same "
+        "4-characters-per-token estimate the policies see. "
+        + (
+            "Where they do not ("
+            + "; ".join(
+                f"{c.policy}: the device answered {c.live.local_win_share:.0%} live, "
+                f"{c.sim.local_win_share:.0%} replayed, {_pct(c.cost_err)}"
+                for c in other_side
+            )
+            + "), a request or two near the crossover of device and server TTFT, or with "
+            f"another action, changed side, and each moves the mean by 1/{n} of a server "
+            "request's price. "
+            if other_side
+            else ""
+        )
+        + "Device energy differs a little (device-only policies: "
         f"{_span([c.cost_err for c in device_only])}): the live model bills the tokens it "
         "really prefilled (its own tokenizer and chat template), the replay the estimate.",
         "",

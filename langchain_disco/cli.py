@@ -338,11 +338,11 @@ def bench_live(
     trace: Annotated[Path | None, typer.Option(help=_TRACE_HELP, show_default=False)] = None,
     requests: Annotated[
         int, typer.Option(min=1, help="requests per policy: the first N of the trace")
-    ] = 20,
+    ] = 18,
     think_s: Annotated[
         float,
         typer.Option(help="pause in seconds between an answer's end and the next request"),
-    ] = 0.5,
+    ] = 0.4,
     policies: Annotated[
         str,
         typer.Option(

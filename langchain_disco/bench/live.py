@@ -90,9 +90,9 @@ class LiveOptions:
 
     trace: Path | None = None
     """A CSV trace; None: the bundled Azure 2023 conversation trace."""
-    requests: int = 20
+    requests: int = 18
     """Requests per policy (the first N of the trace)."""
-    think_s: float = 0.5
+    think_s: float = 0.4
     """Pause between the end of an answer and the next request (a user reading it)."""
     policies: tuple[str, ...] = DEFAULT_POLICIES
     budget: float = 0.5
