@@ -31,9 +31,12 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 	$(BIN)/pip install --quiet -e ".[bench]"
 	touch $@
 
-## Regenerate docs/benchmarks.md and its plots (docs/img/) from the trace-replay simulator.
+## Regenerate docs/benchmarks.md and its plots (docs/img/): dispatch and migration replayed by
+## the simulator, and the simulator checked against live runs.
 bench: $(BIN)/.bench-installed
 	$(BIN)/python benchmarks/bench_dispatch.py --jobs 2
+	$(BIN)/python benchmarks/bench_migration.py
+	$(BIN)/python benchmarks/bench_live.py
 
 ## ruff, mypy and the whole pytest suite.
 test: venv lint typecheck pytest test-openai2
