@@ -357,3 +357,10 @@ def test_profile_reset_on_a_missing_file_is_a_no_op(tmp_path: Path) -> None:
     code, output = invoke("profile", "reset", "--path", str(tmp_path / "none.json"), "--yes")
     assert code == 0, output
     assert "nothing to delete" in output
+
+
+def test_profile_reset_on_a_directory_names_the_fix(tmp_path: Path) -> None:
+    code, output = invoke("profile", "reset", "--path", str(tmp_path), "--yes")
+    assert code != 0, output
+    assert "is not a file" in output and "Traceback" not in output
+    assert tmp_path.is_dir()
