@@ -41,6 +41,8 @@ _MIN_SLOPE = 1e-6
 _MAX_IPW = 20.0
 _SPREAD_CAPACITY = 256
 _SPREAD_POINTS = 8
+_SPREAD_MIN_PREDICTED_S = 0.01
+_SPREAD_MAX_RATIO = 4.0
 
 
 def _decode_alpha(n: int) -> float:
@@ -115,8 +117,14 @@ class DeviceProfile:
         TTFT (one seen only because it beat a racing server) does not enter the spread.
         """
         if ttft_s > 0 and ttft_s == ttft_s and weight > 0:
-            if not selected:
-                self._spread.add(ttft_s / self.predict_ttft_s(prompt_tokens))
+            predicted = self.predict_ttft_s(prompt_tokens)
+            if not selected and predicted >= _SPREAD_MIN_PREDICTED_S:
+                # Relative spread: a multiplicative model of a device that runs faster or
+                # slower from one request to the next. Where the line predicts almost nothing
+                # (a tiny prompt below a misfit intercept) a ratio says nothing, and a device
+                # far off its own line is a misfit, not spread: clipped.
+                ratio = ttft_s / predicted
+                self._spread.add(min(max(ratio, 1.0 / _SPREAD_MAX_RATIO), _SPREAD_MAX_RATIO))
             x0, x1 = 1.0, prompt_tokens / _KTOK
             (p00, p01), (p10, p11) = self._cov
             px0 = p00 * x0 + p01 * x1

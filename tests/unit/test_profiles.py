@@ -307,3 +307,13 @@ def test_device_spread_starts_from_the_measured_rows_and_learns_unselected_ttfts
     old = device.to_dict()
     del old["spread"]  # a file written before the spread was learned still loads
     assert DeviceProfile.from_dict(old).spread() == [1.0] * 8
+
+
+def test_device_spread_ignores_tiny_predictions_and_clips_misfits() -> None:
+    device = DeviceProfile("d", overhead_s=0.0, prefill_tok_s=1000.0, decode_tok_s=10.0)
+    before = device._spread.n_seen
+    device.observe(2, 0.4)  # predicted 2 ms: a ratio of 200 says nothing about spread
+    assert device._spread.n_seen == before
+    device = DeviceProfile("d", overhead_s=0.0, prefill_tok_s=1000.0, decode_tok_s=10.0)
+    device.observe(1000, 50.0)  # 50x the line: a misfit, counted at the clip
+    assert max(device._spread.samples) == 4.0
