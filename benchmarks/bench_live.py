@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from langchain_disco.bench._live_report import comparison_table, learned_line, write_results
+from langchain_disco.bench._page import replace_section
 from langchain_disco.bench.live import (
     TTFT_TOLERANCE,
     LiveBenchResult,
@@ -285,22 +286,7 @@ def reading(result: LiveBenchResult) -> list[str]:
 
 def write_section(section: str) -> None:
     """Replace this benchmark's `## ` section of the page (or append it), keeping the rest."""
-    text = OUT.read_text("utf-8") if OUT.exists() else ""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == HEADING), None)
-    if start is None:
-        out = text.rstrip() + ("\n\n" if text.strip() else "") + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        before = "\n".join(lines[:start]).rstrip()
-        after = "\n".join(lines[end:]).strip()
-        out = (before + "\n\n" if before else "") + section
-        if after:
-            out += "\n" + after + "\n"
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(out, encoding="utf-8")
+    replace_section(OUT, HEADING, section)
 
 
 def main() -> None:

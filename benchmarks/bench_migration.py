@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from langchain_disco.bench._page import replace_section
 from langchain_disco.bench._plots import INSTALL_HINT, plot_token_timeline, plots_available
 from langchain_disco.scheduling import Budget, CostModel, DispatchPolicy, Generalized, Race
 from langchain_disco.scheduling.budget import Resource
@@ -496,22 +497,7 @@ def _sample_note(n: int) -> list[str]:
 
 def write_section(section: str) -> None:
     """Replace this benchmark's `## ` section of the page (or append it), keeping the rest."""
-    text = OUT.read_text("utf-8") if OUT.exists() else ""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(HEADING)), None)
-    if start is None:
-        out = text.rstrip() + ("\n\n" if text.strip() else "") + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        before = "\n".join(lines[:start]).rstrip()
-        after = "\n".join(lines[end:]).strip()
-        out = (before + "\n\n" if before else "") + section
-        if after:
-            out += "\n" + after + "\n"
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(out, encoding="utf-8")
+    replace_section(OUT, HEADING, section)
 
 
 def main() -> None:

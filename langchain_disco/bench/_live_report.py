@@ -11,21 +11,8 @@ from rich import box
 from rich.table import Table
 
 from langchain_disco.bench._measure import write_csv
+from langchain_disco.bench._sim_report import _sig
 from langchain_disco.bench.live import TTFT_TOLERANCE, LiveBenchResult
-
-
-def _sig(value: float, scale: float = 1.0) -> str:
-    """About three significant digits: 0.553, 8.21, 41.9, 622."""
-    if math.isnan(value):
-        return "-"
-    x = value * scale
-    if abs(x) >= 99.95:
-        return f"{x:,.0f}"
-    if abs(x) >= 9.995:
-        return f"{x:.1f}"
-    if abs(x) >= 0.9995:
-        return f"{x:.2f}"
-    return f"{x:.3f}"
 
 
 def _err(value: float, limit: float | None = None) -> str:
