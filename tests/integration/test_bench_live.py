@@ -11,18 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from langchain_disco.cli import app
+from tests._cli import assert_clean_failure, invoke
 
 pytestmark = pytest.mark.timeout(120)
 
-runner = CliRunner()
 
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["bench", "live", *args])
-    return result.exit_code, result.output
+def bench_live(*args: str) -> tuple[int, str]:
+    return invoke("bench", "live", *args)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -43,7 +39,7 @@ def test_a_small_live_run_writes_live_and_simulated_results(
     threads_before = llama_threads()
     out = tmp_path / "live"
 
-    code, output = invoke(
+    code, output = bench_live(
         "--requests",
         "5",
         "--policies",
@@ -108,8 +104,6 @@ def test_bad_arguments_fail_clearly_before_anything_starts(
     args: tuple[str, ...], message: str, tmp_path: Path
 ) -> None:
     start = time.monotonic()
-    code, output = invoke(*args, "--out", str(tmp_path / "live"))
-    assert code != 0, output
-    assert "Traceback" not in output
-    assert message in " ".join(output.split()), output
+    code, output = bench_live(*args, "--out", str(tmp_path / "live"))
+    assert_clean_failure(code, output, message)
     assert time.monotonic() - start < 5  # no model was loaded, no server started

@@ -19,30 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
 for _module in ("fastapi", "uvicorn", "sse_starlette"):
     pytest.importorskip(_module, reason="the loopback server needs the demo extra")
 
-from langchain_disco.cli import app  # noqa: E402
+from tests._cli import assert_clean_failure, invoke  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
-
-runner = CliRunner()
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
-
-
-def assert_clean_failure(code: int, output: str, *fragments: str) -> None:
-    assert code != 0, output
-    assert "Traceback" not in output, output
-    flat = " ".join(output.split())  # rich wraps long messages; compare with spaces collapsed
-    for fragment in fragments:
-        assert fragment in flat, output
-
 
 # -- disco --------------------------------------------------------------------------------
 

@@ -12,30 +12,15 @@ import math
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from langchain_disco.bench._plots import plots_available
-from langchain_disco.cli import app
 from langchain_disco.scheduling import Profiles, ProfileStore, Race
 from langchain_disco.sim import SimConfig, Simulator, load_trace
+from tests._cli import assert_clean_failure, invoke
 
 pytestmark = pytest.mark.timeout(120)
 
-runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def invoke(*args: str, input: str | None = None) -> tuple[int, str]:
-    result = runner.invoke(app, list(args), input=input)
-    return result.exit_code, result.output
-
-
-def assert_clean_failure(code: int, output: str, *fragments: str) -> None:
-    assert code != 0, output
-    assert "Traceback" not in output, output
-    flat = " ".join(output.split())  # rich wraps long messages; compare with spaces collapsed
-    for fragment in fragments:
-        assert fragment in flat, output
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
