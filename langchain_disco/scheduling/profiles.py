@@ -38,11 +38,11 @@ DEFAULT_SERVER_PRIOR = "all"
 _KTOK = 1000.0  # the device fit works in seconds per 1000 tokens, for conditioning
 _MIN_TTFT_S = 1e-3
 _MIN_SLOPE = 1e-6
-_MAX_IPW = 20.0
 _SPREAD_CAPACITY = 256
 _SPREAD_POINTS = 8
 _SPREAD_MIN_PREDICTED_S = 0.01
 _SPREAD_MAX_RATIO = 4.0
+_JITTER_S = 0.05  # timing noise that does not scale with the prompt (scheduling, I/O)
 
 
 def _decode_alpha(n: int) -> float:
@@ -75,6 +75,7 @@ class DeviceProfile:
         self.name = name
         self.forgetting = forgetting
         self._theta = [float(overhead_s), _KTOK / prefill_tok_s]
+        self._ref_s = max(self.predict_ttft_s(int(_KTOK)), _JITTER_S)
         p0 = 1.0 / prior_weight
         self._cov = [[p0, 0.0], [0.0, p0]]
         self._s_per_token = 1.0 / decode_tok_s
@@ -85,6 +86,11 @@ class DeviceProfile:
     @property
     def overhead_s(self) -> float:
         return max(self._theta[0], 0.0)
+
+    @property
+    def max_weight(self) -> float:
+        """The most one observation may count: half the fit's memory, 1 / (1 - forgetting)."""
+        return 0.5 / (1.0 - self.forgetting) if self.forgetting < 1.0 else float("inf")
 
     @property
     def prefill_tok_s(self) -> float:
@@ -125,6 +131,12 @@ class DeviceProfile:
                 # far off its own line is a misfit, not spread: clipped.
                 ratio = ttft_s / predicted
                 self._spread.add(min(max(ratio, 1.0 / _SPREAD_MAX_RATIO), _SPREAD_MAX_RATIO))
+            # Weighted by the inverse of the variance expected at this prediction: a device runs
+            # a few tens of percent faster or slower from one request to the next, so noise
+            # grows with the TTFT. Unweighted, the longest prompts' seconds of noise would set
+            # the intercept, and short prompts (where a device wins races) would be mispredicted.
+            # Relative to a 1000-token prompt, so the prior keeps its meaning on any device.
+            weight *= (self._ref_s**2 + _JITTER_S**2) / (predicted**2 + _JITTER_S**2)
             x0, x1 = 1.0, prompt_tokens / _KTOK
             (p00, p01), (p10, p11) = self._cov
             px0 = p00 * x0 + p01 * x1
@@ -193,6 +205,7 @@ class DeviceProfile:
             "cov": [list(row) for row in self._cov],
             "s_per_token": self._s_per_token,
             "spread": self._spread.to_dict(),
+            "ref_s": self._ref_s,
             "forgetting": self.forgetting,
             "n_ttft": self.n_ttft,
             "n_decode": self.n_decode,
@@ -213,6 +226,9 @@ class DeviceProfile:
             forgetting=float(data["forgetting"]),
         )
         out._theta, out._cov = theta, cov
+        # The scale the fit's weights are relative to; files written before it was kept use
+        # the loaded line's.
+        out._ref_s = float(data.get("ref_s", max(out.predict_ttft_s(int(_KTOK)), _JITTER_S)))
         if "spread" in data:  # absent in files written before it was learned
             out._spread = Reservoir.from_dict(data["spread"])
         out.n_ttft, out.n_decode = int(data["n_ttft"]), int(data["n_decode"])
@@ -513,9 +529,13 @@ class Profiles:
                 remote_at = outcome.plan.offset("remote")
                 selected = remote_at is not None and run.first_token_s > remote_at
                 if remote_at is not None and selected:
-                    # Seen only because the server was slower still: inverse-probability weight.
-                    seen = 1.0 - self.server.cdf(run.first_token_s - remote_at, prompt)
-                    weight = 1.0 / max(seen, 1.0 / _MAX_IPW)
+                    # Seen only because the server was slower still: inverse-probability
+                    # weight, bounded twice. n samples cannot tell a chance below 1/(n+1)
+                    # (slower than all of them); and no single request may outweigh half of
+                    # what the device fit remembers, or one lucky draw would move the line.
+                    dist = self.server.distribution(prompt)
+                    seen = 1.0 - dist.cdf(run.first_token_s - remote_at)
+                    weight = min(1.0 / max(seen, 1.0 / (len(dist) + 1)), self.device.max_weight)
                 self.device.observe(
                     prompt, ttft, run.decode_tok_s, weight=weight, selected=selected
                 )

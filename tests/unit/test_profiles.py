@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from pathlib import Path
 
@@ -104,6 +105,22 @@ def test_device_profile_replaces_its_prior_with_what_it_measures() -> None:
     assert d.overhead_s == pytest.approx(0.3, abs=0.15)
     assert d.predict_ttft_s(2000) == pytest.approx(0.3 + 2000 / 400, rel=0.05)
     assert d.decode_tok_s == pytest.approx(30.0, rel=0.05)
+
+
+def test_device_fit_weighs_relative_error_so_short_prompts_are_predicted_too() -> None:
+    # A phone-like device whose speed varies by tens of percent from one request to the next,
+    # on mostly long prompts: unweighted, their seconds of noise set the intercept and short
+    # prompts (the ones a device wins races on) come out tens of percent off.
+    truth = DeviceProfile("truth", overhead_s=0.1, prefill_tok_s=45.0, decode_tok_s=10.0)
+    errors = []
+    for seed in range(5):
+        d = DeviceProfile.prior("Galaxy S25")
+        rng = random.Random(seed)
+        for _ in range(300):
+            prompt = int(math.exp(rng.uniform(math.log(20), math.log(4000))))
+            d.observe(prompt, truth.predict_ttft_s(prompt) * rng.uniform(0.75, 1.35))
+        errors += [d.predict_ttft_s(p) / (truth.predict_ttft_s(p) * 1.05) - 1 for p in (30, 2000)]
+    assert max(abs(e) for e in errors) < 0.1, errors
 
 
 def test_device_profile_never_predicts_a_negative_overhead() -> None:
@@ -234,6 +251,44 @@ def test_profiles_learn_device_ttft_without_its_queue_wait() -> None:
 
 
 # -- persistence ---------------------------------------------------------------------------
+
+
+def test_one_improbable_race_win_moves_the_device_line_at_most_half_way() -> None:
+    # The device won a race the server "could not" lose (slower than every server sample):
+    # its inverse-probability weight is bounded by half the fit's memory, so the line moves
+    # less than half way to this one observation instead of jumping to it.
+    rng = random.Random(0)
+    truth = DeviceProfile("truth", overhead_s=0.2, prefill_tok_s=60.0, decode_tok_s=10.0)
+    p = Profiles(
+        device=DeviceProfile("d", overhead_s=0.2, prefill_tok_s=60.0, decode_tok_s=10.0),
+        server=ServerProfile("s", [rng.uniform(0.2, 1.0) for _ in range(512)], capacity=512),
+        output_lengths=LengthProfile.output_prior(),
+        prompt_lengths=LengthProfile.prompt_prior(),
+    )
+    for _ in range(400):
+        prompt = rng.randint(20, 1500)
+        p.device.observe(prompt, truth.predict_ttft_s(prompt) * rng.uniform(0.8, 1.2))
+    before = p.device.predict_ttft_s(600)
+    device_ttft = 2 * truth.predict_ttft_s(600)
+    end = 0.5 + device_ttft
+    plan = Plan((Start("remote"), Start("local", at_s=0.5)), action="remote-then-local")
+    p.observe(
+        RequestOutcome(
+            request=RequestFeatures(prompt_tokens=600),
+            plan=plan,
+            endpoints=(
+                EndpointOutcome("remote", 0.0, None, end, input_tokens=600),
+                EndpointOutcome("local", 0.5, end, end + 5, output_tokens=50, decode_tok_s=10.0),
+            ),
+            winner="local",
+            ttft_s=end,
+            output_tokens=50,
+            cost=Cost(),
+        )
+    )
+    moved = (p.device.predict_ttft_s(600) - before) / (device_ttft - before)
+    assert 0.0 < moved < 0.5
+    assert p.device.max_weight == pytest.approx(100.0)
 
 
 def test_profile_store_round_trips(tmp_path: Path) -> None:
