@@ -353,9 +353,9 @@ READING = """## Reading (how to interpret these numbers)
   100 of them make the whole budget at b = 0.1, and several are still in flight when the trace
   ends): the realised share at b <= 0.2 moves by a few percent from one simulator seed to the
   next (`--seeds 1`, `--seeds 2`), up to +5.6% for `generalized` at b = 0.1. A single run's
-  p99 is the 100th worst of 10,000 TTFTs, so differences of a few percent between policies there are within
-  what another seed moves; the simulator's device queue is FIFO per device and the oracle has
-  no queue.
+  p99 is the 100th worst of 10,000 TTFTs, so differences of a few percent between policies
+  there are within what another seed moves; the simulator's device queue is FIFO per device
+  and the oracle has no queue.
 """
 
 
