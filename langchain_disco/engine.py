@@ -79,6 +79,8 @@ class Predictor(Protocol):
 
     def mean_output_tokens(self) -> float: ...
 
+    def remaining_tokens(self, generated: int, max_tokens: int | None) -> float: ...
+
 
 @dataclass(frozen=True)
 class StaticPredictor:
@@ -101,6 +103,9 @@ class StaticPredictor:
 
     def mean_output_tokens(self) -> float:
         return self.mean_output
+
+    def remaining_tokens(self, generated: int, max_tokens: int | None) -> float:
+        return expected_remaining_tokens(generated, max_tokens, self.mean_output)
 
 
 @dataclass
@@ -524,8 +529,8 @@ class _Request:
             target_ttft_s=predictor.ttft_s(target, context),
             source_decode_tok_s=predictor.decode_tok_s(source.role),
             target_decode_tok_s=predictor.decode_tok_s(target),
-            expected_remaining_tokens=expected_remaining_tokens(
-                self.generated_tokens, self.params.max_tokens, predictor.mean_output_tokens()
+            expected_remaining_tokens=predictor.remaining_tokens(
+                self.generated_tokens, self.params.max_tokens
             ),
             source_usd_per_out_token=self._usd_per_token(source.role, output=True),
             target_usd_per_out_token=self._usd_per_token(target, output=True),

@@ -177,6 +177,8 @@ class MigrationPredictor(Protocol):
 
     def mean_output_tokens(self) -> float: ...
 
+    def remaining_tokens(self, generated: int, max_tokens: int | None) -> float: ...
+
 
 @dataclass(frozen=True)
 class ProfileMigrationPredictor:
@@ -201,6 +203,12 @@ class ProfileMigrationPredictor:
 
     def mean_output_tokens(self) -> float:
         return self.profiles.output_lengths.expected()
+
+    def remaining_tokens(self, generated: int, max_tokens: int | None) -> float:
+        """E[length - generated | length > generated] over the learned answer lengths (their
+        mean residual), bounded by `max_tokens`: what an answer already `generated` tokens long
+        has left, not the mean answer minus what was produced (which reaches 0 mid-answer)."""
+        return self.profiles.output_lengths.expected_remaining(generated, max_tokens)
 
 
 def usd_per_token(cost_model: CostModel, kind: Role, *, output: bool) -> float:
@@ -287,8 +295,8 @@ class ViewBuilder:
             target_ttft_s=self.predictor.ttft_s(self.target, context) + target_queue_wait_s,
             source_decode_tok_s=self.source_decode_tok_s,
             target_decode_tok_s=self.target_decode_tok_s,
-            expected_remaining_tokens=expected_remaining_tokens(
-                generated_tokens, self.max_tokens, self.mean_output_tokens
+            expected_remaining_tokens=self.predictor.remaining_tokens(
+                generated_tokens, self.max_tokens
             ),
             source_usd_per_out_token=self.source_usd_per_out_token,
             target_usd_per_out_token=self.target_usd_per_out_token,

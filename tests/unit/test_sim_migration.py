@@ -16,13 +16,21 @@ from typing import Any
 import pytest
 
 from langchain_disco import DiscoChatModel
-from langchain_disco.scheduling import Budget, CostModel, Generalized, Race
+from langchain_disco.scheduling import (
+    Budget,
+    CostModel,
+    Generalized,
+    LengthProfile,
+    Profiles,
+    Race,
+)
 from langchain_disco.scheduling.migration import (
     CostAwareMigration,
     MigrationDecision,
     MigrationView,
     NoMigration,
     ProfileMigrationPredictor,
+    ViewBuilder,
     usd_per_token,
 )
 from langchain_disco.sim import SimConfig, SimResult, Simulator, load_trace
@@ -307,6 +315,30 @@ def test_the_live_model_predicts_migrations_with_the_simulators_predictor() -> N
     predictor = model._engine_for_run().options.predictor
     assert isinstance(predictor, ProfileMigrationPredictor)
     assert predictor.profiles is model.scheduler.profiles
+
+
+def test_remaining_tokens_are_the_mean_residual_of_the_learned_answer_lengths() -> None:
+    # Answers of 10, 100 or 1000 tokens: 50 tokens in, the answer is one of the two longer
+    # ones, so (50 + 950) / 2 remain, not the mean answer (370) minus 50. Past everything seen
+    # it is expected to end soon, and never beyond max_tokens.
+    profiles = Profiles.prior("MacBook Pro M1 Max", "together-13b")
+    profiles.output_lengths = LengthProfile([10, 100, 1000])
+    predictor = ProfileMigrationPredictor(profiles)
+    assert predictor.remaining_tokens(50, None) == pytest.approx(500.0)
+    assert predictor.remaining_tokens(500, None) == pytest.approx(500.0)
+    assert predictor.remaining_tokens(500, 600) == pytest.approx(100.0)
+    assert predictor.remaining_tokens(2000, None) == 1.0
+    views = ViewBuilder.for_request(
+        source="local",
+        target="remote",
+        prompt_tokens=100,
+        max_tokens=None,
+        pace_tok_s=None,
+        target_can_continue=True,
+        predictor=predictor,
+        cost_model=CostModel(),
+    )
+    assert views.view(50, 0).expected_remaining_tokens == pytest.approx(500.0)
 
 
 def test_without_migration_the_run_reports_its_own_cost_as_the_baseline() -> None:
