@@ -344,8 +344,9 @@ def reading(rows: list[Row], bounds: dict[str, float], trace: Trace) -> list[str
         )
         + "a device whose queue turns out longer than predicted, or a server "
         "continuation that lands in together-13b's measured ~100 s tail (about 1% of its "
-        "requests). The live engine has the same exposure: it does not watch a migration "
-        "target before that target's first token, and the source is already stopped.",
+        "requests). The simulator replays that stall in full; the live engine bounds it: a "
+        "target silent past its predicted TTFT plus the stall threshold hands the answer back "
+        "to the source.",
         '- **Against the paper\'s "up to 84% cost reduction through migration"**: we do not '
         "reach it on this trace, and the bounds above say why. The Azure conversation prompts "
         f"are long (~{prompt:,.0f} tokens on average here) and the answers short "

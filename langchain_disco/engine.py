@@ -146,6 +146,9 @@ class _Run:
     started_at: float = 0.0
     first_at: float | None = None
     last_at: float | None = None
+    first_by: float | None = None
+    """A migration target's predicted first token (clock time): its silence is watched from
+    there, as a streaming run's is from its last token."""
     tokens: int = 0
     failed: bool = False
 
@@ -376,9 +379,21 @@ class _Request:
         if self.buffer:
             deadlines.append(self.next_release)
         active = self.active
-        if active is not None and active.live and active.last_at is not None:
-            deadlines.append(active.last_at + self.opts.stall.threshold_s(active.role))
+        if active is not None and active.live:
+            silent_at = self._silence_limit(active)
+            if silent_at is not None:
+                deadlines.append(silent_at)
         return min(deadlines, default=None)
+
+    def _silence_limit(self, run: _Run) -> float | None:
+        """When `run` counts as stalled: the stall threshold after its last token or, for a
+        migration target that has produced none yet, after its predicted first token (the
+        buffer was sized for that; past it the reader is left waiting). Otherwise None: a
+        dispatch or failover run's first token is bounded by the endpoint's own timeout."""
+        since = run.last_at if run.last_at is not None else run.first_by
+        if since is None:
+            return None
+        return since + self.opts.stall.threshold_s(run.role)
 
     def _on_timer(self) -> None:
         now = self.clock()
@@ -389,17 +404,19 @@ class _Request:
             assert self.opts.pace_tok_s is not None
             self.next_release = max(now, self.next_release) + 1.0 / self.opts.pace_tok_s
         active = self.active
-        if (
-            active is not None
-            and active.live
-            and active.last_at is not None
-            and now >= active.last_at + self.opts.stall.threshold_s(active.role)
-        ):
-            silent = now - active.last_at
+        limit = self._silence_limit(active) if active is not None and active.live else None
+        if active is not None and limit is not None and now >= limit:
+            if active.last_at is not None:
+                why = f"stalled: no token for {now - active.last_at:.2f} s"
+            else:
+                why = (
+                    f"stalled: no first token {now - active.started_at:.2f} s after the hand-over"
+                    f" (predicted {(active.first_by or now) - active.started_at:.2f} s)"
+                )
             self._stop(active, "cancelled")
             active.failed = True
             self._row(active.role).outcome = "failed"
-            error = EndpointError(active.role, f"stalled: no token for {silent:.2f} s")
+            error = EndpointError(active.role, why)
             self._row(active.role).error = str(error)
             self.errors.append(error)
             self._failover(active, error, reason="stall")
@@ -578,9 +595,12 @@ class _Request:
 
     def _hand_over(self, source: _Run, target: str, purpose: Purpose) -> None:
         self._stop(source, "migrated")
-        self.active = self._start(
+        run = self._start(
             target, purpose, prefix=self.text, max_tokens=self._remaining_max_tokens()
         )
+        context = self.prompt_tokens + self.generated_tokens
+        run.first_by = run.started_at + self.opts.predictor.ttft_s(target, context)
+        self.active = run
 
     def _failover(self, failed: _Run, error: BaseException, *, reason: str) -> None:
         """Continue on the other endpoint from the text generated so far, or give up."""

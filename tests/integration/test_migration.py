@@ -7,6 +7,7 @@ test_failover.py for why equality with an unmigrated greedy run is not asserted)
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from typing import Any
@@ -141,3 +142,30 @@ async def test_no_migration_when_the_target_cannot_continue(
     assert {e for c in chunks for e in c.response_metadata.get("disco_endpoints", [])} == {"local"}
     assert not [e for e in report["events"] if e["event"].startswith("migration")]
     assert server.requests() == []
+
+
+async def test_a_migration_target_silent_past_its_predicted_first_token_hands_back(
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
+) -> None:
+    # The server takes the hand-over but holds its first token for 30 s, well inside its
+    # 60 s first-token timeout: without a watch the reader would wait for it. The engine gives
+    # it its predicted TTFT plus the stall threshold, then continues on the device from
+    # exactly what was generated.
+    server.set_fault("delay", seconds=30.0)
+    local = Recording(local_endpoint)
+    model = model_for(local, server, "local", migration="cost", **DEVICE_EXPENSIVE)
+    chunks, _arrivals, report = await timed(model)
+    names = [e["event"] for e in report["events"]]
+    assert names.index("migration") < names.index("failover")
+    (failover,) = [e for e in report["events"] if e["event"] == "failover"]
+    assert (failover["from"], failover["to"], failover["reason"]) == ("remote", "local", "stall")
+    assert "no first token" in report["endpoints"]["remote"]["error"]
+    assert report["endpoints"]["remote"]["outcome"] == "failed"
+    assert report["endpoints"]["local"]["outcome"] == "completed"
+    runs = split_by_endpoint(chunks)
+    assert [endpoint for endpoint, _ in runs] == ["local"]  # the server delivered nothing
+    (before, handed), (prefix, after) = local.streams
+    assert before == "" and prefix == handed  # continued from exactly what was generated
+    assert runs[0][1] == handed + after
+    entry = await asyncio.to_thread(server.wait_for_request_status, 0, ("disconnected",), 10.0)
+    assert entry["text_sent"] == ""  # cancelled while it held its first token
