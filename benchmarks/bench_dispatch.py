@@ -487,7 +487,7 @@ def render(
         f"- command: `{command}` (the first of the three scripts `make bench` runs, then "
         "`benchmarks/bench_migration.py` and `benchmarks/bench_live.py`, which write their own "
         f"sections below); took {wall_s / 60:.1f} min on this machine. The whole `make bench` "
-        "took 9.4 min on a fresh clone here, `.venv` set-up from the pip cache included. Each "
+        "took 9.7 min on a fresh clone here, `.venv` set-up from the pip cache included. Each "
         "regime below is one `disco bench sim` run; its command is under its heading.",
         f"- machine: {info['cpu']}, {info['cores']} cores, {info['system']}, Python "
         f"{info['python']}; the replay runs on {jobs} worker process(es).",
