@@ -52,6 +52,12 @@ from langchain_disco.scheduling.migration import (
 Clock = Callable[[], float]
 Purpose = Literal["dispatch", "failover", "migration", "probe"]
 
+_STALL_CONFIRM_S = 0.1
+"""A stall is declared only after the engine has waited this long on the event loop since it
+first saw the silence. The silence may be the loop's, not the endpoint's: a consumer that blocks
+the loop (or holds the stream) between chunks leaves what the endpoint sent meanwhile in the
+HTTP client's buffers, a few loop iterations away from the engine."""
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -211,6 +217,7 @@ class _Request:
         # per-token getter task and wait() cost several event-loop passes per token.
         self.inbox: deque[_Event] = deque()
         self._wake: asyncio.Future[None] | None = None
+        self._stall_confirm_at: float | None = None
         self.runs: list[_Run] = []
         self.pending = sorted(plan.starts, key=lambda s: s.at_s)
         self.active: _Run | None = None
@@ -382,7 +389,7 @@ class _Request:
         if active is not None and active.live:
             silent_at = self._silence_limit(active)
             if silent_at is not None:
-                deadlines.append(silent_at)
+                deadlines.append(max(silent_at, self._stall_confirm_at or silent_at))
         return min(deadlines, default=None)
 
     def _silence_limit(self, run: _Run) -> float | None:
@@ -405,7 +412,16 @@ class _Request:
             self.next_release = max(now, self.next_release) + 1.0 / self.opts.pace_tok_s
         active = self.active
         limit = self._silence_limit(active) if active is not None and active.live else None
-        if active is not None and limit is not None and now >= limit:
+        if limit is None or now < limit:
+            self._stall_confirm_at = None
+        elif self._stall_confirm_at is None:
+            self._stall_confirm_at = now + _STALL_CONFIRM_S  # first sight: let the loop run
+        if (
+            active is not None
+            and self._stall_confirm_at is not None
+            and now >= self._stall_confirm_at
+        ):
+            self._stall_confirm_at = None
             if active.last_at is not None:
                 why = f"stalled: no token for {now - active.last_at:.2f} s"
             else:

@@ -13,6 +13,7 @@ tokens can flip between two otherwise identical greedy runs. The invariant above
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -249,3 +250,26 @@ async def test_invariant_holds_under_sampling_over_seeds_and_cut_points(
         assert [endpoint for endpoint, _ in runs] == ["remote", "local"]
         assert local.streams == [(runs[0][1], runs[1][1])]
     assert report["events"][0]["event"] == "failover"
+
+
+@pytest.mark.parametrize("mode", ["local", "remote"])
+async def test_a_blocked_event_loop_is_not_read_as_a_stall(
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer, mode: str
+) -> None:
+    # The consumer blocks the event loop for three stall thresholds right after the first
+    # token (a saturated loop). The endpoint kept producing meanwhile (llama.cpp in its worker
+    # thread, the server over its socket); what it produced is handled before the stall timer
+    # when the loop comes back, so the silence is not mistaken for the endpoint's.
+    model = model_for(local_endpoint, server, mode, stall_floor_s=0.5)
+    chunks: list[AIMessageChunk] = []
+    blocked = False
+    async for chunk in model.astream(QUESTION):
+        chunks.append(chunk)
+        if chunk.content and not blocked:
+            blocked = True
+            time.sleep(1.5)  # noqa: ASYNC251 - the point: nothing else runs meanwhile
+    report = chunks[-1].response_metadata["disco_report"]
+    assert blocked
+    assert not [e for e in report["events"] if e["event"] == "failover"]
+    assert [endpoint for endpoint, _ in split_by_endpoint(chunks)] == [mode]
+    assert report["endpoints"][mode]["outcome"] == "completed"
