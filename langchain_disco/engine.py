@@ -83,8 +83,6 @@ class Predictor(Protocol):
 
     def decode_tok_s(self, role: str) -> float: ...
 
-    def mean_output_tokens(self) -> float: ...
-
     def remaining_tokens(self, generated: int, max_tokens: int | None) -> float: ...
 
 
@@ -106,9 +104,6 @@ class StaticPredictor:
 
     def decode_tok_s(self, role: str) -> float:
         return self.local_decode if role == "local" else self.remote_decode
-
-    def mean_output_tokens(self) -> float:
-        return self.mean_output
 
     def remaining_tokens(self, generated: int, max_tokens: int | None) -> float:
         return expected_remaining_tokens(generated, max_tokens, self.mean_output)

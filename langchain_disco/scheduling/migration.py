@@ -175,8 +175,6 @@ class MigrationPredictor(Protocol):
 
     def decode_tok_s(self, role: str) -> float: ...
 
-    def mean_output_tokens(self) -> float: ...
-
     def remaining_tokens(self, generated: int, max_tokens: int | None) -> float: ...
 
 
@@ -200,9 +198,6 @@ class ProfileMigrationPredictor:
     def decode_tok_s(self, role: str) -> float:
         profiles = self.profiles
         return profiles.device.decode_tok_s if role == "local" else profiles.server.decode_tok_s
-
-    def mean_output_tokens(self) -> float:
-        return self.profiles.output_lengths.expected()
 
     def remaining_tokens(self, generated: int, max_tokens: int | None) -> float:
         """E[length - generated | length > generated] over the learned answer lengths (their
@@ -239,7 +234,6 @@ class ViewBuilder:
     predictor: MigrationPredictor
     source_decode_tok_s: float
     target_decode_tok_s: float
-    mean_output_tokens: float
     source_usd_per_out_token: float
     target_usd_per_out_token: float
     target_usd_per_in_token: float
@@ -272,7 +266,6 @@ class ViewBuilder:
             predictor=predictor,
             source_decode_tok_s=predictor.decode_tok_s(source),
             target_decode_tok_s=predictor.decode_tok_s(target),
-            mean_output_tokens=predictor.mean_output_tokens(),
             source_usd_per_out_token=usd_per_token(cost_model, source_kind, output=True),
             target_usd_per_out_token=usd_per_token(cost_model, target_kind, output=True),
             target_usd_per_in_token=usd_per_token(cost_model, target_kind, output=False),
