@@ -384,7 +384,8 @@ class _Request:
         if active is not None and active.live:
             silent_at = self._silence_limit(active)
             if silent_at is not None:
-                deadlines.append(max(silent_at, self._stall_confirm_at or silent_at))
+                confirm_at = self._stall_confirm_at
+                deadlines.append(silent_at if confirm_at is None else max(silent_at, confirm_at))
         return min(deadlines, default=None)
 
     def _silence_limit(self, run: _Run) -> float | None:
