@@ -75,7 +75,7 @@ class DeviceProfile:
         self.name = name
         self.forgetting = forgetting
         self._theta = [float(overhead_s), _KTOK / prefill_tok_s]
-        self._ref_s = max(self.predict_ttft_s(int(_KTOK)), _JITTER_S)
+        self._ref_s = self._scale_s()
         p0 = 1.0 / prior_weight
         self._cov = [[p0, 0.0], [0.0, p0]]
         self._s_per_token = 1.0 / decode_tok_s
@@ -86,6 +86,10 @@ class DeviceProfile:
     @property
     def overhead_s(self) -> float:
         return max(self._theta[0], 0.0)
+
+    def _scale_s(self) -> float:
+        """The line's TTFT at 1000 tokens: the scale the fit's relative weights refer to."""
+        return max(self.predict_ttft_s(int(_KTOK)), _JITTER_S)
 
     @property
     def max_weight(self) -> float:
@@ -228,7 +232,7 @@ class DeviceProfile:
         out._theta, out._cov = theta, cov
         # The scale the fit's weights are relative to; files written before it was kept use
         # the loaded line's.
-        out._ref_s = float(data.get("ref_s", max(out.predict_ttft_s(int(_KTOK)), _JITTER_S)))
+        out._ref_s = float(data.get("ref_s", out._scale_s()))
         if "spread" in data:  # absent in files written before it was learned
             out._spread = Reservoir.from_dict(data["spread"])
         out.n_ttft, out.n_decode = int(data["n_ttft"]), int(data["n_decode"])
