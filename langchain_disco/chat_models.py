@@ -74,9 +74,10 @@ class DiscoChatModel(BaseChatModel):
                 print(chunk.content, end="", flush=True)
 
     Every chunk names the endpoint that produced it in
-    ``response_metadata["disco_endpoints"]``; the last chunk carries ``usage_metadata`` (summed
-    over endpoints, cancelled ones included) and the request report in
-    ``response_metadata["disco_report"]``.
+    ``response_metadata["disco_endpoints"]``; the last chunk carries ``usage_metadata`` (the
+    tokens billed, summed over endpoints, cancelled ones included: see "What is billed" in
+    docs/concepts.md), the ``finish_reason`` and ``model_name`` of the endpoint that finished
+    the answer, and the request report in ``response_metadata["disco_report"]``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
@@ -299,16 +300,18 @@ class DiscoChatModel(BaseChatModel):
         finally:
             # The policy's own plan object: its spend accounting matches plans by identity.
             scheduler.learn(features, chosen, report)
-        winner = report.endpoints.get(report.winner or "")
-        usage = UsageMetadata(
+        # The endpoint that finished the answer speaks for it, not the one that won the race:
+        # after a failover or migration they differ.
+        finisher = report.endpoints.get(report.finished_by or "")
+        usage = UsageMetadata(  # billed tokens; the report also has the attempted ones
             input_tokens=report.input_tokens,
             output_tokens=report.output_tokens,
             total_tokens=report.input_tokens + report.output_tokens,
         )
-        finish = winner.finish_reason if winner is not None else None
+        finish = finisher.finish_reason if finisher is not None else None
         metadata: dict[str, Any] = {
             "finish_reason": finish,
-            "model_name": winner.model if winner else None,
+            "model_name": finisher.model if finisher is not None else None,
             "model_provider": "disco",
             "disco_report": report.to_dict(),
         }

@@ -223,6 +223,9 @@ class _Request:
         self.next_release = 0.0
         self.last_delivery_at: float | None = None
         self.source_done = False
+        # The run that finished the answer: its finish reason and model are the answer's,
+        # whoever produced the first token.
+        self.finisher: _Run | None = None
         self.migration_settled = False
         self.tool_call_started = False
         self.errors: list[BaseException] = []
@@ -448,14 +451,14 @@ class _Request:
                 self._switch_to_probed_target()
             elif run is self.active:
                 self._row(run.role).outcome = "completed"
-                self.source_done = True
+                self._finished(run)
             elif self.active is None:
                 # Finished without a single content token (an empty answer): it wins anyway.
                 self.report.winner = self.report.winner or run.role
                 self._row(run.role).outcome = "completed"
                 self.active = run
                 self._cancel_others(run)
-                self.source_done = True
+                self._finished(run)
         else:
             assert event.error is not None
             run.live = False
@@ -476,6 +479,11 @@ class _Request:
                     self._start(self.pending.pop(0).endpoint, "dispatch")
                 else:
                     self._failover(run, event.error, reason="error")
+
+    def _finished(self, run: _Run) -> None:
+        self.source_done = True
+        self.finisher = run
+        self.report.finished_by = run.role
 
     def _on_delta(self, run: _Run, event: _Event) -> None:
         if run.first_at is None:
@@ -501,6 +509,10 @@ class _Request:
             self.pending.clear()
         if run is not self.active:
             return
+        if self.report.ttft_s is None:
+            # Everything dispatched failed before a token and a failover answered: the reader's
+            # first token is this one (no endpoint *won*, so `winner` stays None).
+            self.report.ttft_s = self._rel(event.at)
         if run.last_at is not None:
             self.opts.stall.observe_gap(run.role, event.at - run.last_at)
         run.last_at = event.at
@@ -680,7 +692,7 @@ class _Request:
         self.report.total_s = now
         server_in = server_out = device_in = device_out = 0
         for row in self.report.endpoints.values():
-            row.input_tokens = row.output_tokens = row.attempts = 0
+            row.input_tokens = row.output_tokens = row.attempted_input_tokens = row.attempts = 0
             row.queue_wait_s = 0.0
         for run in self.runs:
             row, stats = self._row(run.role), run.stats
@@ -688,18 +700,30 @@ class _Request:
                 row.outcome = "cancelled"
             if row.ended_s is None:
                 row.ended_s = now
-            row.input_tokens += stats.input_tokens
+            # Billed, not attempted: a rejected retry costs nothing (docs/concepts.md).
+            billed_in = stats.billed_input_tokens
+            row.input_tokens += billed_in
+            row.attempted_input_tokens += stats.attempted_input_tokens
             row.output_tokens += stats.output_tokens
             row.usage_reported = stats.usage_reported
             row.queue_wait_s += stats.queue_wait_s
             row.attempts += stats.attempts
             row.finish_reason = stats.finish_reason or row.finish_reason
+            if "continuation" in stats.extra:
+                row.continuation = str(stats.extra["continuation"])
+            echoed = stats.extra.get("prefix_echoed")
+            if isinstance(echoed, bool):
+                row.prefix_echoed = echoed
             if self.engine.endpoints[run.role].kind == "remote":
-                server_in += stats.input_tokens
+                server_in += billed_in
                 server_out += stats.output_tokens
             else:
-                device_in += stats.input_tokens
+                device_in += billed_in
                 device_out += stats.output_tokens
+        if self.finisher is not None:
+            # The answer's finish reason, not that of an earlier run on the same endpoint
+            # (a migration probe stopped after one token, say).
+            self._row(self.finisher.role).finish_reason = self.finisher.stats.finish_reason
         self.report.cost = self.engine.cost_model.cost(
             server_in=server_in, server_out=server_out, device_in=device_in, device_out=device_out
         )

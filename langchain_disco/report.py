@@ -24,12 +24,23 @@ class EndpointRun:
     first_token_s: float | None = None
     ended_s: float | None = None
     input_tokens: int = 0
+    """Input tokens billed: a remote request's prompt once per attempt the provider accepted
+    (or may have started), none for one rejected with an HTTP error status or never connected;
+    a local run's prefill. See docs/concepts.md, "What is billed"."""
     output_tokens: int = 0
+    """Output tokens produced, all billed (a cancelled or failed stream's included)."""
+    attempted_input_tokens: int = 0
+    """Input tokens sent, once per attempt, billed or not (equal to `input_tokens` locally)."""
     delivered_chunks: int = 0
     usage_reported: bool = False
     queue_wait_s: float = 0.0
     attempts: int = 0
     finish_reason: str | None = None
+    continuation: str | None = None
+    """How this endpoint continues a partial answer, and how that is known (a remote's
+    configured or probed verdict, e.g. ``"continues as llamacpp, echoes the prefix (probed)"``)."""
+    prefix_echoed: bool | None = None
+    """For a continuation run: whether the server streamed the prefix back (it was stripped)."""
     error: str | None = None
 
 
@@ -40,6 +51,11 @@ class RequestReport:
     action: str
     reason: str
     winner: str | None = None
+    """The endpoint whose first content token won the race (None after a failover that
+    happened before any first token)."""
+    finished_by: str | None = None
+    """The endpoint that finished the answer: the winner, or the last failover or migration
+    target; its finish reason and model are the answer's. None if the answer did not finish."""
     ttft_s: float | None = None
     total_s: float | None = None
     tbt_gaps_s: list[float] = field(default_factory=list)
@@ -66,8 +82,15 @@ class RequestReport:
         return sum(r.input_tokens for r in self.endpoints.values() if r.started_s is not None)
 
     @property
+    def attempted_input_tokens(self) -> int:
+        """Input tokens sent over all endpoints and attempts, billed or not."""
+        return sum(
+            r.attempted_input_tokens for r in self.endpoints.values() if r.started_s is not None
+        )
+
+    @property
     def output_tokens(self) -> int:
-        """Output tokens produced over all endpoints, the cancelled ones included."""
+        """Output tokens produced (and billed) over all endpoints, the cancelled ones included."""
         return sum(r.output_tokens for r in self.endpoints.values() if r.started_s is not None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +98,9 @@ class RequestReport:
         data = asdict(self)
         data["max_stall_s"] = self.max_stall_s
         data["mean_tbt_s"] = self.mean_tbt_s
+        data["input_tokens"] = self.input_tokens
+        data["attempted_input_tokens"] = self.attempted_input_tokens
+        data["output_tokens"] = self.output_tokens
         data["tokens_per_endpoint"] = {
             name: run.output_tokens for name, run in self.endpoints.items()
         }

@@ -89,7 +89,9 @@ class StreamStats:
 
     The engine reads it after the stream ended *or was cancelled*, so an endpoint updates it
     incrementally: `input_tokens` as soon as known (estimated if the API has not said yet),
-    `output_tokens` per delta, then the API's own usage report when it arrives.
+    `output_tokens` per delta, then the API's own usage report when it arrives. `input_tokens`
+    is the prompt of one attempt; retries send it again, and `billed_attempts` says how many
+    of those sends are billed. Output tokens are billed as produced.
     """
 
     input_tokens: int = 0
@@ -100,8 +102,27 @@ class StreamStats:
     """Time spent waiting for the endpoint to become free (local model busy) before prefill."""
     attempts: int = 0
     """Connection attempts made (retries before the first token count here)."""
+    billed_attempts: int | None = None
+    """How many of the `attempts` the provider bills (docs/concepts.md, "What is billed"): a
+    remote endpoint counts the requests it accepted or may have started, not those rejected
+    with an HTTP error status or never connected. None: the endpoint does not tell them apart,
+    and all it processed counts (a device spends energy on whatever it prefilled)."""
     finish_reason: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def attempted_input_tokens(self) -> int:
+        """The prompt tokens sent, once per attempt, billed or not."""
+        if self.billed_attempts is None:
+            return self.input_tokens
+        return self.input_tokens * self.attempts
+
+    @property
+    def billed_input_tokens(self) -> int:
+        """The prompt tokens billed: once per billed attempt (every attempt sends the prompt)."""
+        if self.billed_attempts is None:
+            return self.input_tokens
+        return self.input_tokens * self.billed_attempts
 
 
 class Endpoint(ABC):

@@ -303,7 +303,11 @@ class OpenAIEndpoint(Endpoint):
         params: GenerationParams,
         stats: StreamStats,
     ) -> tuple[openai.AsyncStream[ChatCompletionChunk], list[StreamItem]]:
-        """Send the request until it yields its first content delta (or ends without any)."""
+        """Send the request until it yields its first content delta (or ends without any).
+
+        Each attempt that may be billed is counted in `stats.billed_attempts` (see `_attempt`).
+        """
+        stats.billed_attempts = stats.billed_attempts or 0
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=wait_exponential(multiplier=self.retry_backoff_s, max=_MAX_BACKOFF_S),
@@ -336,7 +340,29 @@ class OpenAIEndpoint(Endpoint):
             except asyncio.TimeoutError as exc:
                 raise _FirstTokenTimeout from exc
 
-        stream = await within_deadline(
+        async def open_and_bill(step: Awaitable[_T]) -> _T:
+            """Await the response headers, counting the attempt if the provider may bill it.
+
+            docs/concepts.md, "What is billed": a request rejected with an error status, or
+            that never reached the server, bills nothing; once accepted (2xx headers) its
+            prompt is billed whatever follows; one abandoned while waiting for the headers
+            (cancelled, timed out, connection lost after sending) is billed conservatively,
+            since the server may have started its prefill.
+            """
+            try:
+                opened = await within_deadline(step)
+            except BaseException as exc:
+                # httpx and httpx2 name their connect-phase errors alike; the SDK chains them.
+                unsent = isinstance(exc, openai.APIConnectionError) and type(
+                    exc.__cause__
+                ).__name__ in ("ConnectError", "ConnectTimeout", "PoolTimeout")
+                if not (unsent or isinstance(exc, openai.APIStatusError)):
+                    stats.billed_attempts = (stats.billed_attempts or 0) + 1
+                raise
+            stats.billed_attempts = (stats.billed_attempts or 0) + 1
+            return opened
+
+        stream = await open_and_bill(
             client.chat.completions.create(
                 model=self.model_name,
                 messages=cast(Any, request.messages),
