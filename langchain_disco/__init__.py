@@ -12,6 +12,7 @@ from langchain_disco.endpoints.llama_cpp import LlamaCppEndpoint
 from langchain_disco.errors import (
     AllEndpointsFailedError,
     ConfigError,
+    ContinuationRestartError,
     ContinuationUnsupportedError,
     DiscoError,
     EndpointError,
@@ -53,6 +54,7 @@ __all__ = [
     "AllEndpointsFailedError",
     "Capabilities",
     "ConfigError",
+    "ContinuationRestartError",
     "ContinuationUnsupportedError",
     "Cost",
     "CostModel",

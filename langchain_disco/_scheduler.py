@@ -127,6 +127,17 @@ class LiveScheduler:
         if due:
             self.save()
 
+    def get_verdict(self, key: str) -> object:
+        """A remembered continuation verdict (`endpoints/_probe.py`), or None."""
+        with self._lock:
+            return self._loaded().continuation.get(key)
+
+    def put_verdict(self, key: str, verdict: dict[str, Any]) -> None:
+        """Remember a probed continuation verdict with the profiles, and save them now."""
+        with self._lock:
+            self._loaded().continuation[key] = dict(verdict)
+        self.save()
+
     def save(self) -> None:
         """Persist the learned profiles now (a failure is logged, never raised)."""
         if self._profiles is None or not self._persist:

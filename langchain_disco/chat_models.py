@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from importlib.util import find_spec
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -53,6 +53,9 @@ from langchain_disco.scheduling.migration import (
     ProfileMigrationPredictor,
     StallDetector,
 )
+
+if TYPE_CHECKING:
+    from langchain_disco.endpoints._probe import VerdictStore
 
 _SETTINGS_FIELDS = set(DiscoSettings.model_fields)
 
@@ -153,7 +156,7 @@ class DiscoChatModel(BaseChatModel):
                     "it to an OpenAI-compatible base URL (https://api.openai.com/v1, or the "
                     "`disco serve` address), or set DISCO_MODE=local."
                 )
-            self.remote = _remote_from_settings(s)
+            self.remote = _remote_from_settings(s, verdicts=self.scheduler)
         return self
 
     # -- LangChain identity ------------------------------------------------------------
@@ -496,7 +499,7 @@ def _local_from_settings(s: DiscoSettings) -> Endpoint:
     )
 
 
-def _remote_from_settings(s: DiscoSettings) -> Endpoint:
+def _remote_from_settings(s: DiscoSettings, *, verdicts: VerdictStore | None = None) -> Endpoint:
     from langchain_disco.endpoints.openai import OpenAIEndpoint
 
     assert s.remote_base_url is not None
@@ -509,4 +512,5 @@ def _remote_from_settings(s: DiscoSettings) -> Endpoint:
         first_token_timeout_s=s.remote_first_token_timeout_s,
         idle_timeout_s=s.remote_idle_timeout_s,
         max_retries=s.remote_max_retries,
+        verdicts=verdicts,
     )

@@ -101,6 +101,13 @@ def serve(
     echo_tok_s: Annotated[
         float, typer.Option(min=0.0, help="echo backend decode rate, tokens/s (0: unpaced)")
     ] = 1000.0,
+    dialect: Annotated[
+        str,
+        typer.Option(
+            help="continuation behaviour to play: lenient, llamacpp (echoes the prefill), "
+            "vllm, deepseek, restart (ignores the prefill); see docs/servers.md"
+        ),
+    ] = "lenient",
 ) -> None:
     """Serve the loopback OpenAI-compatible API (a real llama.cpp model, or echo) until Ctrl-C."""
     from langchain_disco.testing.latency import LatencyProfile
@@ -119,6 +126,7 @@ def serve(
             on_ready=lambda p: console.print(f"serving on http://{host}:{p}/v1"),
             backend=backend.value,
             echo_tok_s=echo_tok_s,
+            dialect=dialect,  # type: ignore[arg-type]  # checked by serve(), ConfigError
         )
     except DiscoError as exc:
         raise _fail(exc) from None

@@ -88,9 +88,13 @@ class DiscoSettings(BaseSettings):
     remote_api_key: SecretStr | None = Field(
         None, description="API key of the remote; never printed"
     )
-    remote_continuation: Literal["none", "vllm", "deepseek", "llamacpp"] = Field(
-        "none",
-        description="how the remote continues a partial answer: none, vllm, deepseek or llamacpp",
+    remote_continuation: Literal["auto", "none", "vllm", "deepseek", "llamacpp"] = Field(
+        "auto",
+        description=(
+            "how the remote continues a partial answer: auto (probe the server once, in the "
+            "background; the official OpenAI and Azure hosts are known to be none), none, "
+            "vllm, deepseek or llamacpp"
+        ),
     )
     remote_connect_timeout_s: float = Field(5.0, gt=0, description="seconds, a positive number")
     remote_first_token_timeout_s: float = Field(

@@ -7,6 +7,8 @@ DiscoError                      base of everything we raise
     ├── EndpointTimeoutError    connect, first-token or idle timeout
     ├── ContinuationUnsupportedError
     │                           asked to continue a partial answer it cannot continue
+    ├── ContinuationRestartError
+    │                           asked to continue, it answered from the beginning again
     └── AllEndpointsFailedError every endpoint that was tried failed (chains the causes)
 ```
 
@@ -45,6 +47,14 @@ class EndpointTimeoutError(EndpointError):
 
 class ContinuationUnsupportedError(EndpointError):
     """The endpoint was asked to continue a partial assistant answer but cannot do it exactly."""
+
+
+class ContinuationRestartError(EndpointError):
+    """Asked to continue a partial answer, the server answered from the beginning instead.
+
+    Raised before any of that answer is delivered: a failed continuation, which the engine
+    fails over from like any other endpoint error.
+    """
 
 
 class AllEndpointsFailedError(EndpointError):

@@ -24,6 +24,9 @@ def _no_disco_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     # Learned profiles stay in memory: no test reads or writes the user's profile cache.
     monkeypatch.setenv("DISCO_PERSIST_PROFILES", "false")
+    # `auto` probes the server in the background: a test that counts the requests a server
+    # saw asks for it explicitly (tests/integration/test_continuation_auto.py).
+    monkeypatch.setenv("DISCO_REMOTE_CONTINUATION", "none")
 
 
 @pytest.fixture(scope="session")

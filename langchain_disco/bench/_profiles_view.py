@@ -7,6 +7,7 @@ showing a profile must say when the file is missing or unusable, and why.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,29 @@ def profile_summary(profiles: Profiles) -> dict[str, Any]:
         "prompt_tokens": _distribution(
             profiles.prompt_lengths.tokens, _length_prior_n(profiles.prompt_lengths)
         ),
+        "continuation": _verdicts(profiles),
     }
+
+
+def _verdicts(profiles: Profiles) -> dict[str, dict[str, Any]]:
+    """Each probed server's continuation verdict, as `DISCO_REMOTE_CONTINUATION` values."""
+    from langchain_disco.endpoints._probe import ContinuationVerdict
+
+    shown: dict[str, dict[str, Any]] = {}
+    for key, raw in sorted(profiles.continuation.items()):
+        verdict = ContinuationVerdict.from_dict(raw)
+        if verdict is None:
+            continue
+        base_url, _, model = key.rpartition("|")
+        shown[key] = {
+            "base_url": base_url,
+            "model": model,
+            "mode": verdict.mode,
+            "echo": verdict.echo,
+            "probed_at": verdict.probed_at,
+            "verdict": verdict.describe(),
+        }
+    return shown
 
 
 def _count(value: int | None) -> str:
@@ -158,4 +181,14 @@ def profile_tables(summary: dict[str, Any]) -> list[Table]:
             _count(x["observed"]),
         )
     server.caption = "TTFTs, decodes: observations learned on top of the bundled prior"
-    return [device, server, lengths]
+    tables = [device, server, lengths]
+    if summary.get("continuation"):
+        probed = Table(title="remote continuation (probed: DISCO_REMOTE_CONTINUATION=auto)")
+        for column in ("base URL", "model", "mode", "echo", "probed at (UTC)"):
+            probed.add_column(column)
+        for v in summary["continuation"].values():
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(v["probed_at"]))
+            echo = {True: "yes (stripped)", False: "no", None: "?"}[v["echo"]]
+            probed.add_row(v["base_url"], v["model"], v["mode"], echo, when)
+        tables.append(probed)
+    return tables

@@ -10,7 +10,13 @@ Continuing a partial assistant answer (``prefix``) depends on the server, chosen
 - ``"deepseek"``: DeepSeek chat prefix completion (``"prefix": true``; base URL ``.../beta``);
 - ``"llamacpp"``: llama.cpp ``llama-server`` assistant prefill (a trailing assistant message);
 - ``"none"``: the official OpenAI API, which cannot continue; asking raises
-  `ContinuationUnsupportedError`.
+  `ContinuationUnsupportedError`;
+- ``"auto"``: find out once per base URL and model (`_probe.py`), outside any user's request,
+  and remember the verdict with the learned profiles.
+
+Whatever the server does with the prefix, `stream` yields only what follows it: an echo of the
+prefix (llama-server streams it back) is stripped and a restart is refused before delivery
+(`_continuation.PrefixFilter`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,14 @@ from tenacity import (
     wait_exponential,
 )
 
+from langchain_disco.endpoints._continuation import PrefixFilter, continuation_request
+from langchain_disco.endpoints._probe import (
+    ContinuationVerdict,
+    VerdictStore,
+    configured_verdict,
+    host_verdict,
+    run_probe,
+)
 from langchain_disco.endpoints.base import (
     Capabilities,
     Endpoint,
@@ -55,7 +69,7 @@ __all__ = ["ContinuationMode", "OpenAIEndpoint"]
 
 logger = logging.getLogger(__name__)
 
-ContinuationMode = Literal["none", "vllm", "deepseek", "llamacpp"]
+ContinuationMode = Literal["none", "vllm", "deepseek", "llamacpp", "auto"]
 
 _T = TypeVar("_T")
 
@@ -64,6 +78,7 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _PLACEHOLDER_KEY = "not-needed"
 _MAX_DETAIL_CHARS = 300
 _MAX_BACKOFF_S = 30.0
+_PROBE_RETRY_S = 60.0
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:
@@ -134,12 +149,13 @@ class OpenAIEndpoint(Endpoint):
         name: str = "remote",
         extra_body: dict[str, Any] | None = None,
         max_connections: int | None = None,
+        verdicts: VerdictStore | None = None,
     ) -> None:
         if continuation not in get_args(ContinuationMode):
             raise ConfigError(
                 f"continuation={continuation!r} is not one of {get_args(ContinuationMode)}; "
-                "use 'vllm' for vLLM/SGLang, 'deepseek', 'llamacpp' for llama-server, "
-                "or 'none' for the official OpenAI API"
+                "use 'auto' to probe the server once, 'vllm' for vLLM/SGLang, 'deepseek', "
+                "'llamacpp' for llama-server, or 'none' for the official OpenAI API"
             )
         for setting, value in (
             ("connect_timeout_s", connect_timeout_s),
@@ -160,12 +176,16 @@ class OpenAIEndpoint(Endpoint):
         self.model_name = model
         self.base_url = base_url
         self.continuation: ContinuationMode = continuation
-        self.capabilities = Capabilities(
-            exact_continuation=continuation != "none",
-            tools=True,
-            tool_choice_auto=True,
-            structured_output=True,
-        )
+        self._verdicts = verdicts
+        self._probe_task: asyncio.Task[None] | None = None
+        self._probe_retry_at = 0.0
+        self.verdict: ContinuationVerdict | None = None
+        """How this server continues a partial answer; None while `auto` has not found out."""
+        if continuation != "auto":
+            self.verdict = configured_verdict(continuation)
+        else:
+            self.verdict = host_verdict(base_url) or self._remembered()
+        self.capabilities = self._capabilities()
         self.connect_timeout_s = connect_timeout_s
         self.first_token_timeout_s = first_token_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -178,6 +198,62 @@ class OpenAIEndpoint(Endpoint):
         # The HTTP pool of an AsyncOpenAI client is bound to the loop it first ran on.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
         self._clients = weakref.WeakKeyDictionary()
+
+    # ----------------------------------------------------------------------------- continuation
+
+    @property
+    def _verdict_key(self) -> str:
+        return f"{self.base_url.rstrip('/')}|{self.model_name}"
+
+    def _capabilities(self) -> Capabilities:
+        return Capabilities(
+            exact_continuation=self.verdict is not None and self.verdict.style is not None,
+            tools=True,
+            tool_choice_auto=True,
+            structured_output=True,
+        )
+
+    def _remembered(self) -> ContinuationVerdict | None:
+        if self._verdicts is None:
+            return None
+        return ContinuationVerdict.from_dict(self._verdicts.get_verdict(self._verdict_key))
+
+    def _settle(self, verdict: ContinuationVerdict) -> None:
+        self.verdict = verdict
+        self.capabilities = self._capabilities()
+        if self._verdicts is not None and verdict.source == "probed":
+            self._verdicts.put_verdict(self._verdict_key, verdict.to_dict())
+
+    async def aprobe_continuation(self) -> ContinuationVerdict:
+        """Find out (now) how the server continues a partial answer, and remember it.
+
+        A few requests of at most 3 output tokens each (see `_probe.py`). Inconclusive
+        failures (a 5xx, a timeout) raise `EndpointError` and leave the verdict unknown.
+        """
+        verdict = await run_probe(self._client(), self.model_name, name=self.name)
+        self._settle(verdict)
+        return verdict
+
+    def _schedule_probe(self) -> None:
+        """Probe in the background, once, when `auto` does not know the server yet."""
+        if self.verdict is not None or self.continuation != "auto":
+            return
+        if self._probe_task is not None and not self._probe_task.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._probe_retry_at:
+            return
+
+        async def probe() -> None:
+            try:
+                verdict = await self.aprobe_continuation()
+            except Exception as exc:  # inconclusive: try again a minute later
+                self._probe_retry_at = loop.time() + _PROBE_RETRY_S
+                logger.info("endpoint %r: continuation probe inconclusive (%s)", self.name, exc)
+                return
+            logger.info("endpoint %r: continuation probed: %s", self.name, verdict.describe())
+
+        self._probe_task = loop.create_task(probe(), name=f"disco-{self.name}-probe")
 
     # ----------------------------------------------------------------------------- clients
 
@@ -211,6 +287,10 @@ class OpenAIEndpoint(Endpoint):
     async def aclose(self) -> None:
         """Close the HTTP clients of every event loop this endpoint was used on."""
         current = asyncio.get_running_loop()
+        probe, self._probe_task = self._probe_task, None
+        if probe is not None and not probe.done() and probe.get_loop() is current:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
         clients = list(self._clients.items())
         self._clients.clear()
         for loop, client in clients:
@@ -228,19 +308,19 @@ class OpenAIEndpoint(Endpoint):
         payload: list[dict[str, Any]] = convert_to_openai_messages(list(messages))
         extra_body = dict(self.extra_body)
         if prefix:
-            if self.continuation == "none":
+            style = self.verdict.style if self.verdict is not None else None
+            if style is None:
+                why = (
+                    "its continuation has not been probed yet (continuation='auto')"
+                    if self.verdict is None
+                    else self.verdict.describe()
+                )
                 raise ContinuationUnsupportedError(
                     self.name,
-                    "cannot continue a partial assistant answer: the official OpenAI API has no "
-                    "continuation; set continuation='vllm', 'deepseek' or 'llamacpp' if the "
-                    "server supports one",
+                    f"cannot continue a partial assistant answer: {why}; set "
+                    "continuation='vllm', 'deepseek' or 'llamacpp' if the server supports one",
                 )
-            partial: dict[str, Any] = {"role": "assistant", "content": prefix}
-            if self.continuation == "vllm":
-                extra_body.update(continue_final_message=True, add_generation_prompt=False)
-            elif self.continuation == "deepseek":
-                partial["prefix"] = True
-            payload.append(partial)  # "llamacpp": a trailing assistant message is a prefill
+            payload, extra_body = continuation_request(payload, extra_body, prefix, style)
         return _Request(messages=payload, extra_body=extra_body)
 
     # ----------------------------------------------------------------------------- stream
@@ -254,15 +334,27 @@ class OpenAIEndpoint(Endpoint):
         prefix: str = "",
     ) -> AsyncIterator[StreamItem]:
         """Yield content deltas and tool-call pieces; with `prefix`, only the continuation."""
+        self._schedule_probe()
+        stats.extra["continuation"] = (
+            self.verdict.describe() if self.verdict is not None else "not known yet (auto)"
+        )
         request = self._build_request(messages, prefix)
         prompt = [*messages, AIMessage(content=prefix)] if prefix else list(messages)
         stats.input_tokens = self.estimate_input_tokens(prompt)
         client = self._client()
+        # Only what follows the prefix, whatever the server does with it (echo, restart).
+        echo = self.verdict.echo if self.verdict is not None else None
+        only_new = PrefixFilter(prefix, endpoint=self.name, expect_echo=echo) if prefix else None
 
         stream, first = await self._open_with_retries(client, request, params, stats)
         delivered = 0
+        forced = params.forces_tool_call  # until the answer has begun
         try:
-            for item in first:
+            items = _filtered(first, only_new)
+            if forced and items:
+                self._refuse_prose_for_a_forced_call(items[0], params)
+                forced = False
+            for item in items:
                 delivered += 1
                 yield item
             while True:
@@ -282,9 +374,19 @@ class OpenAIEndpoint(Endpoint):
                     items = _absorb(chunk, stats)
                 except _MalformedChunkError as exc:
                     raise self._error(exc, stats, delivered=delivered) from exc
+                items = _filtered(items, only_new)
+                if forced and items:
+                    self._refuse_prose_for_a_forced_call(items[0], params)
+                    forced = False
                 for item in items:
                     delivered += 1
                     yield item
+            if only_new is not None:
+                rest = only_new.end()
+                stats.extra["prefix_echoed"] = only_new.echoed
+                if rest:
+                    delivered += 1
+                    yield rest
             if stats.finish_reason is None:
                 raise EndpointError(
                     self.name,
@@ -392,6 +494,20 @@ class OpenAIEndpoint(Endpoint):
             await stream.close()
             raise
 
+    def _refuse_prose_for_a_forced_call(self, first: StreamItem, params: GenerationParams) -> None:
+        """A forced tool call answered with text is a failure, never an answer.
+
+        Some servers accept ``tool_choice`` and ignore it (llama-server with a chat template
+        that has no tool format, observed): delivered, that text would answer a request that
+        demanded a call, and in a race it would beat the endpoint that makes the call.
+        """
+        if isinstance(first, str) and first.strip():
+            raise EndpointError(
+                self.name,
+                f"answered a forced tool call (tool_choice={params.tool_choice!r}) with text: "
+                "the server ignores tool_choice for this model; nothing of it was delivered",
+            )
+
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         logger.info(
@@ -451,6 +567,20 @@ class OpenAIEndpoint(Endpoint):
             where = f"after {stats.attempts} attempt(s){retryable}"
         cls = EndpointTimeoutError if is_timeout else EndpointError
         return cls(self.name, f"{self._describe(exc)} {where}")
+
+
+def _filtered(items: list[StreamItem], only_new: PrefixFilter | None) -> list[StreamItem]:
+    """`items` with their text passed through the continuation filter (tool calls untouched)."""
+    if only_new is None:
+        return items
+    out: list[StreamItem] = []
+    for item in items:
+        if isinstance(item, str):
+            item = only_new.feed(item)
+            if not item:
+                continue
+        out.append(item)
+    return out
 
 
 def _http_client(max_connections: int | None) -> Any:

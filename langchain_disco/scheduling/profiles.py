@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_disco.errors import ConfigError
@@ -497,6 +497,9 @@ class Profiles:
     server: ServerProfile
     output_lengths: LengthProfile
     prompt_lengths: LengthProfile
+    continuation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Probed continuation verdicts per ``base_url|model`` (`endpoints/_probe.py`); kept here
+    so they persist with what was learned, and `disco profile show` lists them."""
 
     @classmethod
     def prior(
@@ -552,6 +555,7 @@ class Profiles:
             "server": self.server.to_dict(),
             "output_lengths": self.output_lengths.to_dict(),
             "prompt_lengths": self.prompt_lengths.to_dict(),
+            "continuation": {k: dict(v) for k, v in self.continuation.items()},
         }
 
     @classmethod
@@ -561,4 +565,13 @@ class Profiles:
             server=ServerProfile.from_dict(data["server"]),
             output_lengths=LengthProfile.from_dict(data["output_lengths"]),
             prompt_lengths=LengthProfile.from_dict(data["prompt_lengths"]),
+            continuation=_verdicts_from(data.get("continuation")),
         )
+
+
+def _verdicts_from(data: object) -> dict[str, dict[str, Any]]:
+    """The remembered verdicts of an older or hand-edited file: absent or odd entries dropped
+    (the endpoint checks each verdict's fields again before it trusts one)."""
+    if not isinstance(data, dict):
+        return {}
+    return {k: dict(v) for k, v in data.items() if isinstance(k, str) and isinstance(v, dict)}

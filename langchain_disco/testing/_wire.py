@@ -33,6 +33,51 @@ ContinuationMode = Literal["vllm", "deepseek", "prefill"]
 """
 
 
+Dialect = Literal["lenient", "llamacpp", "vllm", "deepseek", "restart"]
+"""Which real server's continuation the loopback server plays (docs/servers.md cites each):
+
+- ``lenient``: continues a trailing assistant message in every style, without echo (the
+  loopback server's historical behaviour, kept as the default for fast tests);
+- ``llamacpp``: llama.cpp ``llama-server`` as measured (tests/integration/test_llama_server.py):
+  a plain trailing assistant message is a prefill whose text is streamed back, merged into the
+  first delta; with ``continue_final_message`` and ``add_generation_prompt=false`` no echo
+  (tools/server/server-task.cpp, ``is_continuation && !echo``);
+- ``vllm``: vLLM / SGLang: only ``continue_final_message`` continues, without echo; a plain
+  trailing assistant message is closed and a new turn answers (``add_generation_prompt`` is
+  true by default);
+- ``deepseek``: only ``"prefix": true`` continues, without echo; otherwise a new turn;
+- ``restart``: llama-cpp-python's server and the official OpenAI API: the partial answer is a
+  closed turn of the context and the answer starts anew.
+"""
+
+DIALECTS: tuple[Dialect, ...] = ("lenient", "llamacpp", "vllm", "deepseek", "restart")
+
+
+def apply_dialect(
+    dialect: Dialect,
+    messages: list[WireMessage],
+    prefix: str,
+    mode: ContinuationMode | None,
+) -> tuple[list[WireMessage], str, str]:
+    """`(messages, prefix, echo)` as the server of `dialect` would treat the request.
+
+    A restart moves the partial answer back into the context as a closed assistant turn and
+    continues nothing; `echo` is the text streamed back before the continuation.
+    """
+    if mode is None or dialect == "lenient":
+        return messages, prefix, ""
+    continues = {
+        "llamacpp": True,
+        "vllm": mode == "vllm",
+        "deepseek": mode == "deepseek",
+        "restart": False,
+    }[dialect]
+    if not continues:
+        return [*messages, WireMessage(role="assistant", content=prefix)], "", ""
+    echo = prefix if dialect == "llamacpp" and mode != "vllm" else ""
+    return messages, prefix, echo
+
+
 class WireError(Exception):
     """A request the server rejects with HTTP 400 and an OpenAI-style error body."""
 

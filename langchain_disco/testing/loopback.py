@@ -58,6 +58,7 @@ class LoopbackServer:
         startup_timeout_s: float = 120.0,
         backend: str = "llama",
         echo_tok_s: float = DEFAULT_ECHO_TOK_S,
+        dialect: str = "lenient",
     ) -> None:
         self.host = host
         self.model_name = model_name
@@ -81,6 +82,8 @@ class LoopbackServer:
             backend,
             "--echo-tok-s",
             repr(float(echo_tok_s)),
+            "--dialect",
+            dialect,
         ]
         if model_path is not None:
             self._args += ["--model-path", str(model_path)]

@@ -47,9 +47,12 @@ from langchain_disco.errors import ConfigError, DiscoError
 from langchain_disco.testing._records import RequestLog, RequestRecord
 from langchain_disco.testing._streaming import STOP_TIMEOUT_S, deliver
 from langchain_disco.testing._wire import (
+    DIALECTS,
     ChatRequest,
     ChunkFactory,
+    Dialect,
     WireError,
+    apply_dialect,
     completion_body,
     error_body,
     finish_reason_of,
@@ -100,6 +103,7 @@ class _Server:
     latency: LatencyProfile
     rng: random.Random
     model_name: str
+    dialect: Dialect = "lenient"
     faults: FaultQueue = field(default_factory=FaultQueue)
     log: RequestLog = field(default_factory=RequestLog)
 
@@ -111,6 +115,8 @@ class _Job:
     request: ChatRequest
     messages: list[BaseMessage]
     prefix: str
+    echo: str
+    """Streamed back before the continuation, merged into its first delta (llama-server)."""
     params: GenerationParams
     first_delay_s: float
     inter_token_s: float
@@ -145,9 +151,13 @@ def create_app(
     latency: LatencyProfile,
     seed: int = 0,
     model_name: str = "loopback",
+    dialect: Dialect = "lenient",
 ) -> FastAPI:
-    """The loopback API around `generator`; latency samples come from `Random(seed)` in order."""
-    server = _Server(generator, latency, random.Random(seed), model_name)
+    """The loopback API around `generator`; latency samples come from `Random(seed)` in order.
+
+    `dialect` picks which real server's continuation behaviour it plays (`_wire.Dialect`).
+    """
+    server = _Server(generator, latency, random.Random(seed), model_name, dialect)
     app = FastAPI(title="langchain-disco loopback", docs_url=None, redoc_url=None)
 
     @app.get("/v1/models")
@@ -160,6 +170,7 @@ def create_app(
         try:
             body = ChatRequest.model_validate_json(await request.body())
             wire_messages, prefix, mode = split_continuation(body)
+            wire_messages, prefix, echo = apply_dialect(server.dialect, wire_messages, prefix, mode)
         except ValidationError as exc:
             return _error(400, f"invalid request: {exc}", type_="invalid_request_error")
         except WireError as exc:
@@ -191,6 +202,7 @@ def create_app(
             request=body,
             messages=to_langchain(wire_messages),
             prefix=prefix,
+            echo=echo,
             params=params,
             first_delay_s=first_delay_s,
             inter_token_s=inter_token_s,
@@ -246,6 +258,7 @@ async def _sse_events(server: _Server, job: _Job) -> AsyncIterator[dict[str, str
                     if not started:
                         started = True
                         yield _event(chunks.role())
+                        item = job.echo + item
                     yield _event(chunks.content(item))
                     record.note_sent(item)
                 elif isinstance(item, ToolCallChunk):
@@ -267,6 +280,9 @@ async def _sse_events(server: _Server, job: _Job) -> AsyncIterator[dict[str, str
                     raise AbortConnection
         if not started:
             yield _event(chunks.role())
+            if job.echo:
+                yield _event(chunks.content(job.echo))
+                record.note_sent(job.echo)
         yield _event(chunks.finish(finish_reason_of(stats.finish_reason)))
         if request.include_usage:
             yield _event(chunks.usage(stats.input_tokens, stats.output_tokens))
@@ -287,7 +303,7 @@ async def _complete(server: _Server, job: _Job) -> Response:
     """A non-streamed completion: the same delivery, gathered into one JSON body."""
     record = job.record
     stats = StreamStats()
-    parts: list[str] = []
+    parts: list[str] = [job.echo] if job.echo else []
     calls: list[ToolCallChunk] = []
     try:
         async with aclosing(job.items(server, stats)) as items:
@@ -402,6 +418,7 @@ def serve(
     n_ctx: int = 4096,
     backend: str = "llama",
     echo_tok_s: float = DEFAULT_ECHO_TOK_S,
+    dialect: Dialect = "lenient",
 ) -> None:
     """Serve the loopback API until interrupted (blocking).
 
@@ -413,7 +430,11 @@ def serve(
     """
     latency = LatencyProfile(latency_profile, scale=latency_scale)  # fail fast on a bad name
     generator = _generator(backend, model_path, n_ctx, n_threads, echo_tok_s)
-    app = create_app(generator, latency=latency, seed=seed, model_name=model_name)
+    if dialect not in DIALECTS:
+        raise ConfigError(
+            f"unknown continuation dialect {dialect!r}: use one of {', '.join(DIALECTS)}"
+        )
+    app = create_app(generator, latency=latency, seed=seed, model_name=model_name, dialect=dialect)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -517,6 +538,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_ECHO_TOK_S,
         help="decode rate of the echo backend in tokens/s (0: as fast as possible)",
     )
+    parser.add_argument(
+        "--dialect",
+        choices=DIALECTS,
+        default="lenient",
+        help="which real server's continuation behaviour to play (llamacpp echoes the prefill)",
+    )
     args = parser.parse_args(argv)
 
     def announce(port: int) -> None:
@@ -535,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_name=args.model_name,
             backend=args.backend,
             echo_tok_s=args.echo_tok_s,
+            dialect=args.dialect,
         )
     except DiscoError as exc:
         print(f"error: {exc}", file=sys.stderr)
