@@ -349,3 +349,30 @@ def test_profile_reset_on_a_directory_names_the_fix(tmp_path: Path) -> None:
     assert code != 0, output
     assert "is not a file" in output and "Traceback" not in output
     assert tmp_path.is_dir()
+
+
+def test_profile_show_lists_each_probed_continuation_verdict(tmp_path: Path) -> None:
+    profiles = Profiles.prior()
+    profiles.continuation["http://127.0.0.1:8080/v1|gemma"] = {
+        "style": "prefill",
+        "echo": True,
+        "source": "probed",
+        "probed_at": 1_796_000_000.0,
+    }
+    profiles.continuation["http://vllm:8000/v1|llama"] = {"style": "bogus", "probed_at": 0.0}
+    path = tmp_path / "profiles.json"
+    ProfileStore(path).save(profiles)
+
+    code, output = invoke("profile", "show", "--path", str(path), "--json")
+    assert code == 0, output
+    (shown,) = json.loads(output)["continuation"].values()  # the unusable entry is left out
+    assert (shown["base_url"], shown["model"], shown["mode"], shown["echo"]) == (
+        "http://127.0.0.1:8080/v1",
+        "gemma",
+        "llamacpp",
+        True,
+    )
+    code, output = invoke("profile", "show", "--path", str(path))
+    assert code == 0, output
+    assert "remote continuation" in output and "llamacpp" in output
+    assert "yes (stripped)" in output

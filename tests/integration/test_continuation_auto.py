@@ -28,7 +28,7 @@ from tests._faulty import FailsOnceAfter  # noqa: E402
 pytestmark = pytest.mark.llama
 
 
-@pytest.fixture(scope="module", params=["vllm", "restart"])
+@pytest.fixture(scope="module", params=["vllm", "deepseek", "restart"])
 def dialect_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, LoopbackServer]]:
     with LoopbackServer(dialect=request.param) as server:
         yield request.param, server
@@ -57,9 +57,9 @@ async def test_auto_finds_each_dialects_style_or_none(
     dialect, server = dialect_server
     server.clear_requests()
     verdict = await _probe(server)
-    expected = {"vllm": ("vllm", False), "restart": (None, False)}[dialect]
-    assert (verdict.style, verdict.echo) == expected
-    assert len(server.requests()) == {"vllm": 2, "restart": 3}[dialect]
+    expected = {"vllm": ("vllm", False), "deepseek": ("deepseek", False), "restart": (None, False)}
+    assert (verdict.style, verdict.echo) == expected[dialect]
+    assert len(server.requests()) == {"vllm": 2, "deepseek": 3, "restart": 3}[dialect]
 
 
 async def test_a_first_request_is_not_delayed_by_the_probe_and_the_verdict_is_remembered(

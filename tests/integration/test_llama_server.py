@@ -181,6 +181,10 @@ async def test_failover_from_the_device_to_llama_server_delivers_every_piece_onc
     assert continued == (device_text, runs[1][1])  # continued from exactly the device's text
     assert not runs[1][1].startswith(device_text)  # the server's echo never reached the reader
     assert [e["event"] for e in report["events"]].count("failover") == 1
+    row = report["endpoints"]["remote"]
+    assert row["prefix_echoed"] is True  # it did echo; the endpoint stripped it
+    expected = "echoes the prefix (probed)" if continuation == "auto" else "(configured)"
+    assert row["continuation"].endswith(expected)
 
 
 @pytest.mark.parametrize("after_tokens", [1, 4, 9])
@@ -200,6 +204,7 @@ async def test_failover_from_llama_server_to_the_device_continues_from_the_deliv
 DEVICE_EXPENSIVE = {"usd_per_j": 1e-3, "server_profile": "anyscale-7b"}
 
 
+@pytest.mark.parametrize("continuation", ["llamacpp", "auto"])
 @pytest.mark.parametrize(
     ("mode", "costs", "source", "target"),
     [("remote", {}, "remote", "local"), ("local", DEVICE_EXPENSIVE, "local", "remote")],
@@ -211,8 +216,12 @@ async def test_paced_migration_between_the_device_and_llama_server_is_text_exact
     costs: dict[str, Any],
     source: str,
     target: str,
+    continuation: str,
 ) -> None:
-    server = Recording(remote("llamacpp"))
+    endpoint = remote(continuation)
+    if continuation == "auto":
+        await endpoint.aprobe_continuation()
+    server = Recording(endpoint)
     local = Recording(local_endpoint)
     model = _model(local, server, mode, migration="cost", pace_tok_s=10.0, max_tokens=48, **costs)
     chunks, report = await _stream(model)
@@ -223,12 +232,15 @@ async def test_paced_migration_between_the_device_and_llama_server_is_text_exact
     assert spies[target].streams == [(runs[0][1], runs[1][1])]
     (event,) = [e for e in report["events"] if e["event"] == "migration"]
     assert (event["from"], event["to"]) == (source, target)
+    if target == "remote":
+        assert report["endpoints"]["remote"]["prefix_echoed"] is True
 
 
+@pytest.mark.parametrize("continuation", ["llamacpp", "auto"])
 async def test_eager_migration_from_llama_server_to_the_device_is_text_exact(
-    local_endpoint: LlamaCppEndpoint, remote: Any
+    local_endpoint: LlamaCppEndpoint, remote: Any, continuation: str
 ) -> None:
-    server = Recording(remote("llamacpp"))
+    server = Recording(remote(continuation))
     local = Recording(local_endpoint)
     chunks, report = await _stream(_model(local, server, "remote", migration="cost"))
     runs = _runs(chunks)
