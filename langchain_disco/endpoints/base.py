@@ -17,6 +17,8 @@ from typing import Any, Literal, Union
 
 from langchain_core.messages import BaseMessage
 
+from langchain_disco.errors import ConfigError
+
 EndpointKind = Literal["local", "remote"]
 
 
@@ -63,6 +65,19 @@ class GenerationParams:
     """``"auto"``, ``"none"``, ``"required"`` or ``{"type": "function", "function": {"name"}}``."""
     response_format: dict[str, Any] | None = None
     """OpenAI-format ``response_format`` (``json_schema`` or ``json_object``)."""
+
+    def __post_init__(self) -> None:
+        # llama.cpp reads max_tokens <= 0 as "until the context is full" (4,079 tokens in 80 s
+        # at n_ctx 4096 were seen) and servers answer it with a 400: refuse it here, for both.
+        if self.max_tokens is not None and (
+            isinstance(self.max_tokens, bool)
+            or not isinstance(self.max_tokens, int)
+            or self.max_tokens < 1
+        ):
+            raise ConfigError(
+                f"max_tokens={self.max_tokens!r} must be a whole number of tokens, 1 or more: "
+                "pass max_tokens=N (or leave it unset for DISCO_MAX_TOKENS, the model's cap)"
+            )
 
     @property
     def forces_tool_call(self) -> bool:

@@ -22,6 +22,7 @@ prefix (llama-server streams it back) is stripped and a restart is refused befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import weakref
@@ -358,22 +359,30 @@ class OpenAIEndpoint(Endpoint):
                 delivered += 1
                 yield item
             while True:
+                # Failures are raised *outside* the except clauses, with no cause: the SDK's
+                # exception carries the server's raw body and the request (its Authorization
+                # header), which a chained traceback, `logger.exception` or a tracer's
+                # `run.error` would print. Our message is scrubbed; nothing else travels.
+                failure: EndpointError | None = None
                 try:
                     chunk = await _within(stream.__anext__(), self.idle_timeout_s)
                 except StopAsyncIteration:
                     break
-                except asyncio.TimeoutError as exc:
-                    raise EndpointTimeoutError(
+                except asyncio.TimeoutError:
+                    failure = EndpointTimeoutError(
                         self.name,
                         f"no data for {self.idle_timeout_s}s after {delivered} delta(s) "
                         "(idle timeout); not retried because text was already delivered",
-                    ) from exc
+                    )
                 except Exception as exc:
-                    raise self._error(exc, stats, delivered=delivered) from exc
-                try:
-                    items = _absorb(chunk, stats)
-                except _MalformedChunkError as exc:
-                    raise self._error(exc, stats, delivered=delivered) from exc
+                    failure = self._error(exc, stats, delivered=delivered)
+                if failure is None:
+                    try:
+                        items = _absorb(chunk, stats)
+                    except _MalformedChunkError as exc:
+                        failure = self._error(exc, stats, delivered=delivered)
+                if failure is not None:
+                    raise failure
                 items = _filtered(items, only_new)
                 if forced and items:
                     self._refuse_prose_for_a_forced_call(items[0], params)
@@ -417,14 +426,17 @@ class OpenAIEndpoint(Endpoint):
             before_sleep=self._log_retry,
             reraise=True,
         )
+        failure: EndpointError
         try:
             async for attempt in retrying:
                 with attempt:
                     stats.attempts += 1
                     return await self._attempt(client, request, params, stats)
         except Exception as exc:
-            raise self._error(exc, stats, delivered=0) from exc
-        raise AssertionError("unreachable: tenacity either returns or re-raises")
+            failure = self._error(exc, stats, delivered=0)
+        else:
+            raise AssertionError("unreachable: tenacity either returns or re-raises")
+        raise failure  # outside the except clause: no chained SDK error (see `stream`)
 
     async def _attempt(
         self,
@@ -615,8 +627,7 @@ async def _within(step: Awaitable[_T], timeout_s: float) -> _T:
     except BaseException:  # we were cancelled: stop `step` and let it unwind before we go on
         task.cancel()
         await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what matters now
+        await _discard(task)
         raise
     if not done:
         task.cancel()
@@ -624,6 +635,24 @@ async def _within(step: Awaitable[_T], timeout_s: float) -> _T:
         if task.cancelled() or task.exception() is not None:
             raise asyncio.TimeoutError
     return task.result()
+
+
+async def _discard(task: asyncio.Future[Any]) -> None:
+    """Release what a step we gave up on produced anyway.
+
+    A cancellation that arrives just as the response headers do finds the step *finished*: it
+    returned an open `AsyncStream`, whose connection stays checked out of the pool unless it is
+    closed (300 abandoned race requests left 24 connections open; with a pool of 3 the endpoint
+    stopped working after 78).
+    """
+    if task.cancelled():
+        return
+    if task.exception() is not None:  # retrieved: the cancellation is what matters now
+        return
+    close = getattr(task.result(), "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
 
 
 def _given(value: _T | None) -> _T | openai.Omit:
