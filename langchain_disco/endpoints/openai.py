@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import importlib
 import logging
+import math
+import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast, get_args
 
@@ -42,6 +45,7 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential,
 )
+from tenacity.stop import stop_base
 
 from langchain_disco.endpoints._continuation import PrefixFilter, continuation_request
 from langchain_disco.endpoints._probe import (
@@ -113,6 +117,42 @@ class _FirstTokenTimeout(Exception):
     """No content within `first_token_timeout_s` of the request starting (retryable)."""
 
 
+class _HeaderTimeout(_FirstTokenTimeout):
+    """No response headers within `header_timeout_s`: the server took the connection and went
+    silent (retryable; far sooner than the first-token timeout)."""
+
+
+class _StopIf(stop_base):
+    """Stop as soon as `predicate(retry_state)` says so (tenacity has no such stop built in)."""
+
+    def __init__(self, predicate: Callable[[RetryCallState], bool]) -> None:
+        self.predicate = predicate
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.predicate(retry_state)
+
+
+def _retry_after_s(exc: BaseException | None) -> float | None:
+    """The wait a 429/503 asks for (``retry-after-ms``, ``retry-after`` seconds or HTTP date)."""
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    headers = exc.response.headers
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            value = float(ms) / 1000.0
+        elif (after := headers.get("retry-after")) is not None:
+            try:
+                value = float(after)
+            except ValueError:
+                when = email.utils.parsedate_to_datetime(after)
+                value = when.timestamp() - time.time()
+        else:
+            return None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return max(0.0, value) if math.isfinite(value) else None
+
+
 class _MalformedChunkError(Exception):
     """A chunk that parsed as JSON but is not a chat completion chunk."""
 
@@ -145,6 +185,8 @@ class OpenAIEndpoint(Endpoint):
         connect_timeout_s: float = 5.0,
         first_token_timeout_s: float = 60.0,
         idle_timeout_s: float = 30.0,
+        header_timeout_s: float = 15.0,
+        max_retry_after_s: float = 10.0,
         max_retries: int = 2,
         retry_backoff_s: float = 0.5,
         name: str = "remote",
@@ -162,6 +204,7 @@ class OpenAIEndpoint(Endpoint):
             ("connect_timeout_s", connect_timeout_s),
             ("first_token_timeout_s", first_token_timeout_s),
             ("idle_timeout_s", idle_timeout_s),
+            ("header_timeout_s", header_timeout_s),
         ):
             if not value > 0:
                 raise ConfigError(f"{setting}={value!r} must be a positive number of seconds")
@@ -190,6 +233,12 @@ class OpenAIEndpoint(Endpoint):
         self.connect_timeout_s = connect_timeout_s
         self.first_token_timeout_s = first_token_timeout_s
         self.idle_timeout_s = idle_timeout_s
+        self.header_timeout_s = header_timeout_s
+        """Longest wait for the response headers of one attempt (then retried, or failed)."""
+        if not (max_retry_after_s >= 0 and math.isfinite(max_retry_after_s)):
+            raise ConfigError(f"max_retry_after_s={max_retry_after_s!r} must be 0 or more")
+        self.max_retry_after_s = max_retry_after_s
+        """A 429/503 asking to wait longer than this fails at once (the engine fails over)."""
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
         self.extra_body: dict[str, Any] = dict(extra_body or {})
@@ -419,9 +468,20 @@ class OpenAIEndpoint(Endpoint):
         Each attempt that may be billed is counted in `stats.billed_attempts` (see `_attempt`).
         """
         stats.billed_attempts = stats.billed_attempts or 0
+        backoff = wait_exponential(multiplier=self.retry_backoff_s, max=_MAX_BACKOFF_S)
+
+        def wait(state: RetryCallState) -> float:
+            """Our backoff, or longer when the server says how long (``Retry-After``)."""
+            asked = _retry_after_s(state.outcome.exception() if state.outcome else None)
+            return max(backoff(state), asked or 0.0)
+
+        def told_to_wait_too_long(state: RetryCallState) -> bool:
+            asked = _retry_after_s(state.outcome.exception() if state.outcome else None)
+            return asked is not None and asked > self.max_retry_after_s
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait_exponential(multiplier=self.retry_backoff_s, max=_MAX_BACKOFF_S),
+            stop=stop_after_attempt(self.max_retries + 1) | _StopIf(told_to_wait_too_long),
+            wait=wait,
             retry=retry_if_exception(_is_retryable),
             before_sleep=self._log_retry,
             reraise=True,
@@ -447,11 +507,14 @@ class OpenAIEndpoint(Endpoint):
     ) -> tuple[openai.AsyncStream[ChatCompletionChunk], list[StreamItem]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.first_token_timeout_s
+        headers_by = min(deadline, loop.time() + self.header_timeout_s)
 
-        async def within_deadline(step: Awaitable[_T]) -> _T:
+        async def within_deadline(step: Awaitable[_T], by: float = deadline) -> _T:
             try:
-                return await _within(step, deadline - loop.time())
+                return await _within(step, by - loop.time())
             except asyncio.TimeoutError as exc:
+                if by < deadline:
+                    raise _HeaderTimeout from exc
                 raise _FirstTokenTimeout from exc
 
         async def open_and_bill(step: Awaitable[_T]) -> _T:
@@ -464,7 +527,7 @@ class OpenAIEndpoint(Endpoint):
             since the server may have started its prefill.
             """
             try:
-                opened = await within_deadline(step)
+                opened = await within_deadline(step, headers_by)
             except BaseException as exc:
                 # httpx and httpx2 name their connect-phase errors alike; the SDK chains them.
                 unsent = isinstance(exc, openai.APIConnectionError) and type(
@@ -522,11 +585,13 @@ class OpenAIEndpoint(Endpoint):
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
+        sleep_s = state.next_action.sleep if state.next_action is not None else 0.0
         logger.info(
-            "endpoint %r: attempt %d failed (%s), retrying",
+            "endpoint %r: attempt %d failed (%s), retrying in %.1f s",
             self.name,
             state.attempt_number,
             self._describe(exc) if exc else "?",
+            sleep_s,
         )
 
     # ----------------------------------------------------------------------------- errors
@@ -541,6 +606,8 @@ class OpenAIEndpoint(Endpoint):
 
     def _describe(self, exc: BaseException) -> str:
         """A short, secret-free description of a failure."""
+        if isinstance(exc, _HeaderTimeout):
+            return f"no response headers within {self.header_timeout_s}s (header timeout)"
         if isinstance(exc, _FirstTokenTimeout):
             return f"no first token within {self.first_token_timeout_s}s"
         if isinstance(exc, openai.APITimeoutError):
@@ -572,8 +639,15 @@ class OpenAIEndpoint(Endpoint):
         is_timeout = isinstance(
             exc, (_FirstTokenTimeout, openai.APITimeoutError, *_TRANSPORT_TIMEOUTS)
         )
+        asked = _retry_after_s(exc)
         if delivered:
             where = f"after {delivered} delta(s); not retried because text was already delivered"
+        elif asked is not None and asked > self.max_retry_after_s:
+            where = (
+                f"after {stats.attempts} attempt(s); not retried: the server asked to wait "
+                f"{asked:.0f}s (Retry-After), more than the {self.max_retry_after_s:g}s a request "
+                "may wait here"
+            )
         else:
             retryable = "" if _is_retryable(exc) else ", not retryable"
             where = f"after {stats.attempts} attempt(s){retryable}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
 import traceback
 from collections.abc import Iterator
@@ -37,6 +38,24 @@ from langchain_disco.errors import EndpointError
 from langchain_disco.testing import LoopbackServer
 
 KEY = "sk-hostile-test-5f1c9a27d3"
+
+
+class _AsksToWait(BaseHTTPRequestHandler):
+    """429 Too Many Requests with a Retry-After of `server.retry_after` seconds."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.server.hits += 1  # type: ignore[attr-defined]
+        body = b'{"error": {"message": "rate limited"}}'
+        self.send_response(429)
+        self.send_header("retry-after", self.server.retry_after)  # type: ignore[attr-defined]
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
 
 
 class _EchoesTheKey(BaseHTTPRequestHandler):
@@ -186,3 +205,93 @@ async def test_cancelling_as_the_headers_arrive_returns_the_connection_to_the_po
         assert await consume()
     await endpoint.aclose()
     assert cancelled == 5
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """Accepts TCP connections and reads the request, then never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    sock.close()
+
+
+async def test_a_server_that_never_sends_headers_fails_within_the_header_timeout(
+    silent_server: str,
+) -> None:
+    endpoint = OpenAIEndpoint(
+        base_url=silent_server, model="m", header_timeout_s=0.5, max_retries=1, retry_backoff_s=0
+    )
+    stats = StreamStats()
+    with pytest.raises(EndpointError, match=r"no response headers within 0.5s") as info:
+        async with asyncio.timeout(20):  # the first-token timeout (60 s) is not what ends it
+            async for _ in endpoint.stream([HumanMessage("hi")], GenerationParams(), stats):
+                pass
+    await endpoint.aclose()
+    assert stats.attempts == 2  # retried once, as a timeout before the first token is
+    _assert_no_key(info.value)
+
+
+@pytest.fixture
+def rate_limited() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AsksToWait)
+    server.hits = 0  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_retry_after_longer_than_a_request_may_wait_fails_at_once(
+    rate_limited: ThreadingHTTPServer,
+) -> None:
+    rate_limited.retry_after = "3600"  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{rate_limited.server_address[1]}/v1"
+    endpoint = OpenAIEndpoint(base_url=url, model="m", max_retries=3, max_retry_after_s=10)
+    with pytest.raises(EndpointError, match=r"asked to wait 3600s \(Retry-After\)"):
+        async with asyncio.timeout(10):
+            async for _ in endpoint.stream([HumanMessage("hi")], GenerationParams(), StreamStats()):
+                pass
+    await endpoint.aclose()
+    assert rate_limited.hits == 1  # not retried: the engine can fail over now instead
+
+
+async def test_a_short_retry_after_is_honoured_before_the_retry(
+    rate_limited: ThreadingHTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="langchain_disco")
+    rate_limited.retry_after = "1"  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{rate_limited.server_address[1]}/v1"
+    endpoint = OpenAIEndpoint(base_url=url, model="m", max_retries=1, retry_backoff_s=0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(EndpointError, match="HTTP 429"):
+        async for _ in endpoint.stream([HumanMessage("hi")], GenerationParams(), StreamStats()):
+            pass
+    elapsed = loop.time() - started
+    await endpoint.aclose()
+    assert rate_limited.hits == 2
+    assert "retrying in 1.0 s" in caplog.text  # the server's wait, not our 0.01 s backoff
+    assert elapsed >= 1.0
