@@ -30,13 +30,50 @@ def tool_call_schema(params: GenerationParams) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "name": {"const": f["name"]},
-                "arguments": f.get("parameters") or {"type": "object", "properties": {}},
+                "arguments": inline_refs(f.get("parameters") or {"type": "object"}),
             },
             "required": ["name", "arguments"],
         }
         for f in allowed
     ]
     return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+_DEF_PREFIXES = ("#/$defs/", "#/definitions/")
+MAX_RECURSION_DEPTH = 2
+"""How deep a recursive definition (a tree, a linked list) is unrolled for the grammar."""
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every local ``$ref`` replaced by its definition, and no ``$defs`` left.
+
+    Two reasons. A tool's parameters become ``properties.arguments`` of the call schema, while
+    their ``$ref``s (``#/$defs/Node``, what pydantic writes for nested models) point at the
+    schema's *root*: moved, they would dangle. And llama.cpp crashed (a segmentation fault,
+    seen with Gemma 3 270M) sampling from the grammar of a recursive definition: so a
+    recursive definition is unrolled `MAX_RECURSION_DEPTH` levels deep, below which only an
+    empty object is admitted (an unbounded "any object" there let a small model write until it
+    ran out of tokens; a deeper tree is cut, which the caller's validation will report).
+    """
+    defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+
+    def resolve(node: Any, stack: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [resolve(n, stack) for n in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            name = next((ref.removeprefix(p) for p in _DEF_PREFIXES if ref.startswith(p)), None)
+            if name is not None and name in defs:
+                if stack.count(name) >= MAX_RECURSION_DEPTH:
+                    return {"type": "object", "properties": {}, "additionalProperties": False}
+                siblings = {k: v for k, v in node.items() if k != "$ref"}
+                return resolve({**defs[name], **siblings}, (*stack, name))
+        return {k: resolve(v, stack) for k, v in node.items() if k not in ("$defs", "definitions")}
+
+    resolved: dict[str, Any] = resolve(schema, ())
+    return resolved
 
 
 def response_schema(params: GenerationParams) -> dict[str, Any] | None:
@@ -46,7 +83,7 @@ def response_schema(params: GenerationParams) -> dict[str, Any] | None:
         return None
     if fmt.get("type") == "json_schema":
         schema: dict[str, Any] = fmt.get("json_schema", {}).get("schema", {"type": "object"})
-        return schema
+        return inline_refs(schema)
     return {"type": "object"}
 
 
@@ -89,6 +126,10 @@ def bounded_integers(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = {k: bounded_integers(v) for k, v in schema.items()}
+    if out.get("items") == {}:
+        # "Any item" (what LangChain leaves of a recursive model's self-reference): llama.cpp's
+        # converter reads an empty `items` as absent and fails; an array of anything is meant.
+        del out["items"]
     if out.get("type") == "integer":
         low = out.get("minimum", out.get("exclusiveMinimum"))
         high = out.get("maximum", out.get("exclusiveMaximum"))

@@ -109,3 +109,59 @@ def test_a_tool_call_cut_off_by_max_tokens_is_a_clear_error(
     )
     with pytest.raises(EndpointError, match="raise max_tokens"):
         bound.invoke("What is 3 times 12?")
+
+
+class Address(BaseModel):
+    city: str
+    zip_code: str
+
+
+class Tree(BaseModel):
+    """A tree of labels (a recursive schema: its JSON schema refers to itself)."""
+
+    label: str = Field(max_length=12)
+    children: list[Tree] = Field(default_factory=list, max_length=2)
+
+
+class Shipment(BaseModel):
+    """Ship a parcel to an address (a nested model: its JSON schema has $defs)."""
+
+    to: Address
+    weight_kg: int
+
+
+def _raw_tool(model: type[BaseModel]) -> dict[str, Any]:
+    """An OpenAI tool whose parameters are the model's own JSON schema, `$defs` and all."""
+    return {
+        "type": "function",
+        "function": {
+            "name": model.__name__,
+            "description": model.__doc__ or "",
+            "parameters": model.model_json_schema(),
+        },
+    }
+
+
+@pytest.mark.parametrize("schema", [Shipment, Tree])
+def test_a_tool_schema_with_refs_and_defs_gives_a_valid_call(
+    local_endpoint: LlamaCppEndpoint, schema: type[BaseModel]
+) -> None:
+    tool = _raw_tool(schema)
+    assert "$defs" in tool["function"]["parameters"]  # refs resolved at the schema's root
+    other = _raw_tool(Address)  # a second tool: its definitions must not collide
+    bound = local_model(local_endpoint, max_tokens=256).bind_tools(
+        [tool, other], tool_choice=schema.__name__
+    )
+    message = bound.invoke("Make one up.")
+    (call,) = message.tool_calls
+    assert call["name"] == schema.__name__
+    schema.model_validate(call["args"])  # schema-valid, nested or recursive parts included
+
+
+def test_a_recursive_model_converted_by_langchain_still_compiles(
+    local_endpoint: LlamaCppEndpoint,
+) -> None:
+    # LangChain inlines refs and leaves `items: {}` for the self-reference.
+    bound = local_model(local_endpoint, max_tokens=256).bind_tools([Tree], tool_choice="Tree")
+    (call,) = bound.invoke("Make one up.").tool_calls
+    assert call["name"] == "Tree" and isinstance(call["args"].get("label"), str)
