@@ -76,7 +76,8 @@ def _bounds(field: FieldInfo) -> str:
         for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
             value = getattr(meta, attr, None)
             if value is not None:
-                parts.append(f"{sign} {value:g}")
+                shown = f"{value:,}" if isinstance(value, int) else f"{value:g}"
+                parts.append(f"{sign} {shown}")
     return ", ".join(parts)
 
 

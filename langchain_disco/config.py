@@ -1,18 +1,25 @@
 """`DiscoSettings`: every knob of langchain-disco, from arguments or `DISCO_*` variables.
 
 Constructor arguments win over the environment, which wins over a `.env` file, which wins over
-the defaults. Invalid values raise one `ConfigError` naming each offending variable and its fix.
+the defaults. Invalid values raise one `ConfigError` naming each offending variable and its fix:
+everything is checked at construction (numbers are finite, names exist in the bundled data, the
+base URL is an http(s) URL), so a bad setting never surfaces later as an unexplained failure.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import difflib
+from collections.abc import Sequence
+from pathlib import Path, PurePath
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from langchain_disco.errors import ConfigError
+from langchain_disco.scheduling import _data
+from langchain_disco.scheduling.policies import POLICY_NAMES
 
 ENV_PREFIX = "DISCO_"
 
@@ -20,8 +27,14 @@ ENV_PREFIX = "DISCO_"
 class DiscoSettings(BaseSettings):
     """Configuration of a `DiscoChatModel`. Each field `x` is read from `DISCO_X`."""
 
+    # `allow_inf_nan=False`: `inf` or `nan` in any number (a timeout, a price, a pace) would
+    # reach the scheduler's arithmetic and fail or hang far from the setting that caused it.
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+        allow_inf_nan=False,
     )
 
     mode: Literal["local", "remote", "race"] = Field(
@@ -68,7 +81,14 @@ class DiscoSettings(BaseSettings):
     local_model_path: Path | None = Field(
         None, description="path to a .gguf file; unset uses the embedded Gemma 3 270M"
     )
-    local_n_ctx: int = Field(4096, gt=0, description="context size in tokens, e.g. 4096")
+    # 16 tokens hold no chat template and a prompt; past 2**20 (about a million) the KV cache
+    # alone outgrows the devices we target. Outside that range a value is a typo (1e26).
+    local_n_ctx: int = Field(
+        4096,
+        ge=16,
+        le=1_048_576,
+        description="context size in tokens, an integer from 16 to 1048576, e.g. 4096",
+    )
     local_n_threads: int | None = Field(
         None, gt=0, description="llama.cpp threads, a positive integer; unset lets llama.cpp pick"
     )
@@ -101,6 +121,12 @@ class DiscoSettings(BaseSettings):
         60.0, gt=0, description="seconds, a positive number"
     )
     remote_idle_timeout_s: float = Field(30.0, gt=0, description="seconds, a positive number")
+    remote_header_timeout_s: float = Field(
+        15.0, gt=0, description="seconds to wait for the response headers, a positive number"
+    )
+    remote_max_retry_after_s: float = Field(
+        10.0, ge=0, description="longest Retry-After honoured, seconds, 0 or more"
+    )
     remote_max_retries: int = Field(
         2, ge=0, le=10, description="retries before the first token, 0 to 10"
     )
@@ -125,9 +151,11 @@ class DiscoSettings(BaseSettings):
     # -- delivery, migration and failover (DESIGN section 4) ----------------------------
     pace_tok_s: float | None = Field(
         None,
-        gt=0,
-        description="a delivery pace in tokens/s (e.g. 15, a reading rate); unset delivers "
-        "text as fast as it is generated",
+        ge=0.1,
+        le=10_000,
+        description="a delivery pace in tokens/s from 0.1 to 10000 (e.g. 15, a reading rate; "
+        "below 0.1 a 512-token answer takes over an hour and looks hung, above 10000 nobody "
+        "reads and it is no pacing at all); unset delivers text as fast as it is generated",
     )
     migration: Literal["off", "cost"] = Field(
         "off",
@@ -151,6 +179,92 @@ class DiscoSettings(BaseSettings):
     temperature: float | None = Field(None, ge=0, le=2, description="between 0 and 2")
     seed: int | None = Field(None, description="an integer seed for sampling")
 
+    # -- checks pydantic's types cannot express; each message completes "VAR=value: ..." -----
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, name: str | None) -> str | None:
+        if name is not None and name not in POLICY_NAMES:
+            raise ValueError(f"unknown dispatch policy{_did_you_mean(name, POLICY_NAMES)}")
+        return name
+
+    @field_validator("device_profile")
+    @classmethod
+    def _known_device(cls, name: str) -> str:
+        known = sorted(_data.device_rows())
+        if name not in known:
+            raise ValueError(
+                f"unknown device profile{_did_you_mean(name, known)}; known: {', '.join(known)}"
+            )
+        return name
+
+    @field_validator("server_profile")
+    @classmethod
+    def _known_server(cls, name: str) -> str:
+        known = ["all", *sorted(_data.server_samples())]
+        if name not in known:
+            raise ValueError(
+                f"unknown server profile{_did_you_mean(name, known)}; known: {', '.join(known)}"
+            )
+        return name
+
+    @field_validator("profile_path")
+    @classmethod
+    def _writable_file_path(cls, path: Path | None) -> Path | None:
+        """Refuse what saving (write a temporary file, rename it over `path`) would destroy."""
+        if path is None:
+            return None
+        try:
+            if path.is_dir():
+                raise ValueError(
+                    f"is a directory; name a file in it, e.g. {path / 'profiles.json'}"
+                )
+            if path.exists() and not path.is_file():
+                raise ValueError(
+                    "is not a regular file (a device, pipe or socket), which saving would replace"
+                )
+            # The missing directories are created on save; an existing non-directory cannot be.
+            parent = next((p for p in path.parents if p.exists()), None)
+        except OSError:
+            return path  # cannot look (permissions): the store warns when it cannot read or save
+        if parent is not None and not parent.is_dir():
+            raise ValueError(f"{parent} is a file, not a directory")
+        return path
+
+    @field_validator("remote_base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not _is_http_url(url):
+            raise ValueError("not an http:// or https:// URL with a host")
+        if any(c.isspace() for c in url):
+            raise ValueError("contains whitespace, which no URL has")
+        return url
+
+    @field_validator("approximate_continuation_prompt")
+    @classmethod
+    def _has_partial(cls, prompt: str | None) -> str | None:
+        if prompt is not None and "{partial}" not in prompt:
+            raise ValueError("does not contain {partial}, where the answer so far is put")
+        return prompt
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number in range raises ValueError
+    except ValueError:  # also a bracketed host that is not an IPv6 address
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    """A suggestion for a typo or a wrong case, else nothing (a wrong guess misleads)."""
+    close = [k for k in known if k.lower() == name.lower()]
+    close = close or difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 def env_var(field_name: str) -> str:
     """The environment variable that sets `field_name`."""
@@ -162,7 +276,10 @@ def load_settings(**overrides: Any) -> DiscoSettings:
     try:
         return DiscoSettings(**overrides)
     except ValidationError as exc:
-        raise config_error_from(exc) from None
+        error = config_error_from(exc)
+    # Raised outside the `except`: pydantic's error quotes every input (a key of the wrong type,
+    # a URL with a password), so it must not ride along as the `__context__` either.
+    raise error
 
 
 def config_error_from(exc: ValidationError) -> ConfigError:
@@ -172,7 +289,28 @@ def config_error_from(exc: ValidationError) -> ConfigError:
         field = str(err["loc"][0]) if err["loc"] else "?"
         info = DiscoSettings.model_fields.get(field)
         hint = info.description if info is not None and info.description else "see the docs"
-        value = err.get("input")
-        shown = "***" if "key" in field else repr(value)
-        lines.append(f"{env_var(field)}={shown} ({field}): {err['msg']}. Fix: set {hint}.")
+        shown = _shown(field, err.get("input"))
+        msg = err["msg"].removeprefix("Value error, ")  # our validators' own sentences
+        lines.append(f"{env_var(field)}={shown} ({field}): {msg}. Fix: set {hint}.")
     return ConfigError("invalid langchain-disco configuration:\n  " + "\n  ".join(lines))
+
+
+def _shown(field: str, value: object) -> str:
+    """The bad value as a reader can check it, secrets masked (the key; a URL's password and
+    query, where keys are sometimes put)."""
+    if "key" in field:
+        return "***"
+    if isinstance(value, PurePath):
+        value = str(value)
+    if field == "remote_base_url" and isinstance(value, str):
+        try:
+            parts = urlsplit(value)
+            if parts.password is not None:
+                user, _, host = parts.netloc.rpartition("@")
+                parts = parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}")
+            if parts.query:
+                parts = parts._replace(query="***")
+            value = parts.geturl()
+        except ValueError:
+            return "***"
+    return repr(value)
