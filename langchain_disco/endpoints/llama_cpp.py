@@ -274,6 +274,8 @@ class LlamaCppEndpoint(Endpoint):
                     "tokens; raise DISCO_LOCAL_N_CTX or shorten the prompt"
                 )
             max_tokens = min(params.max_tokens or budget, budget)
+            if not _prefill(llama, tokens, stop):
+                return  # cancelled during the prefill: stopped within one chunk
             completion = llama.create_completion(
                 prompt=tokens,
                 max_tokens=max_tokens,
@@ -318,6 +320,35 @@ class LlamaCppEndpoint(Endpoint):
         """Stop accepting work and free the worker thread and the model."""
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._llama = None
+
+
+PREFILL_CHUNK_TOKENS = 128
+"""The prompt is evaluated this many tokens at a time, checking for cancellation in between."""
+
+
+def _prefill(llama: Any, tokens: list[int], stop: threading.Event) -> bool:
+    """Evaluate all of `tokens` but the last, `PREFILL_CHUNK_TOKENS` at a time; False if stopped.
+
+    llama.cpp checks for cancellation only between tokens *generated*: a race loser cancelled
+    during a long prefill kept the worker busy for the whole prompt (19 s seen), and the next
+    local request queued behind dead work. Evaluated here in chunks, the prefill stops within
+    one chunk; `create_completion` then finds the prompt in the KV cache (its prefix match) and
+    evaluates only the last token. What was evaluated before a stop stays cached, so a later
+    request with the same prefix (a migration, the next turn) reuses it.
+    """
+    body = tokens[:-1]
+    cached = llama.input_ids[: llama.n_tokens].tolist()
+    keep = 0
+    for a, b in zip(cached, body, strict=False):
+        if a != b:
+            break
+        keep += 1
+    llama.n_tokens = keep  # `eval` drops the KV cache past this point
+    for start in range(keep, len(body), PREFILL_CHUNK_TOKENS):
+        if stop.is_set():
+            return False
+        llama.eval(body[start : start + PREFILL_CHUNK_TOKENS])
+    return not stop.is_set()
 
 
 def _tool_call(endpoint: str, text: str) -> ToolCallChunk:

@@ -91,3 +91,37 @@ async def test_requests_queue_behind_a_running_generation_and_report_the_wait(
     # The second waited for most of the first generation (30 tokens at tens of ms each).
     assert second_stats.queue_wait_s > 0.1
     assert local_endpoint.pending == 0
+
+
+def _long_prompt(topic: str) -> list[HumanMessage]:
+    # About 1,300 tokens; each topic starts differently, so no KV-cache prefix is shared.
+    return [HumanMessage(f"{topic}: " + " ".join(f"{topic} fact number {i}." for i in range(170)))]
+
+
+async def test_a_stream_cancelled_during_its_prefill_frees_the_device_within_a_chunk(
+    local_endpoint: LlamaCppEndpoint,
+) -> None:
+    params = GenerationParams(max_tokens=1, temperature=0.0)
+    # The yardstick, in this run: how long this prefill takes when it is not cancelled.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    [_ async for _ in local_endpoint.stream(_long_prompt("Rivers"), params, StreamStats())]
+    full_prefill_s = loop.time() - started
+
+    async def consume() -> None:
+        async for _ in local_endpoint.stream(_long_prompt("Mountains"), params, StreamStats()):
+            pass
+
+    task = asyncio.create_task(consume())
+    llama = local_endpoint._llama
+    async with asyncio.timeout(30):  # until the prefill is under way (its first chunk is in)
+        while not (local_endpoint.busy and llama.n_tokens >= 128):  # noqa: ASYNC110 - a thread's state
+            await asyncio.sleep(0.01)
+    task.cancel()
+    cancelled_at = loop.time()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await local_endpoint.wait_idle(30)
+    tail_s = loop.time() - cancelled_at
+    assert tail_s < full_prefill_s / 3, (tail_s, full_prefill_s)
+    assert local_endpoint.pending == 0 and not local_endpoint.busy
