@@ -73,12 +73,13 @@ def _common_prefix_len(a: str, b: str) -> int:
 class PrefixFilter:
     """Feed the server's text deltas; get back only the continuation of `prefix`.
 
-    `expect_echo`: True when the server is known to echo (a probed ``llama-server``): then an
-    answer that ends before echoing the whole prefix is a failed continuation. False when it is
-    known not to; None when unknown (the first request, or ``continuation="llamacpp"`` on a
-    server of unknown version). Either way an echo is stripped and a restart refused: the
-    expectation only settles the ambiguous case of a short answer that is itself a prefix of
-    the prefix.
+    `expect_echo`: True when the server is known to echo (a probed ``llama-server``): an echo
+    is stripped, and an answer that ends before echoing the whole prefix is a failed
+    continuation. None when unknown (``continuation="llamacpp"``: llama-server's echo depends
+    on its build): an echo is stripped and a restart refused, and text equal to the whole
+    prefix is read as its echo (the one ambiguity: a looping model's verbatim repeat). False
+    when the server is known to continue without echo (probed, or vLLM/DeepSeek as
+    documented): everything passes, a repeat of the prefix included.
     """
 
     prefix: str
@@ -91,11 +92,14 @@ class PrefixFilter:
 
     def __post_init__(self) -> None:
         self._forms = _echo_forms(self.prefix)
-        if not self._forms:
-            self.echoed = False  # nothing to continue from: everything passes
+        if not self._forms or self.expect_echo is False:
+            self.echoed = False  # nothing to strip: everything passes
 
     def feed(self, text: str) -> str:
         """The part of `text` to deliver now ("" while it still reads as the prefix's echo)."""
+        # (A server known to continue without echo, probed or documented, passes at once:
+        # what it sends is the continuation, even one that repeats the prefix, as a looping
+        # model does.)
         if self.echoed is not None:
             return self._strip_tail(text) if self._tail else text
         self._held += text
@@ -110,16 +114,11 @@ class PrefixFilter:
     def _decide(self, *, final: bool) -> str:
         held = self._held
         for form in self._forms:
-            # A short prefix repeated by a server known not to echo is a coincidence
-            # ("ha" continued by "ha ha"); a long one is an echo whatever it was thought to do.
-            coincidence = self.expect_echo is False and len(form) < RESTART_MATCH_CHARS
-            if held.startswith(form) and not coincidence:
+            if held.startswith(form):
                 self.echoed = True
                 self._held = ""
                 return self._after_echo(form, held[len(form) :])
         still_echoing = any(form.startswith(held) for form in self._forms)
-        if self.expect_echo is False and len(self._forms[0]) < RESTART_MATCH_CHARS:
-            still_echoing = False  # nothing to hold back for: see above
         if still_echoing and not final:
             return ""  # every delta so far is the start of an echo: wait for more
         matched = max(_common_prefix_len(held, form) for form in self._forms)

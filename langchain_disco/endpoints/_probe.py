@@ -123,10 +123,14 @@ class VerdictStore(Protocol):
 def configured_verdict(mode: str) -> ContinuationVerdict:
     """The verdict a user's explicit `continuation` setting stands for.
 
-    The echo stays unknown (None): llama-server echoes in the versions we measured, older ones
-    did not, and every mode is filtered, so a configured mode never trusts either way.
+    vLLM/SGLang (``continue_final_message``) and DeepSeek (``prefix``) document that they
+    stream only new text (docs/servers.md), so their output is trusted as the continuation,
+    even when a looping model repeats the prefix. llama-server's echo depends on its build
+    (current ones echo, older ones did not): unknown, so its output is filtered (an echo
+    stripped, a restart refused); `auto` measures it instead.
     """
-    return ContinuationVerdict(style=_MODE_STYLE[mode], echo=None, source="configured")
+    echo = None if mode == "llamacpp" else False
+    return ContinuationVerdict(style=_MODE_STYLE[mode], echo=echo, source="configured")
 
 
 def host_verdict(base_url: str) -> ContinuationVerdict | None:

@@ -214,6 +214,13 @@ async def test_continuation_is_text_exact(
     straight = await collect(make_endpoint(), StreamStats())
     assert len(straight) >= 4, straight
     cut = len(straight) // 2
+    if mode == "llamacpp":
+        # llama-server's echo is build-dependent, so its output is filtered: a continuation
+        # that repeats the whole prefix verbatim (the base model loops) would read as an echo.
+        # That ambiguity is pinned in tests/unit/test_continuation_filter.py; here, a cut the
+        # loop does not repeat at once.
+        while cut > 1 and "".join(straight[cut:]).startswith("".join(straight[:cut])):
+            cut -= 1
     prefix = "".join(straight[:cut])
 
     endpoint = make_endpoint(continuation=mode)

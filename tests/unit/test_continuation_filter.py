@@ -131,3 +131,18 @@ def test_any_restart_repeating_enough_of_the_prefix_is_refused(
     with pytest.raises(ContinuationRestartError):
         f.feed(prefix[:keep] + tail)
         f.end()
+
+
+def test_a_server_known_not_to_echo_may_repeat_the_prefix_and_it_is_delivered() -> None:
+    # A looping model continues "X\n" with "X\n": with a server documented or probed not to
+    # echo, that is the continuation, delivered whole.
+    out, f = _run("Name three colors.\n", ["Name", " three", " colors", ".\n"], expect_echo=False)
+    assert out == "Name three colors.\n" and f.echoed is False
+
+
+def test_with_an_unknown_echo_a_verbatim_repeat_of_the_whole_prefix_reads_as_an_echo() -> None:
+    # The one ambiguity of an unknown server: text equal to the whole prefix is taken for its
+    # echo (llama-server's current behaviour), so a looping model's repeat is not delivered;
+    # `auto` measures the server instead (docs/servers.md).
+    out, f = _run("Name three colors.\n", ["Name", " three", " colors", ".\n", "More"])
+    assert out == "More" and f.echoed is True
