@@ -19,6 +19,8 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+from langchain_disco.scheduling._validate import MAX_ITEMS, MAX_SAMPLE, MAX_SEED, Fields
+
 DEFAULT_CAPACITY = 512
 
 
@@ -146,16 +148,23 @@ class Reservoir:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Reservoir:
-        capacity = int(data["capacity"])
-        n_seen = int(data["n_seen"])
-        samples = [float(x) for x in data["samples"]]
-        if len(samples) > capacity or any(x != x for x in samples):
-            raise ValueError("reservoir holds more samples than its capacity, or NaN")
+    def from_dict(
+        cls, data: object, *, path: str = "reservoir", max_value: float = MAX_SAMPLE
+    ) -> Reservoir:
+        """A reservoir saved by `to_dict`, its samples checked to lie in [0, `max_value`].
+
+        Raises `ProfileFormatError` (a `ValueError`) naming the field under `path` that is
+        missing, of the wrong type or out of range.
+        """
+        fields = Fields(data, path)
+        capacity = fields.integer("capacity", lo=1, hi=MAX_ITEMS)
+        seed = fields.integer("seed", lo=-MAX_SEED, hi=MAX_SEED)
+        n_seen = fields.integer("n_seen")
+        samples = fields.numbers("samples", lo=0.0, hi=max_value, max_length=capacity)
         # Re-seed from the count so a reloaded reservoir does not replay the same slots.
-        out = cls(capacity=capacity, seed=int(data["seed"]) + n_seen)
+        out = cls(capacity=capacity, seed=seed + n_seen)
         out._items = samples
         out._dirty = True
         out.n_seen = n_seen
-        out.seed = int(data["seed"])
+        out.seed = seed
         return out

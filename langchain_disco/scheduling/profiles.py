@@ -25,6 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_disco.errors import ConfigError
 from langchain_disco.scheduling import _data
+from langchain_disco.scheduling._validate import (
+    MAX_ITEMS,
+    MAX_SECONDS,
+    MAX_TOKENS,
+    MIN_S_PER_TOKEN,
+    Fields,
+    ProfileFormatError,
+    integer,
+    numbers,
+)
 from langchain_disco.scheduling.empirical import DEFAULT_CAPACITY, Reservoir
 
 if TYPE_CHECKING:
@@ -43,6 +53,13 @@ _SPREAD_POINTS = 8
 _SPREAD_MIN_PREDICTED_S = 0.01
 _SPREAD_MAX_RATIO = 4.0
 _JITTER_S = 0.05  # timing noise that does not scale with the prompt (scheduling, I/O)
+# What a saved profile may hold. A fit's covariance beyond _MAX_COV is a runaway fit (its
+# update would overflow soon after); learned spread ratios are clipped at _SPREAD_MAX_RATIO and
+# the priors' lie within it; a forgetting factor below one half forgets a request at once.
+_MAX_COV = 1e150
+_MAX_SAVED_SPREAD = 100.0
+_MIN_FORGETTING = 0.5
+_MAX_BUCKETS = 1_000
 
 
 def _decode_alpha(n: int) -> float:
@@ -216,26 +233,35 @@ class DeviceProfile:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeviceProfile:
-        theta = [float(v) for v in data["theta"]]
-        cov = [[float(v) for v in row] for row in data["cov"]]
-        s_per_token = float(data["s_per_token"])
-        if len(theta) != 2 or len(cov) != 2 or any(len(r) != 2 for r in cov) or s_per_token <= 0:
-            raise ValueError("malformed device profile")
+    def from_dict(cls, data: object, *, path: str = "device") -> DeviceProfile:
+        """A profile saved by `to_dict`; `ProfileFormatError` (a `ValueError`) naming the field
+        under `path` when one is missing, of the wrong type or implausible."""
+        fields = Fields(data, path)
+        theta = fields.numbers("theta", lo=-MAX_SECONDS, hi=MAX_SECONDS, length=2)
+        cov = _covariance(fields)
+        s_per_token = fields.number("s_per_token", lo=MIN_S_PER_TOKEN, hi=MAX_SECONDS)
         out = cls(
-            str(data["name"]),
+            fields.text("name"),
             overhead_s=0.0,
             prefill_tok_s=1.0,
             decode_tok_s=1.0 / s_per_token,
-            forgetting=float(data["forgetting"]),
+            forgetting=fields.number("forgetting", lo=_MIN_FORGETTING, hi=1.0),
         )
         out._theta, out._cov = theta, cov
         # The scale the fit's weights are relative to; files written before it was kept use
         # the loaded line's.
-        out._ref_s = float(data.get("ref_s", out._scale_s()))
-        if "spread" in data:  # absent in files written before it was learned
-            out._spread = Reservoir.from_dict(data["spread"])
-        out.n_ttft, out.n_decode = int(data["n_ttft"]), int(data["n_decode"])
+        if "ref_s" in fields:
+            out._ref_s = fields.number("ref_s", lo=_MIN_TTFT_S, hi=MAX_SECONDS)
+        else:
+            out._ref_s = out._scale_s()
+        if "spread" in fields:  # absent in files written before it was learned
+            spread = fields.where("spread")
+            out._spread = Reservoir.from_dict(
+                fields.get("spread"), path=spread, max_value=_MAX_SAVED_SPREAD
+            )
+            if not len(out._spread):
+                raise ProfileFormatError(f"{spread}.samples is empty, expected a sample")
+        out.n_ttft, out.n_decode = fields.integer("n_ttft"), fields.integer("n_decode")
         return out
 
     def __repr__(self) -> str:
@@ -243,6 +269,23 @@ class DeviceProfile:
             f"DeviceProfile({self.name!r}, overhead_s={self.overhead_s:.3f}, "
             f"prefill_tok_s={self.prefill_tok_s:.1f}, decode_tok_s={self.decode_tok_s:.1f})"
         )
+
+
+def _covariance(fields: Fields) -> list[list[float]]:
+    """The fit's saved 2x2 covariance: finite, bounded and positive semi-definite (its update
+    divides by `x^T P x + ...`, which a matrix that is not could drive to zero)."""
+    where = fields.where("cov")
+    rows = fields.items("cov", length=2)
+    cov = [
+        numbers(row, f"{where}[{i}]", lo=-_MAX_COV, hi=_MAX_COV, length=2)
+        for i, row in enumerate(rows)
+    ]
+    (p00, p01), (p10, p11) = cov
+    off = (p01 + p10) / 2
+    # Rounding leaves a learned matrix a hair off symmetric and off singular; allow for it.
+    if p00 < 0 or p11 < 0 or off * off > p00 * p11 * (1 + 1e-6) + 1e-300:
+        raise ProfileFormatError(f"{where} is {cov}, not a covariance (positive semi-definite)")
+    return cov
 
 
 def fit_ttft_line(points: Iterable[tuple[int | None, float | None]]) -> tuple[float, float | None]:
@@ -397,25 +440,38 @@ class ServerProfile:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ServerProfile:
-        ttft = Reservoir.from_dict(data["ttft"])
-        edges = tuple(int(e) for e in data["bucket_edges"])
-        buckets = [Reservoir.from_dict(b) for b in data["buckets"]]
-        s_per_token = float(data["s_per_token"])
-        if len(buckets) != len(edges) + 1 or s_per_token <= 0:
-            raise ValueError("malformed server profile")
+    def from_dict(cls, data: object, *, path: str = "server") -> ServerProfile:
+        """A profile saved by `to_dict`; `ProfileFormatError` (a `ValueError`) naming the field
+        under `path` when one is missing, of the wrong type or implausible."""
+        fields = Fields(data, path)
+        ttft = Reservoir.from_dict(
+            fields.get("ttft"), path=fields.where("ttft"), max_value=MAX_SECONDS
+        )
+        if not len(ttft):
+            raise ProfileFormatError(f"{fields.where('ttft')}.samples is empty, expected a sample")
+        where = fields.where("bucket_edges")
+        edges = tuple(
+            integer(e, f"{where}[{i}]", hi=int(MAX_TOKENS))
+            for i, e in enumerate(fields.items("bucket_edges", max_length=_MAX_BUCKETS))
+        )
+        if list(edges) != sorted(edges):
+            raise ProfileFormatError(f"{where} is {list(edges)}, expected ascending edges")
+        where = fields.where("buckets")
+        buckets = [
+            Reservoir.from_dict(b, path=f"{where}[{i}]", max_value=MAX_SECONDS)
+            for i, b in enumerate(fields.items("buckets", length=len(edges) + 1))
+        ]
+        s_per_token = fields.number("s_per_token", lo=MIN_S_PER_TOKEN, hi=MAX_SECONDS)
         out = cls(
-            str(data["name"]),
+            fields.text("name"),
             ttft.samples[:1],
             decode_tok_s=1.0 / s_per_token,
             capacity=ttft.capacity,
             seed=ttft.seed,
             bucket_edges=edges,
-            min_bucket_samples=int(data["min_bucket_samples"]),
+            min_bucket_samples=fields.integer("min_bucket_samples", hi=MAX_ITEMS),
         )
-        out.ttft, out._buckets, out.n_decode = ttft, buckets, int(data["n_decode"])
-        if not len(out.ttft):
-            raise ValueError("a server profile needs at least one TTFT sample")
+        out.ttft, out._buckets, out.n_decode = ttft, buckets, fields.integer("n_decode")
         return out
 
     def __repr__(self) -> str:
@@ -476,10 +532,12 @@ class LengthProfile:
         return self.tokens.to_dict()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LengthProfile:
-        tokens = Reservoir.from_dict(data)
+    def from_dict(cls, data: object, *, path: str = "lengths") -> LengthProfile:
+        """A profile saved by `to_dict`; `ProfileFormatError` (a `ValueError`) naming the field
+        under `path` when one is missing, of the wrong type or implausible."""
+        tokens = Reservoir.from_dict(data, path=path, max_value=MAX_TOKENS)
         if not len(tokens):
-            raise ValueError("a length profile needs at least one sample")
+            raise ProfileFormatError(f"{path}.samples is empty, expected a sample")
         out = cls([0.0])
         out.tokens = tokens
         return out
@@ -559,13 +617,21 @@ class Profiles:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Profiles:
+    def from_dict(cls, data: object, *, path: str = "profiles") -> Profiles:
+        """Profiles saved by `to_dict`, every number checked before it can reach a policy;
+        `ProfileFormatError` (a `ValueError`) naming the first field that is missing, of the
+        wrong type or implausible."""
+        fields = Fields(data, path)
         return cls(
-            device=DeviceProfile.from_dict(data["device"]),
-            server=ServerProfile.from_dict(data["server"]),
-            output_lengths=LengthProfile.from_dict(data["output_lengths"]),
-            prompt_lengths=LengthProfile.from_dict(data["prompt_lengths"]),
-            continuation=_verdicts_from(data.get("continuation")),
+            device=DeviceProfile.from_dict(fields.get("device"), path=fields.where("device")),
+            server=ServerProfile.from_dict(fields.get("server"), path=fields.where("server")),
+            output_lengths=LengthProfile.from_dict(
+                fields.get("output_lengths"), path=fields.where("output_lengths")
+            ),
+            prompt_lengths=LengthProfile.from_dict(
+                fields.get("prompt_lengths"), path=fields.where("prompt_lengths")
+            ),
+            continuation=_verdicts_from(fields.optional("continuation")),
         )
 
 

@@ -1,26 +1,90 @@
 """Versioned JSON persistence of `Profiles` in the user's cache directory.
 
 The only module of `scheduling/` that touches the file system, and only when asked. A missing
-file yields the fallback priors; a corrupt, unreadable or other-version file logs a warning and
-yields them too: a profile cache must never stop a chat model from starting.
+file yields the fallback priors; a corrupt, unreadable, implausible or other-version file logs
+one warning and yields them too: a profile cache must never stop a chat model from starting,
+and nothing it holds reaches the math unchecked (`_validate.py`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from langchain_disco.scheduling._validate import ProfileFormatError
 from langchain_disco.scheduling.profiles import Profiles
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 """Bumped whenever the JSON layout changes; files of another version are ignored."""
+MAX_FILE_BYTES = 64 * 1024 * 1024
+"""A profile cache is tens of kilobytes; one this large is not ours, and is not read whole."""
+
+_CORRUPT = (
+    # What decoding the parsed file can raise: an implausible value (`ProfileFormatError`, a
+    # `ValueError`) and, should a check in `from_dict` miss a case, the errors of using a
+    # value of the wrong shape.
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+)
+
+
+class _NonFinite(Exception):
+    """`NaN`, `Infinity` or a literal too large for a float, met while parsing."""
+
+
+def _reject_constant(text: str) -> float:
+    raise _NonFinite(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # `1e400` parses as infinity
+        raise _NonFinite(text)
+    return value
+
+
+def _parse(raw: bytes) -> object:
+    """JSON of UTF-8 `raw`, refusing `NaN` and infinities anywhere (Python's `json` accepts
+    them; keeping one, even in a continuation verdict, would make the next save unreadable)."""
+    text = raw.decode("utf-8")
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except _NonFinite as exc:
+        raise ProfileFormatError(
+            f"{_where_non_finite(text)} is {exc}, not a finite number"
+        ) from None
+
+
+def _where_non_finite(text: str) -> str:
+    """The path of the first non-finite number of a document (which parsed once already)."""
+    mark = object()
+    doc = json.loads(
+        text,
+        parse_constant=lambda _: mark,
+        parse_float=lambda f: 0.0 if math.isfinite(float(f)) else mark,
+    )
+    pending: list[tuple[str, object]] = [("", doc)]
+    while pending:  # depth first, in document order, without recursion
+        path, node = pending.pop()
+        if node is mark:
+            return path.removeprefix(".") or "the document"
+        if isinstance(node, dict):
+            pending.extend((f"{path}.{k}", v) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            pending.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(node))))
+    return "a value"
 
 
 def default_cache_dir() -> Path:
@@ -53,27 +117,37 @@ class ProfileStore:
     def load(self) -> Profiles:
         """The saved profiles, or the fallback priors when there is no usable file."""
         try:
-            text = self.path.read_text("utf-8")
+            with self.path.open("rb") as handle:
+                raw = handle.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             return self._fallback()
         except OSError as exc:
-            logger.warning("cannot read profile cache %s (%s); using priors", self.path, exc)
-            return self._fallback()
+            return self._priors_because(f"cannot read profile cache {self.path} ({exc})")
+        if len(raw) > MAX_FILE_BYTES:
+            return self._priors_because(
+                f"profile cache {self.path} is larger than {MAX_FILE_BYTES} bytes"
+            )
         try:
-            data = json.loads(text)
-            version = data.get("version") if isinstance(data, dict) else None
-            if version != FORMAT_VERSION:
-                logger.warning(
-                    "profile cache %s has format version %r, expected %d; using priors",
-                    self.path,
-                    version,
-                    FORMAT_VERSION,
-                )
-                return self._fallback()
-            return Profiles.from_dict(data["profiles"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            logger.warning("profile cache %s is corrupt (%s); using priors", self.path, exc)
-            return self._fallback()
+            data = _parse(raw)
+        except RecursionError:
+            return self._priors_because(f"profile cache {self.path} is corrupt (nested too deeply)")
+        except ValueError as exc:
+            return self._priors_because(f"profile cache {self.path} is corrupt ({exc})")
+        version = data.get("version") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or type(version) is not int or version != FORMAT_VERSION:
+            return self._priors_because(
+                f"profile cache {self.path} has format version {version!r}, "
+                f"expected {FORMAT_VERSION}"
+            )
+        try:
+            return Profiles.from_dict(data.get("profiles"), path="profiles")
+        except _CORRUPT as exc:
+            return self._priors_because(f"profile cache {self.path} is corrupt ({exc})")
+
+    def _priors_because(self, reason: str) -> Profiles:
+        """The one warning an unusable file gets (`disco profile show` quotes its reason)."""
+        logger.warning("%s; using priors", reason)
+        return self._fallback()
 
     def save(self, profiles: Profiles) -> None:
         """Write atomically (temporary file + rename), creating the directory if needed."""
