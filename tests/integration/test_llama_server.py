@@ -30,6 +30,7 @@ from langchain_disco.endpoints.base import GenerationParams, StreamStats
 from langchain_disco.endpoints.openai import OpenAIEndpoint
 from tests._faulty import FailsOnceAfter, Recording
 from tests._llama_server import LlamaServer, llama_server_binary
+from tests.integration.test_failover import split_by_endpoint
 
 _BINARY = llama_server_binary()
 if _BINARY is None:
@@ -80,19 +81,6 @@ async def _text(endpoint: Any, prefix: str = "", params: GenerationParams = GREE
         if isinstance(item, str)
     ]
     return "".join(parts)
-
-
-def _runs(chunks: list[AIMessageChunk]) -> list[tuple[str, str]]:
-    runs: list[tuple[str, str]] = []
-    for chunk in chunks:
-        if not chunk.content:
-            continue
-        (endpoint,) = chunk.response_metadata["disco_endpoints"]
-        if runs and runs[-1][0] == endpoint:
-            runs[-1] = (endpoint, runs[-1][1] + str(chunk.content))
-        else:
-            runs.append((endpoint, str(chunk.content)))
-    return runs
 
 
 def _model(local: Any, remote: Any, mode: str, **kw: Any) -> DiscoChatModel:
@@ -173,7 +161,7 @@ async def test_failover_from_the_device_to_llama_server_delivers_every_piece_onc
     spy_remote = Recording(server)
     local = Recording(FailsOnceAfter(local_endpoint, after_tokens))
     chunks, report = await _stream(_model(local, spy_remote, "local"))
-    runs = _runs(chunks)
+    runs = split_by_endpoint(chunks)
     assert [e for e, _ in runs] == ["local", "remote"]
     device_text = local.streams[0][1]
     assert runs[0][1] == device_text
@@ -194,7 +182,7 @@ async def test_failover_from_llama_server_to_the_device_continues_from_the_deliv
     server = Recording(FailsOnceAfter(remote("llamacpp"), after_tokens))
     local = Recording(local_endpoint)
     chunks, report = await _stream(_model(local, server, "remote"))
-    runs = _runs(chunks)
+    runs = split_by_endpoint(chunks)
     assert [e for e, _ in runs] == ["remote", "local"]
     assert runs[0][1] == server.streams[0][1]
     assert local.streams == [(runs[0][1], runs[1][1])]
@@ -230,7 +218,7 @@ async def test_paced_migration_between_the_device_and_llama_server_is_text_exact
         local, server, mode, migration="cost", pace_tok_s=PACE_TOK_S, max_tokens=48, **costs
     )
     chunks, report = await _stream(model)
-    runs = _runs(chunks)
+    runs = split_by_endpoint(chunks)
     assert [e for e, _ in runs] == [source, target]
     spies = {"local": local, "remote": server}
     assert spies[source].streams[0] == ("", runs[0][1])
@@ -248,7 +236,7 @@ async def test_eager_migration_from_llama_server_to_the_device_is_text_exact(
     server = Recording(remote(continuation))
     local = Recording(local_endpoint)
     chunks, report = await _stream(_model(local, server, "remote", migration="cost"))
-    runs = _runs(chunks)
+    runs = split_by_endpoint(chunks)
     assert [e for e, _ in runs] == ["remote", "local"]
     assert server.streams[0][1].startswith(runs[0][1])
     assert local.streams[-1] == (runs[0][1], runs[1][1])
@@ -261,7 +249,7 @@ async def test_a_race_with_llama_server_delivers_only_the_winner(
     server = Recording(remote("llamacpp"))
     local = Recording(local_endpoint)
     chunks, report = await _stream(_model(local, server, "race"))
-    runs = _runs(chunks)
+    runs = split_by_endpoint(chunks)
     assert len(runs) == 1
     winner, text = runs[0]
     assert report["winner"] == winner
