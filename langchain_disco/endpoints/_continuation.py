@@ -20,6 +20,7 @@ it as a failed continuation and fails over from the delivered text). Pure: no I/
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,11 +63,7 @@ def _echo_forms(prefix: str) -> list[str]:
 
 
 def _common_prefix_len(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    return len(os.path.commonprefix([a, b]))  # noqa: RUF071 - characters are what we compare
 
 
 @dataclass
