@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict
+from collections import deque
+from dataclasses import asdict, fields
 from typing import Any
 
 from langchain_disco.config import DiscoSettings
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 SAVE_EVERY = 20
 """Persist the learned profiles every this many requests (and on `save_profiles`)."""
+MAX_UNSAVED = 10_000
+"""Outcomes kept for the next save while saving fails (a read-only cache directory, a lock
+held elsewhere); beyond it the oldest are left out of the file (never out of memory)."""
 
 
 def cost_model_from(s: DiscoSettings) -> CostModel:
@@ -79,6 +83,11 @@ class LiveScheduler:
         self._profiles: Profiles | None = None
         self._lock = threading.Lock()
         self._seen = 0
+        # What was learned since the last save, replayed onto the file's current content when
+        # saving (`ProfileStore.merge`), so processes sharing the file never drop each other's
+        # observations.
+        self._unsaved: deque[RequestOutcome] = deque(maxlen=MAX_UNSAVED)
+        self._unsaved_verdicts: dict[str, dict[str, Any]] = {}
 
     @property
     def profiles(self) -> Profiles:
@@ -123,6 +132,8 @@ class LiveScheduler:
             self._loaded().observe(outcome)
             self.policy.observe(outcome)
             self._seen += 1
+            if self._persist:
+                self._unsaved.append(outcome)
             due = self._persist and self._seen % SAVE_EVERY == 0
         if due:
             self.save()
@@ -136,17 +147,39 @@ class LiveScheduler:
         """Remember a probed continuation verdict with the profiles, and save them now."""
         with self._lock:
             self._loaded().continuation[key] = dict(verdict)
+            if self._persist:
+                self._unsaved_verdicts[key] = dict(verdict)
         self.save()
 
     def save(self) -> None:
-        """Persist the learned profiles now (a failure is logged, never raised)."""
+        """Persist the learned profiles now (a failure is logged, never raised).
+
+        What this process learned since its last save is replayed onto the file's current
+        content under a file lock, and the merged profiles replace the ones in memory: other
+        processes sharing the file keep their observations, and this one learns theirs.
+        """
         if self._profiles is None or not self._persist:
             return
-        try:
-            with self._lock:
-                self._store.save(self._profiles)
-        except OSError as exc:
-            logger.warning("cannot save latency profiles to %s: %s", self._store.path, exc)
+        with self._lock:
+            unsaved = list(self._unsaved)
+            verdicts = dict(self._unsaved_verdicts)
+
+            def replay(on_disk: Profiles) -> None:
+                for outcome in unsaved:
+                    on_disk.observe(outcome)
+                on_disk.continuation.update(verdicts)
+
+            try:
+                merged = self._store.merge(replay, unusable=self._profiles)
+            except OSError as exc:
+                logger.warning("cannot save latency profiles to %s: %s", self._store.path, exc)
+                return
+            if merged is not self._profiles:
+                # In place: the engine's migration predictor holds this very object.
+                for f in fields(Profiles):
+                    setattr(self._profiles, f.name, getattr(merged, f.name))
+            self._unsaved.clear()
+            self._unsaved_verdicts.clear()
 
     def _loaded(self) -> Profiles:
         if self._profiles is None:

@@ -4,6 +4,11 @@ The only module of `scheduling/` that touches the file system, and only when ask
 file yields the fallback priors; a corrupt, unreadable, implausible or other-version file logs
 one warning and yields them too: a profile cache must never stop a chat model from starting,
 and nothing it holds reaches the math unchecked (`_validate.py`).
+
+Several processes may share one file (app workers on one machine). `merge` therefore never
+writes what one process holds over what the others learned: under a file lock (`filelock`) it
+reads the file as it is now, lets the caller apply what it learned since its last save, and
+writes the result, so every observation lands exactly once.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from langchain_disco.scheduling._validate import ProfileFormatError
 from langchain_disco.scheduling.profiles import Profiles
 
@@ -26,6 +33,14 @@ FORMAT_VERSION = 1
 """Bumped whenever the JSON layout changes; files of another version are ignored."""
 MAX_FILE_BYTES = 64 * 1024 * 1024
 """A profile cache is tens of kilobytes; one this large is not ours, and is not read whole."""
+LOCK_TIMEOUT_S = 10.0
+"""How long `merge` waits for another process's save (milliseconds, normally) before it gives
+up this time and keeps what it learned for the next save."""
+
+
+class ProfileLockTimeout(OSError):
+    """Another process held the profile cache's lock for longer than `LOCK_TIMEOUT_S`."""
+
 
 _CORRUPT = (
     # What decoding the parsed file can raise: an implausible value (`ProfileFormatError`, a
@@ -116,41 +131,79 @@ class ProfileStore:
 
     def load(self) -> Profiles:
         """The saved profiles, or the fallback priors when there is no usable file."""
+        saved = self._read()
+        return saved if saved is not None else self._fallback()
+
+    def _read(self) -> Profiles | None:
+        """The saved profiles, or None (after the one warning) when there is no usable file."""
         try:
             with self.path.open("rb") as handle:
                 raw = handle.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
-            return self._fallback()
+            return None
         except OSError as exc:
-            return self._priors_because(f"cannot read profile cache {self.path} ({exc})")
+            return self._unusable(f"cannot read profile cache {self.path} ({exc})")
         if len(raw) > MAX_FILE_BYTES:
-            return self._priors_because(
+            return self._unusable(
                 f"profile cache {self.path} is larger than {MAX_FILE_BYTES} bytes"
             )
         try:
             data = _parse(raw)
         except RecursionError:
-            return self._priors_because(f"profile cache {self.path} is corrupt (nested too deeply)")
+            return self._unusable(f"profile cache {self.path} is corrupt (nested too deeply)")
         except ValueError as exc:
-            return self._priors_because(f"profile cache {self.path} is corrupt ({exc})")
+            return self._unusable(f"profile cache {self.path} is corrupt ({exc})")
         version = data.get("version") if isinstance(data, dict) else None
         if not isinstance(data, dict) or type(version) is not int or version != FORMAT_VERSION:
-            return self._priors_because(
+            return self._unusable(
                 f"profile cache {self.path} has format version {version!r}, "
                 f"expected {FORMAT_VERSION}"
             )
         try:
             return Profiles.from_dict(data.get("profiles"), path="profiles")
         except _CORRUPT as exc:
-            return self._priors_because(f"profile cache {self.path} is corrupt ({exc})")
+            return self._unusable(f"profile cache {self.path} is corrupt ({exc})")
 
-    def _priors_because(self, reason: str) -> Profiles:
-        """The one warning an unusable file gets (`disco profile show` quotes its reason)."""
+    def _unusable(self, reason: str) -> Profiles | None:
+        """The one warning an unusable file gets (`disco profile show` quotes its reason), and
+        what `_read` returns for it: nothing."""
         logger.warning("%s; using priors", reason)
-        return self._fallback()
+        return None
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file beside the cache (`profiles.json.lock`); it is left in place."""
+        return self.path.with_name(self.path.name + ".lock")
+
+    def merge(self, apply: Callable[[Profiles], None], *, unusable: Profiles) -> Profiles:
+        """Under the file lock: load the file as it is now, `apply` what this process learned
+        since its last save, write the result, and return it. With no usable file (none yet,
+        or a corrupt one) `unusable`, everything this process knows, is written instead.
+
+        Raises `ProfileLockTimeout` (an `OSError`) when the lock is not free within
+        `LOCK_TIMEOUT_S`, and `OSError` when the file cannot be written.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(self.lock_path, timeout=LOCK_TIMEOUT_S):
+                merged = self._read()
+                if merged is None:
+                    merged = unusable
+                else:
+                    apply(merged)
+                self.save(merged)
+        except Timeout:
+            raise ProfileLockTimeout(
+                f"the lock {self.lock_path} was held for more than {LOCK_TIMEOUT_S:g} s"
+            ) from None
+        return merged
 
     def save(self, profiles: Profiles) -> None:
-        """Write atomically (temporary file + rename), creating the directory if needed."""
+        """Write atomically (temporary file + rename), creating the directory if needed.
+
+        Overwrites whatever the file holds: a process sharing the file with others saves
+        through `merge`.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"version": FORMAT_VERSION, "profiles": profiles.to_dict()})
         fd, tmp = tempfile.mkstemp(prefix=".profiles-", suffix=".json", dir=self.path.parent)
