@@ -8,8 +8,12 @@ is the core; `_stream`, `_generate` and `_agenerate` drive it.
 from __future__ import annotations
 
 import contextlib
+import difflib
+import uuid
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import replace
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +23,6 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
-from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import (
     BaseChatModel,
@@ -27,10 +30,10 @@ from langchain_core.language_models.chat_models import (
     generate_from_stream,
 )
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
@@ -58,6 +61,16 @@ if TYPE_CHECKING:
     from langchain_disco.endpoints._probe import VerdictStore
 
 _SETTINGS_FIELDS = set(DiscoSettings.model_fields)
+_CALL_KWARGS = frozenset(
+    {
+        "max_tokens", "temperature", "top_p", "seed", "tools", "tool_choice", "response_format",
+        "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "n",
+        "parallel_tool_calls", "model", "model_kwargs", "extra_body",
+        # ChatOpenAI's switch for usage in streams: ours always carry it.
+        "stream_usage",
+    }
+)  # fmt: skip
+"""The keywords a call (or `bind`) may pass; any other is refused, never dropped."""
 
 
 class DiscoChatModel(BaseChatModel):
@@ -99,6 +112,23 @@ class DiscoChatModel(BaseChatModel):
     max_tokens: int | None = None
     seed: int | None = None
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    """Served by both endpoints (llama.cpp samples with it too)."""
+    frequency_penalty: float | None = None
+    """Served by both endpoints (llama.cpp samples with it too)."""
+    logprobs: bool | None = None
+    """Token log-probabilities (the answer's ``response_metadata["logprobs"]``): only the
+    remote reports them, so a request asking for them is served by the remote alone."""
+    top_logprobs: int | None = None
+    n: int | None = None
+    """Answers per request: only 1 (one stream per request; call `batch` for several)."""
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Further request parameters for the remote, sent as top-level fields of its request body
+    (as ChatOpenAI does); a request carrying them is served by the remote alone."""
+    extra_body: dict[str, Any] | None = None
+    """Fields merged into the remote's JSON body as they are (the openai SDK's
+    ``extra_body``); a request carrying them is served by the remote alone."""
 
     _engine: Engine | None = PrivateAttr(default=None)
     _scheduler: LiveScheduler | None = PrivateAttr(default=None)
@@ -110,12 +140,24 @@ class DiscoChatModel(BaseChatModel):
     @model_validator(mode="before")
     @classmethod
     def _collect_settings(cls, values: Any) -> Any:
-        """Move `DiscoSettings` fields given as keyword arguments into `settings`."""
+        """Move `DiscoSettings` fields given as keyword arguments into `settings`.
+
+        ``model=``/``model_name=`` name the remote model (``remote_model``), as they do for
+        ChatOpenAI. Other unknown keywords are moved to `model_kwargs` with a warning, as
+        ChatOpenAI does, except near-misses of our own names (``remote_modle=``), which are
+        refused with the name meant.
+        """
         if not isinstance(values, dict):
             return values
         values = dict(values)
+        for alias in ("model", "model_name"):
+            if alias in values:
+                name = values.pop(alias)
+                if name is not None and values.get("remote_model") is None:
+                    values["remote_model"] = name
         if "policy" in values and not isinstance(values["policy"], str | None):
             values["dispatch_policy"] = values.pop("policy")  # a policy object, not a name
+        _move_unknown_to_model_kwargs(values)
         overrides = {
             k: values.pop(k)
             for k in list(values)
@@ -226,16 +268,49 @@ class DiscoChatModel(BaseChatModel):
         return self._engine
 
     def _params(self, stop: list[str] | None, **kwargs: Any) -> GenerationParams:
+        """The request's parameters: the call's keywords over the model's own.
+
+        Every keyword is either served (by both endpoints, or by the one that can: the request
+        then goes there alone) or refused with an error naming it; none is dropped.
+        """
+        unknown = sorted(set(kwargs) - _CALL_KWARGS)
+        if unknown:
+            raise ValueError(
+                f"DiscoChatModel does not know the call keyword(s) {', '.join(unknown)}: to "
+                "send a provider parameter to the remote, pass model_kwargs={...} (top-level "
+                "request fields) or extra_body={...} when building the model or in the call"
+            )
+
+        def given(name: str) -> Any:
+            value = kwargs.get(name)
+            return getattr(self, name) if value is None else value
+
+        n = given("n")
+        if n is not None and n != 1:
+            raise ValueError(
+                f"n={n!r}: DiscoChatModel streams one answer per request; for several answers "
+                "to one input call model.batch([prompt] * n)"
+            )
         stops = stop if stop is not None else self.stop
+        model_kwargs = {**self.model_kwargs, **(kwargs.get("model_kwargs") or {})}
+        extra_body = {**(self.extra_body or {}), **(kwargs.get("extra_body") or {})}
         return GenerationParams(
-            max_tokens=kwargs.get("max_tokens", self.max_tokens),
-            temperature=kwargs.get("temperature", self.temperature),
-            top_p=kwargs.get("top_p"),
-            seed=kwargs.get("seed", self.seed),
+            max_tokens=given("max_tokens"),
+            temperature=given("temperature"),
+            top_p=given("top_p"),
+            seed=given("seed"),
             stop=tuple(stops or ()),
             tools=tuple(kwargs.get("tools") or ()),
             tool_choice=kwargs.get("tool_choice"),
             response_format=kwargs.get("response_format"),
+            presence_penalty=given("presence_penalty"),
+            frequency_penalty=given("frequency_penalty"),
+            logprobs=given("logprobs"),
+            top_logprobs=given("top_logprobs"),
+            parallel_tool_calls=kwargs.get("parallel_tool_calls"),
+            model=kwargs.get("model"),
+            provider_kwargs=tuple(model_kwargs.items()),
+            extra_body=tuple(extra_body.items()),
         )
 
     def bind_tools(
@@ -243,6 +318,8 @@ class DiscoChatModel(BaseChatModel):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
         tool_choice: dict[str, Any] | str | bool | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (OpenAI format) and an optional `tool_choice`.
@@ -251,10 +328,17 @@ class DiscoChatModel(BaseChatModel):
         i.e. the remote), ``"none"``, ``"any"``/``"required"``/``True`` (a call is forced:
         both endpoints can, the local one through grammar-constrained decoding), or a tool
         name (that tool is forced).
+
+        `strict`: the tool schemas are marked ``strict`` for the remote (OpenAI's structured
+        outputs); the local model's grammar enforces the schema anyway. `parallel_tool_calls`
+        is sent to the remote; the local model makes one call per answer, which satisfies
+        ``False``.
         """
-        formatted = [convert_to_openai_tool(t) for t in tools]
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
         if tool_choice is not None and tool_choice is not False:
             kwargs["tool_choice"] = _normalise_tool_choice(tool_choice, formatted)
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
         return super().bind(tools=formatted, **kwargs)
 
     async def _chunks(
@@ -313,13 +397,23 @@ class DiscoChatModel(BaseChatModel):
             output_tokens=report.output_tokens,
             total_tokens=report.input_tokens + report.output_tokens,
         )
+        if report.cached_input_tokens:
+            usage["input_token_details"] = InputTokenDetails(cache_read=report.cached_input_tokens)
+        if report.reasoning_tokens:
+            usage["output_token_details"] = OutputTokenDetails(reasoning=report.reasoning_tokens)
         finish = finisher.finish_reason if finisher is not None else None
         metadata: dict[str, Any] = {
             "finish_reason": finish,
             "model_name": finisher.model if finisher is not None else None,
             "model_provider": "disco",
-            "disco_report": report.to_dict(),
         }
+        if finisher is not None and finisher.response_id is not None:
+            metadata["id"] = finisher.response_id
+        if finisher is not None and finisher.system_fingerprint is not None:
+            metadata["system_fingerprint"] = finisher.system_fingerprint
+        if params.logprobs:
+            metadata["logprobs"] = {"content": list(report.logprobs or ())}
+        metadata["disco_report"] = report.to_dict()
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
@@ -329,6 +423,51 @@ class DiscoChatModel(BaseChatModel):
             ),
             generation_info={"finish_reason": finish},
         )
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """LangChain's `astream`, with our custom events attached to this model's run.
+
+        LangChain's `astream` calls `_astream` without the run's callback manager; the run id
+        is fixed here (or taken from ``config["run_id"]``) so the dispatch, migration and
+        failover events reach the callbacks as events of this chat-model run, also when the
+        bare model is streamed with `astream_events`.
+        """
+        config = ensure_config(config)
+        run = _StreamRun(config.get("run_id") or uuid.uuid4(), config)
+        token = _STREAM_RUN.set(run)
+        try:
+            async for chunk in super().astream(
+                input, {**config, "run_id": run.run_id}, stop=stop, **kwargs
+            ):
+                yield chunk
+        finally:
+            with contextlib.suppress(ValueError):  # closed from another context (gc)
+                _STREAM_RUN.reset(token)
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """LangChain's `stream`, with our custom events attached to this model's run."""
+        config = ensure_config(config)
+        run = _StreamRun(config.get("run_id") or uuid.uuid4(), config)
+        token = _STREAM_RUN.set(run)
+        try:
+            yield from super().stream(input, {**config, "run_id": run.run_id}, stop=stop, **kwargs)
+        finally:
+            with contextlib.suppress(ValueError):
+                _STREAM_RUN.reset(token)
 
     async def _astream(
         self,
@@ -342,7 +481,7 @@ class DiscoChatModel(BaseChatModel):
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 for event in events:
-                    await _adispatch(event, run_manager)
+                    await _adispatch(event, run_manager, self)
                 events.clear()
                 if run_manager is not None and chunk.text:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -358,7 +497,7 @@ class DiscoChatModel(BaseChatModel):
         events: list[EngineEvent] = []
         for chunk in _sync.iterate(lambda: self._chunks(messages, stop, events, **kwargs)):
             for event in events:
-                _dispatch(event, run_manager)
+                _dispatch(event, run_manager, self)
             events.clear()
             if run_manager is not None and chunk.text:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -381,6 +520,34 @@ class DiscoChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+
+
+def _move_unknown_to_model_kwargs(values: dict[str, Any]) -> None:
+    """ChatOpenAI's rule for constructor keywords it does not know: warn and send them to the
+    provider as `model_kwargs`. A near-miss of one of our own names is refused instead (sent
+    to the provider, `remote_modle=` would be ignored by it and mislead the caller)."""
+    known = set(DiscoChatModel.model_fields) | _SETTINGS_FIELDS | {"stop_sequences"}
+    known |= {f.alias for f in DiscoChatModel.model_fields.values() if f.alias}
+    unknown = [k for k in values if k not in known]
+    if not unknown:
+        return
+    extra = dict(values.get("model_kwargs") or {})
+    for name in unknown:
+        meant = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        if meant:
+            raise ValueError(
+                f"DiscoChatModel got an unknown keyword {name!r}: did you mean {meant[0]!r}?"
+            )
+        if name in extra:
+            raise ValueError(f"{name!r} is given both as a keyword and in model_kwargs")
+        warnings.warn(
+            f"{name!r} is not a DiscoChatModel parameter: it was moved to model_kwargs and will "
+            "be sent to the remote as a request field. Please confirm that is what you intended.",
+            UserWarning,
+            stacklevel=5,
+        )
+        extra[name] = values.pop(name)
+    values["model_kwargs"] = extra
 
 
 def _within_capabilities(
@@ -438,12 +605,26 @@ def _content_chunk(delivery: Delivery) -> ChatGenerationChunk:
     )
 
 
-async def _adispatch(event: EngineEvent, run_manager: AsyncCallbackManagerForLLMRun | None) -> None:
-    """Send a dispatch/migration/failover event as a LangChain custom event.
+@dataclass(frozen=True)
+class _StreamRun:
+    """The chat-model run of a `stream`/`astream` call, for its custom events."""
 
-    With a run manager (the invoke path) the event belongs to this chat-model run. LangChain's
-    `astream` calls `_astream` without one; then the event goes to the enclosing run (a chain,
-    a graph node), and is only in the report when there is none.
+    run_id: uuid.UUID
+    config: RunnableConfig
+
+
+_STREAM_RUN: ContextVar[_StreamRun | None] = ContextVar("disco_stream_run", default=None)
+
+
+async def _adispatch(
+    event: EngineEvent,
+    run_manager: AsyncCallbackManagerForLLMRun | None,
+    model: DiscoChatModel,
+) -> None:
+    """Send a dispatch/migration/failover event as a LangChain custom event of this run.
+
+    With a run manager (the invoke path) it names the run. LangChain's `astream` calls
+    `_astream` without one; then `astream` above has fixed the run id and left the config.
     """
     if run_manager is not None:
         manager = AsyncCallbackManager(
@@ -455,11 +636,24 @@ async def _adispatch(event: EngineEvent, run_manager: AsyncCallbackManagerForLLM
         )
         await manager.on_custom_event(event.name, event.data, run_id=run_manager.run_id)
         return
-    with contextlib.suppress(RuntimeError):  # no enclosing run: nobody to tell
-        await adispatch_custom_event(event.name, event.data)
+    run = _STREAM_RUN.get()
+    if run is None:  # `_astream` called directly: nobody to tell but the report
+        return
+    manager = AsyncCallbackManager.configure(
+        run.config.get("callbacks"),
+        model.callbacks,
+        model.verbose,
+        run.config.get("tags"),
+        model.tags,
+        run.config.get("metadata"),
+        model.metadata,
+    )
+    await manager.on_custom_event(event.name, event.data, run_id=run.run_id)
 
 
-def _dispatch(event: EngineEvent, run_manager: CallbackManagerForLLMRun | None) -> None:
+def _dispatch(
+    event: EngineEvent, run_manager: CallbackManagerForLLMRun | None, model: DiscoChatModel
+) -> None:
     """The sync twin of `_adispatch`."""
     if run_manager is not None:
         manager = CallbackManager(
@@ -471,8 +665,19 @@ def _dispatch(event: EngineEvent, run_manager: CallbackManagerForLLMRun | None) 
         )
         manager.on_custom_event(event.name, event.data, run_id=run_manager.run_id)
         return
-    with contextlib.suppress(RuntimeError):
-        dispatch_custom_event(event.name, event.data)
+    run = _STREAM_RUN.get()
+    if run is None:
+        return
+    sync_manager = CallbackManager.configure(
+        run.config.get("callbacks"),
+        model.callbacks,
+        model.verbose,
+        run.config.get("tags"),
+        model.tags,
+        run.config.get("metadata"),
+        model.metadata,
+    )
+    sync_manager.on_custom_event(event.name, event.data, run_id=run.run_id)
 
 
 def _estimate_tokens(messages: Sequence[BaseMessage], endpoint: Endpoint | None) -> int:

@@ -693,6 +693,7 @@ class _Request:
         server_in = server_out = device_in = device_out = 0
         for row in self.report.endpoints.values():
             row.input_tokens = row.output_tokens = row.attempted_input_tokens = row.attempts = 0
+            row.cached_input_tokens = row.reasoning_tokens = 0
             row.queue_wait_s = 0.0
         for run in self.runs:
             row, stats = self._row(run.role), run.stats
@@ -709,6 +710,12 @@ class _Request:
             row.queue_wait_s += stats.queue_wait_s
             row.attempts += stats.attempts
             row.finish_reason = stats.finish_reason or row.finish_reason
+            row.cached_input_tokens += stats.cached_input_tokens
+            row.reasoning_tokens += stats.reasoning_tokens
+            row.response_id = stats.response_id or row.response_id
+            row.system_fingerprint = stats.system_fingerprint or row.system_fingerprint
+            if stats.logprobs:
+                row.logprobs = [*(row.logprobs or ()), *stats.logprobs]
             if "continuation" in stats.extra:
                 row.continuation = str(stats.extra["continuation"])
             echoed = stats.extra.get("prefix_echoed")

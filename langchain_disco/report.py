@@ -36,6 +36,16 @@ class EndpointRun:
     queue_wait_s: float = 0.0
     attempts: int = 0
     finish_reason: str | None = None
+    cached_input_tokens: int = 0
+    """Of `input_tokens`, those the provider read from its prompt cache (reported by it)."""
+    reasoning_tokens: int = 0
+    """Of `output_tokens`, the reasoning tokens the provider reported."""
+    response_id: str | None = None
+    """The provider's id of the response (the last attempt's)."""
+    system_fingerprint: str | None = None
+    logprobs: list[dict[str, Any]] | None = None
+    """Token log-probabilities, when the request asked for them (the final chunk's
+    ``response_metadata["logprobs"]`` carries them; the report's dict leaves them out)."""
     continuation: str | None = None
     """How this endpoint continues a partial answer, and how that is known (a remote's
     configured or probed verdict, e.g. ``"continues as llamacpp, echoes the prefix (probed)"``)."""
@@ -93,14 +103,35 @@ class RequestReport:
         """Output tokens produced (and billed) over all endpoints, the cancelled ones included."""
         return sum(r.output_tokens for r in self.endpoints.values() if r.started_s is not None)
 
+    @property
+    def cached_input_tokens(self) -> int:
+        """Of the billed input tokens, those providers read from their prompt caches."""
+        return sum(r.cached_input_tokens for r in self.endpoints.values())
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Of the output tokens, the reasoning tokens providers reported."""
+        return sum(r.reasoning_tokens for r in self.endpoints.values())
+
+    @property
+    def logprobs(self) -> list[dict[str, Any]] | None:
+        """The answer's token log-probabilities (from the endpoint that finished it)."""
+        run = self.endpoints.get(self.finished_by or "")
+        return run.logprobs if run is not None else None
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view, with the derived figures included."""
+        """A JSON-ready view, with the derived figures included (log-probabilities left out:
+        they travel as the answer's ``response_metadata["logprobs"]``)."""
         data = asdict(self)
+        for run in data["endpoints"].values():
+            run.pop("logprobs", None)
         data["max_stall_s"] = self.max_stall_s
         data["mean_tbt_s"] = self.mean_tbt_s
         data["input_tokens"] = self.input_tokens
         data["attempted_input_tokens"] = self.attempted_input_tokens
         data["output_tokens"] = self.output_tokens
+        data["cached_input_tokens"] = self.cached_input_tokens
+        data["reasoning_tokens"] = self.reasoning_tokens
         data["tokens_per_endpoint"] = {
             name: run.output_tokens for name, run in self.endpoints.items()
         }

@@ -34,6 +34,11 @@ class Capabilities:
     """Can itself decide between calling a tool and answering (`tool_choice` auto)."""
     structured_output: bool = False
     """Can constrain its answer to a JSON schema (`response_format`)."""
+    logprobs: bool = False
+    """Can report token log-probabilities (`logprobs`, `top_logprobs`)."""
+    provider_parameters: bool = False
+    """Forwards parameters it does not itself interpret to a provider (`model_kwargs`,
+    `extra_body`, a per-call `model`): an OpenAI-compatible API can, an in-process model not."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,18 @@ class GenerationParams:
     """``"auto"``, ``"none"``, ``"required"`` or ``{"type": "function", "function": {"name"}}``."""
     response_format: dict[str, Any] | None = None
     """OpenAI-format ``response_format`` (``json_schema`` or ``json_object``)."""
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    parallel_tool_calls: bool | None = None
+    """False: at most one tool call (the local model never makes more than one)."""
+    model: str | None = None
+    """A per-call remote model name, overriding the endpoint's."""
+    provider_kwargs: tuple[tuple[str, Any], ...] = ()
+    """Further top-level request parameters for the provider (`model_kwargs`), as pairs."""
+    extra_body: tuple[tuple[str, Any], ...] = ()
+    """Fields merged into the provider's JSON body as they are (`extra_body`), as pairs."""
 
     def __post_init__(self) -> None:
         # llama.cpp reads max_tokens <= 0 as "until the context is full" (4,079 tokens in 80 s
@@ -95,6 +112,20 @@ class GenerationParams:
                 return "tool_choice='auto' (choosing between a tool call and an answer)"
         if self.response_format is not None and not capabilities.structured_output:
             return "structured output"
+        if (self.logprobs or self.top_logprobs is not None) and not capabilities.logprobs:
+            return "logprobs"
+        if not capabilities.provider_parameters:
+            passed = [
+                name
+                for name, given in (
+                    ("model", self.model is not None),
+                    ("model_kwargs", bool(self.provider_kwargs)),
+                    ("extra_body", bool(self.extra_body)),
+                )
+                if given
+            ]
+            if passed:
+                return f"provider parameters ({', '.join(passed)})"
         return None
 
 
@@ -123,6 +154,14 @@ class StreamStats:
     with an HTTP error status or never connected. None: the endpoint does not tell them apart,
     and all it processed counts (a device spends energy on whatever it prefilled)."""
     finish_reason: str | None = None
+    cached_input_tokens: int = 0
+    """Of `input_tokens`, those the provider read from its prompt cache (as it reported)."""
+    reasoning_tokens: int = 0
+    """Of `output_tokens`, the reasoning tokens the provider reported."""
+    response_id: str | None = None
+    system_fingerprint: str | None = None
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    """Token log-probabilities as the provider streamed them (OpenAI's ``logprobs.content``)."""
     extra: dict[str, object] = field(default_factory=dict)
 
     @property

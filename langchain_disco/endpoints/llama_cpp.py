@@ -284,6 +284,8 @@ class LlamaCppEndpoint(Endpoint):
                 seed=params.seed,
                 stop=None if schema is not None else list(params.stop) or None,
                 repeat_penalty=self._repeat_penalty,
+                presence_penalty=params.presence_penalty or 0.0,
+                frequency_penalty=params.frequency_penalty or 0.0,
                 grammar=None if schema is None else grammar_for(json.dumps(schema)),
                 stream=True,
             )

@@ -261,6 +261,8 @@ class OpenAIEndpoint(Endpoint):
             tools=True,
             tool_choice_auto=True,
             structured_output=True,
+            logprobs=True,
+            provider_parameters=True,
         )
 
     def _remembered(self) -> ContinuationVerdict | None:
@@ -539,9 +541,16 @@ class OpenAIEndpoint(Endpoint):
             stats.billed_attempts = (stats.billed_attempts or 0) + 1
             return opened
 
+        # `model_kwargs` go in as top-level fields of the body, as ChatOpenAI sends them; they
+        # are not keyword arguments of the SDK's `create`, which rejects names it does not know.
+        extra_body = {
+            **dict(params.provider_kwargs),
+            **request.extra_body,
+            **dict(params.extra_body),
+        }
         stream = await open_and_bill(
             client.chat.completions.create(
-                model=self.model_name,
+                model=params.model or self.model_name,
                 messages=cast(Any, request.messages),
                 stream=True,
                 stream_options={"include_usage": True},
@@ -552,8 +561,13 @@ class OpenAIEndpoint(Endpoint):
                 stop=list(params.stop) if params.stop else openai.omit,
                 tools=cast(Any, list(params.tools)) if params.tools else openai.omit,
                 tool_choice=cast(Any, _given(params.tool_choice)),
+                parallel_tool_calls=_given(params.parallel_tool_calls if params.tools else None),
                 response_format=cast(Any, _given(params.response_format)),
-                extra_body=request.extra_body or None,
+                presence_penalty=_given(params.presence_penalty),
+                frequency_penalty=_given(params.frequency_penalty),
+                logprobs=_given(params.logprobs),
+                top_logprobs=_given(params.top_logprobs),
+                extra_body=extra_body or None,
             )
         )
         try:
@@ -755,11 +769,19 @@ def _absorb(chunk: ChatCompletionChunk, stats: StreamStats) -> list[StreamItem]:
             raise TypeError(f"choices is {type(choices).__name__}, expected a list")
         text = ""
         calls: list[StreamItem] = []
+        if stats.response_id is None and isinstance(getattr(chunk, "id", None), str):
+            stats.response_id = chunk.id
+        fingerprint = getattr(chunk, "system_fingerprint", None)
+        if isinstance(fingerprint, str):
+            stats.system_fingerprint = fingerprint
         for choice in choices:
             if not isinstance(choice, ChunkChoice):
                 raise TypeError(f"a choice is {type(choice).__name__}, expected an object")
             if getattr(choice, "index", 0) != 0:
                 continue  # n > 1 is never requested; ignore stray extra choices
+            logprobs = getattr(choice, "logprobs", None)
+            for entry in getattr(logprobs, "content", None) or ():
+                stats.logprobs.append(entry.model_dump() if hasattr(entry, "model_dump") else entry)
             delta = getattr(choice, "delta", None)
             content = getattr(delta, "content", None) if delta is not None else None
             if content:
@@ -783,8 +805,24 @@ def _absorb(chunk: ChatCompletionChunk, stats: StreamStats) -> list[StreamItem]:
             stats.input_tokens = int(usage.prompt_tokens)
             stats.output_tokens = int(usage.completion_tokens)
             stats.usage_reported = True
+            stats.cached_input_tokens = _cached_tokens(usage)
+            details = getattr(usage, "completion_tokens_details", None)
+            stats.reasoning_tokens = int(getattr(details, "reasoning_tokens", None) or 0)
         elif text or calls:
             stats.output_tokens += 1
         return [text, *calls] if text else calls
     except (AttributeError, TypeError, ValueError) as exc:
         raise _MalformedChunkError(f"unexpected chunk shape ({exc})") from exc
+
+
+def _cached_tokens(usage: Any) -> int:
+    """Prompt tokens the provider served from its cache: OpenAI's (and vLLM's, llama-server's)
+    ``prompt_tokens_details.cached_tokens``, or DeepSeek's ``prompt_cache_hit_tokens``."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    if cached is None:
+        cached = getattr(usage, "prompt_cache_hit_tokens", None)  # DeepSeek, an extra field
+    try:
+        return max(int(cached or 0), 0)
+    except (TypeError, ValueError):
+        return 0

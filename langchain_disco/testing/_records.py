@@ -43,6 +43,8 @@ class RequestRecord:
     inter_token_s: float
     """Minimum gap the server kept between content tokens."""
     fault: dict[str, Any] | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    """The request body as received (every field the client set, unknown ones included)."""
     status: RequestStatus = "running"
     error: str | None = None
     tokens_sent: int = 0

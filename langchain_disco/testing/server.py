@@ -192,6 +192,7 @@ def create_app(
             ttft_delay_s=first_delay_s,
             inter_token_s=inter_token_s,
             fault=None if fault is None else fault.model_dump(),
+            body=body.model_dump(mode="json", exclude_unset=True),
         )
         headers = {"x-request-id": record.id}
         if isinstance(fault, ErrorStatusFault):

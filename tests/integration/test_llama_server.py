@@ -305,3 +305,28 @@ async def test_a_cancelled_stream_frees_llama_servers_slot(
             await asyncio.sleep(0.05)  # polling another process's state, bounded above
     # And it serves the next request at once, rather than after the abandoned generation.
     assert await _text(endpoint, params=GenerationParams(max_tokens=2, temperature=0.0))
+
+
+# -- what ChatOpenAI users read from a response (issue 14) ------------------------------------
+
+
+async def test_logprobs_id_fingerprint_and_usage_details_from_llama_server(
+    local_endpoint: LlamaCppEndpoint, remote: Any
+) -> None:
+    """llama-server streams per-token `logprobs.content`, a `chatcmpl-` id, a
+    `system_fingerprint` and `usage.prompt_tokens_details.cached_tokens` (observed here): the
+    answer's metadata carries them as ChatOpenAI's does, and a race asking for logprobs is
+    served by the server alone (the in-process model cannot report them)."""
+    model = _model(local_endpoint, remote(), "race")
+    chunks = [c async for c in model.astream(QUESTION, logprobs=True, top_logprobs=2)]
+    last = chunks[-1]
+    report = last.response_metadata["disco_report"]
+    assert list(report["endpoints"]) == ["remote"]
+    text = "".join(str(c.content) for c in chunks)
+    logprobs = last.response_metadata["logprobs"]["content"]
+    assert "".join(entry["token"] for entry in logprobs) == text
+    assert all(len(entry["top_logprobs"]) == 2 for entry in logprobs)
+    assert str(last.response_metadata["id"]).startswith("chatcmpl-")
+    assert last.response_metadata["system_fingerprint"]
+    assert report["endpoints"]["remote"]["cached_input_tokens"] == 0  # --no-cache-prompt
+    assert "logprobs" not in report["endpoints"]["remote"]  # once, in the metadata
