@@ -1,10 +1,11 @@
 """Latency and length profiles, learned online from what requests show, starting from real priors.
 
 - `DeviceProfile`: the device is predictable. TTFT ~ overhead_s + prompt_tokens / prefill_tok_s
-  (+ the wait behind other generations, passed in), fitted by recursive least squares with a
-  forgetting factor; decode rate by an EWMA; the spread around that line is kept as an
-  empirical distribution of ratios (measured / predicted), for expectations that are not
-  linear in the TTFT. Priors come from `data/device_speeds.csv`.
+  (+ the wait behind other generations, passed in), fitted by exponentially forgotten weighted
+  least squares (bounded running moments, solved in closed form: it cannot wind up, lose
+  symmetry or overflow, however long it runs); decode rate by an EWMA; the spread around that
+  line is kept as an empirical distribution of ratios (measured / predicted), for expectations
+  that are not linear in the TTFT. Priors come from `data/device_speeds.csv`.
 - `ServerProfile`: the server is not. Its TTFT is kept as an empirical distribution (a bounded,
   seeded reservoir, optionally one per coarse prompt-length bucket); priors are the measured
   llmperf requests of a provider-size (`"together-13b"`), or all of them (`"all"`).
@@ -53,10 +54,13 @@ _SPREAD_POINTS = 8
 _SPREAD_MIN_PREDICTED_S = 0.01
 _SPREAD_MAX_RATIO = 4.0
 _JITTER_S = 0.05  # timing noise that does not scale with the prompt (scheduling, I/O)
-# What a saved profile may hold. A fit's covariance beyond _MAX_COV is a runaway fit (its
-# update would overflow soon after); learned spread ratios are clipped at _SPREAD_MAX_RATIO and
-# the priors' lie within it; a forgetting factor below one half forgets a request at once.
+_MAX_WEIGHT = 1e12  # one observation's weight, after the relative-variance factor
+# What a saved profile may hold. A fit's covariance beyond _MAX_COV is a runaway fit (files of
+# the recursive least squares this fit replaced); learned spread ratios are clipped at
+# _SPREAD_MAX_RATIO and the priors' lie within it; a forgetting factor below one half forgets a
+# request at once; the fit's moments stay far below _MAX_MOMENT (weights are bounded).
 _MAX_COV = 1e150
+_MAX_MOMENT = 1e200
 _MAX_SAVED_SPREAD = 100.0
 _MIN_FORGETTING = 0.5
 _MAX_BUCKETS = 1_000
@@ -70,9 +74,20 @@ def _decode_alpha(n: int) -> float:
 class DeviceProfile:
     """Predicts the local model's TTFT from the prompt length; learns from every local request.
 
-    The fit is recursive least squares on `ttft_s = overhead_s + slope * prompt_tokens / 1000`
-    with forgetting factor `forgetting` (old requests fade; a few hundred recent ones dominate).
-    The prior counts for about `prior_weight` observations, so measurements replace it quickly.
+    The fit is weighted least squares of `ttft_s = overhead_s + slope * prompt_tokens / 1000`
+    in which each earlier request's weight is multiplied by `forgetting` per new one (old
+    requests fade; a few hundred recent ones dominate), plus a ridge of strength `prior_weight`
+    towards the prior line, which keeps the fit defined when the prompts tell nothing about
+    the slope (all of one length) and otherwise counts for about `prior_weight` observations.
+
+    It keeps weighted running moments (total weight, means, centred second moments), updated
+    as West's weighted Welford recurrences and solved in closed form per update, instead of
+    recursive least squares: RLS's covariance grows by 1/forgetting per observation in any
+    direction the prompts do not excite and loses symmetry to rounding, and diverged (838x off
+    after 6,000 noisy observations, overflow after ~75,000, NaN after ~150,000 noise-free ones).
+    These moments are bounded by the largest weight over 1 - forgetting, and the 2x2 system's
+    determinant is at least `prior_weight` squared, so no sequence of finite observations can
+    make the line non-finite.
     """
 
     def __init__(
@@ -91,10 +106,13 @@ class DeviceProfile:
             raise ValueError("forgetting must be in (0, 1] and prior_weight > 0")
         self.name = name
         self.forgetting = forgetting
-        self._theta = [float(overhead_s), _KTOK / prefill_tok_s]
+        self.prior_weight = prior_weight
+        self._prior = (float(overhead_s), _KTOK / prefill_tok_s)
+        self._theta = self._prior
+        # Weighted moments of (x = prompt_tokens / 1000, y = ttft_s): total weight, means,
+        # centred sums of squares and cross-products.
+        self._w = self._mx = self._my = self._cxx = self._cxy = 0.0
         self._ref_s = self._scale_s()
-        p0 = 1.0 / prior_weight
-        self._cov = [[p0, 0.0], [0.0, p0]]
         self._s_per_token = 1.0 / decode_tok_s
         self._spread = Reservoir([1.0], capacity=_SPREAD_CAPACITY, seed=3)
         self.n_ttft = 0
@@ -142,8 +160,13 @@ class DeviceProfile:
         of the chance that this TTFT could be seen at all (a racing server cancels the device
         unless the device is first, so raced devices are seen mostly when fast). A `selected`
         TTFT (one seen only because it beat a racing server) does not enter the spread.
+        Non-finite or out-of-range values are ignored: nothing non-finite is ever learned.
         """
-        if ttft_s > 0 and ttft_s == ttft_s and weight > 0:
+        if (
+            0 < ttft_s <= MAX_SECONDS
+            and 0 <= prompt_tokens <= MAX_TOKENS
+            and 0 < weight < float("inf")
+        ):
             predicted = self.predict_ttft_s(prompt_tokens)
             if not selected and predicted >= _SPREAD_MIN_PREDICTED_S:
                 # Relative spread: a multiplicative model of a device that runs faster or
@@ -158,25 +181,48 @@ class DeviceProfile:
             # the intercept, and short prompts (where a device wins races) would be mispredicted.
             # Relative to a 1000-token prompt, so the prior keeps its meaning on any device.
             weight *= (self._ref_s**2 + _JITTER_S**2) / (predicted**2 + _JITTER_S**2)
-            x0, x1 = 1.0, prompt_tokens / _KTOK
-            (p00, p01), (p10, p11) = self._cov
-            px0 = p00 * x0 + p01 * x1
-            px1 = p10 * x0 + p11 * x1
-            lam = self.forgetting
-            denom = lam / weight + x0 * px0 + x1 * px1
-            k0, k1 = px0 / denom, px1 / denom
-            err = ttft_s - (self._theta[0] * x0 + self._theta[1] * x1)
-            self._theta = [self._theta[0] + k0 * err, self._theta[1] + k1 * err]
-            # P <- (P - K x^T P) / lambda, with x^T P = (px0, px1) since P is symmetric.
-            self._cov = [
-                [(p00 - k0 * px0) / lam, (p01 - k0 * px1) / lam],
-                [(p10 - k1 * px0) / lam, (p11 - k1 * px1) / lam],
-            ]
+            self._learn(prompt_tokens / _KTOK, ttft_s, min(weight, _MAX_WEIGHT))
             self.n_ttft += 1
-        if decode_tok_s is not None and decode_tok_s > 0:
+        if decode_tok_s is not None and 0 < decode_tok_s < float("inf"):
             alpha = _decode_alpha(self.n_decode)
             self._s_per_token += alpha * (1.0 / decode_tok_s - self._s_per_token)
+            self._s_per_token = min(max(self._s_per_token, MIN_S_PER_TOKEN), MAX_SECONDS)
             self.n_decode += 1
+
+    def _learn(self, x: float, y: float, weight: float) -> None:
+        """Fade the moments by `forgetting`, add (x, y) with `weight`, and re-solve the line."""
+        lam = self.forgetting
+        w = lam * self._w + weight
+        dx, dy = x - self._mx, y - self._my
+        share = weight / w
+        self._mx += share * dx
+        self._my += share * dy
+        # A sum of squares: never below zero (rounding could take it there when one weight
+        # dwarfs all the others).
+        self._cxx = max(lam * self._cxx + weight * dx * (x - self._mx), 0.0)
+        self._cxy = lam * self._cxy + weight * dx * (y - self._my)
+        self._w = w
+        self._theta = self._solve()
+
+    def _solve(self) -> tuple[float, float]:
+        """The ridge-regularised weighted least-squares line through the moments.
+
+        Minimises sum w (y - a - b x)^2 + r ((a - a0)^2 + (b - b0)^2), whose normal equations
+        in centred moments are [[W + r, W mx], [W mx, Cxx + W mx^2 + r]] (a, b) = (W my + r a0,
+        Cxy + W mx my + r b0); the determinant W Cxx + r (W + Cxx + W mx^2) + r^2 > 0.
+        """
+        r = self.prior_weight
+        a0, b0 = self._prior
+        w, mx, my, cxx, cxy = self._w, self._mx, self._my, self._cxx, self._cxy
+        s_xx = cxx + w * mx * mx
+        m00, m01, m11 = w + r, w * mx, s_xx + r
+        v0, v1 = w * my + r * a0, cxy + w * mx * my + r * b0
+        det = w * cxx + r * (w + s_xx) + r * r
+        a = (m11 * v0 - m01 * v1) / det
+        b = (m00 * v1 - m01 * v0) / det
+        # Within what a saved line may hold (a day per 1000 tokens is already absurd), so the
+        # fit never writes a file it would refuse to read.
+        return (min(max(a, -MAX_SECONDS), MAX_SECONDS), min(max(b, -MAX_SECONDS), MAX_SECONDS))
 
     def spread(self, points: int = _SPREAD_POINTS) -> list[float]:
         """`points` equally likely ratios of TTFT to its prediction (mid-quantiles of those
@@ -223,7 +269,15 @@ class DeviceProfile:
         return {
             "name": self.name,
             "theta": list(self._theta),
-            "cov": [list(row) for row in self._cov],
+            "prior": list(self._prior),
+            "prior_weight": self.prior_weight,
+            "moments": {
+                "w": self._w,
+                "mean_x": self._mx,
+                "mean_y": self._my,
+                "cxx": self._cxx,
+                "cxy": self._cxy,
+            },
             "s_per_token": self._s_per_token,
             "spread": self._spread.to_dict(),
             "ref_s": self._ref_s,
@@ -238,7 +292,6 @@ class DeviceProfile:
         under `path` when one is missing, of the wrong type or implausible."""
         fields = Fields(data, path)
         theta = fields.numbers("theta", lo=-MAX_SECONDS, hi=MAX_SECONDS, length=2)
-        cov = _covariance(fields)
         s_per_token = fields.number("s_per_token", lo=MIN_S_PER_TOKEN, hi=MAX_SECONDS)
         out = cls(
             fields.text("name"),
@@ -247,7 +300,23 @@ class DeviceProfile:
             decode_tok_s=1.0 / s_per_token,
             forgetting=fields.number("forgetting", lo=_MIN_FORGETTING, hi=1.0),
         )
-        out._theta, out._cov = theta, cov
+        out._s_per_token = s_per_token  # as saved, not through 1 / (1 / x)
+        if "moments" in fields:
+            prior = fields.numbers("prior", lo=-MAX_SECONDS, hi=MAX_SECONDS, length=2)
+            out._prior = (prior[0], prior[1])
+            out.prior_weight = fields.number("prior_weight", lo=1e-12, hi=_MAX_MOMENT)
+            moments = Fields(fields.get("moments"), fields.where("moments"))
+            out._w = moments.number("w", lo=0.0, hi=_MAX_MOMENT)
+            out._mx = moments.number("mean_x", lo=0.0, hi=MAX_TOKENS / _KTOK)
+            out._my = moments.number("mean_y", lo=0.0, hi=MAX_SECONDS)
+            out._cxx = moments.number("cxx", lo=0.0, hi=_MAX_MOMENT)
+            out._cxy = moments.number("cxy", lo=-_MAX_MOMENT, hi=_MAX_MOMENT)
+            out._theta = out._solve()
+        else:
+            # A file of the recursive least squares fit: its line becomes the prior (checked
+            # first: a diverged fit is refused, not continued).
+            _covariance(fields)
+            out._prior = out._theta = (theta[0], theta[1])
         # The scale the fit's weights are relative to; files written before it was kept use
         # the loaded line's.
         if "ref_s" in fields:

@@ -211,9 +211,9 @@ CORRUPT = [
         id="a float literal that overflows",
     ),
     pytest.param(
-        _with(("device", "cov", 1, 1), _Literal("NaN")),
-        "profiles.device.cov[1][1]",
-        id="NaN in the covariance",
+        _with(("device", "moments", "cxx"), _Literal("NaN")),
+        "profiles.device.moments.cxx",
+        id="NaN in the fit's moments",
     ),
     pytest.param(
         _with(("server", "ttft", "samples", 3), float("nan")),
@@ -271,9 +271,9 @@ CORRUPT = [
         id="more samples than the capacity",
     ),
     pytest.param(
-        _with(("device", "cov"), [[1.0, 5.0], [5.0, 1.0]]),
-        "profiles.device.cov",
-        id="a covariance that is not positive semi-definite",
+        _with(("device", "moments", "cxx"), -5.0),
+        "profiles.device.moments.cxx",
+        id="a negative sum of squares",
     ),
     pytest.param(
         _with(("device", "forgetting"), 0.0),
