@@ -20,6 +20,7 @@ simulator both call it, so both learn the same way.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ _KTOK = 1000.0  # the device fit works in seconds per 1000 tokens, for condition
 _MIN_TTFT_S = 1e-3
 _MIN_SLOPE = 1e-6
 _SPREAD_CAPACITY = 256
+_SPREAD_MIN_RECENT = 16  # recent TTFTs that replace the prior's ratios
 _SPREAD_POINTS = 8
 _SPREAD_MIN_PREDICTED_S = 0.01
 _SPREAD_MAX_RATIO = 4.0
@@ -114,7 +116,12 @@ class DeviceProfile:
         self._w = self._mx = self._my = self._cxx = self._cxy = 0.0
         self._ref_s = self._scale_s()
         self._s_per_token = 1.0 / decode_tok_s
-        self._spread = Reservoir([1.0], capacity=_SPREAD_CAPACITY, seed=3)
+        # The spread: the last _SPREAD_CAPACITY unselected TTFTs, as (prompt_tokens, ttft_s),
+        # whose ratios are taken to the *current* line when asked for. Ratios stored as they
+        # were measured kept a wrong prior's misfits (clipped at 4.0) forever.
+        self._prior_ratios: list[float] = [1.0]
+        self._recent: deque[tuple[int, float]] = deque(maxlen=_SPREAD_CAPACITY)
+        self._spread_cache: tuple[int, Reservoir] | None = None
         self.n_ttft = 0
         self.n_decode = 0
 
@@ -168,13 +175,8 @@ class DeviceProfile:
             and 0 < weight < float("inf")
         ):
             predicted = self.predict_ttft_s(prompt_tokens)
-            if not selected and predicted >= _SPREAD_MIN_PREDICTED_S:
-                # Relative spread: a multiplicative model of a device that runs faster or
-                # slower from one request to the next. Where the line predicts almost nothing
-                # (a tiny prompt below a misfit intercept) a ratio says nothing, and a device
-                # far off its own line is a misfit, not spread: clipped.
-                ratio = ttft_s / predicted
-                self._spread.add(min(max(ratio, 1.0 / _SPREAD_MAX_RATIO), _SPREAD_MAX_RATIO))
+            if not selected:
+                self._recent.append((int(prompt_tokens), float(ttft_s)))
             # Weighted by the inverse of the variance expected at this prediction: a device runs
             # a few tens of percent faster or slower from one request to the next, so noise
             # grows with the TTFT. Unweighted, the longest prompts' seconds of noise would set
@@ -193,6 +195,8 @@ class DeviceProfile:
         """Fade the moments by `forgetting`, add (x, y) with `weight`, and re-solve the line."""
         lam = self.forgetting
         w = lam * self._w + weight
+        if not weight > 0 or not w > 0:  # a weight that underflowed: nothing to learn
+            return
         dx, dy = x - self._mx, y - self._my
         share = weight / w
         self._mx += share * dx
@@ -227,8 +231,34 @@ class DeviceProfile:
     def spread(self, points: int = _SPREAD_POINTS) -> list[float]:
         """`points` equally likely ratios of TTFT to its prediction (mid-quantiles of those
         measured): average over `predict_ttft_s(...) * r` for an expectation that is not linear
-        in the device's TTFT, such as the energy of a race it may or may not win."""
-        return [self._spread.quantile((i + 0.5) / points) for i in range(points)]
+        in the device's TTFT, such as the energy of a race it may or may not win.
+
+        The ratios are those of the recent unselected TTFTs to the line as it is now (with
+        fewer than 16, the prior's measured ratios join them): relative spread, a
+        multiplicative model of a device that runs faster or slower from one request to the
+        next. Where the line predicts almost nothing (a tiny prompt below a misfit intercept)
+        a ratio says nothing and is left out; a device far off its own line is a misfit, not
+        spread: clipped at 4x either way.
+        """
+        ratios = self._ratios()
+        return [ratios.quantile((i + 0.5) / points) for i in range(points)]
+
+    def _ratios(self) -> Reservoir:
+        version = self.n_ttft
+        if self._spread_cache is not None and self._spread_cache[0] == version:
+            return self._spread_cache[1]
+        ratios = []
+        for tokens, ttft_s in self._recent:
+            predicted = self.predict_ttft_s(tokens)
+            if predicted >= _SPREAD_MIN_PREDICTED_S:
+                ratios.append(
+                    min(max(ttft_s / predicted, 1 / _SPREAD_MAX_RATIO), _SPREAD_MAX_RATIO)
+                )
+        if len(ratios) < _SPREAD_MIN_RECENT:
+            ratios += self._prior_ratios
+        out = Reservoir(ratios, capacity=len(ratios), seed=3)
+        self._spread_cache = (version, out)
+        return out
 
     @classmethod
     def prior(cls, device: str) -> DeviceProfile:
@@ -262,7 +292,7 @@ class DeviceProfile:
         ]
         if len(ratios) > 1:  # the measured spread around the fitted line, as the prior spread
             mean = sum(ratios) / len(ratios)
-            out._spread = Reservoir([x / mean for x in ratios], capacity=_SPREAD_CAPACITY, seed=3)
+            out._prior_ratios = [x / mean for x in ratios]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,7 +309,8 @@ class DeviceProfile:
                 "cxy": self._cxy,
             },
             "s_per_token": self._s_per_token,
-            "spread": self._spread.to_dict(),
+            "spread_prior": list(self._prior_ratios),
+            "spread_recent": [[tokens, ttft_s] for tokens, ttft_s in self._recent],
             "ref_s": self._ref_s,
             "forgetting": self.forgetting,
             "n_ttft": self.n_ttft,
@@ -323,13 +354,31 @@ class DeviceProfile:
             out._ref_s = fields.number("ref_s", lo=_MIN_TTFT_S, hi=MAX_SECONDS)
         else:
             out._ref_s = out._scale_s()
-        if "spread" in fields:  # absent in files written before it was learned
+        if "spread_prior" in fields:
+            prior_ratios = fields.numbers(
+                "spread_prior", lo=1 / _MAX_SAVED_SPREAD, hi=_MAX_SAVED_SPREAD
+            )
+            if not prior_ratios:
+                raise ProfileFormatError(f"{fields.where('spread_prior')} is empty")
+            out._prior_ratios = prior_ratios
+            where = fields.where("spread_recent")
+            for i, pair in enumerate(fields.items("spread_recent", max_length=_SPREAD_CAPACITY)):
+                tokens, ttft_s = numbers(pair, f"{where}[{i}]", lo=0.0, hi=MAX_TOKENS, length=2)
+                if tokens != int(tokens) or not 0 < ttft_s <= MAX_SECONDS:
+                    raise ProfileFormatError(
+                        f"{where}[{i}] is {pair}, expected [prompt tokens, TTFT in seconds]"
+                    )
+                out._recent.append((int(tokens), ttft_s))
+        elif "spread" in fields:
+            # Ratios as they were measured, of files written before the recent TTFTs were
+            # kept: the prior's ratios from now on (absent in files older still).
             spread = fields.where("spread")
-            out._spread = Reservoir.from_dict(
+            saved = Reservoir.from_dict(
                 fields.get("spread"), path=spread, max_value=_MAX_SAVED_SPREAD
             )
-            if not len(out._spread):
+            if not len(saved):
                 raise ProfileFormatError(f"{spread}.samples is empty, expected a sample")
+            out._prior_ratios = [r for r in saved.samples if r > 0] or [1.0]
         out.n_ttft, out.n_decode = fields.integer("n_ttft"), fields.integer("n_decode")
         return out
 
