@@ -11,8 +11,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable
 from rich.console import Console
 from rich.table import Table
 
@@ -28,18 +30,38 @@ _FACTS = (
     "snow, which runs off into rivers or soaks into the ground before returning to the sea. "
 )
 
+# The embedded Gemma 3 270M is a *base* model: it continues text, it does not follow
+# instructions. Asked "Name a colour." it echoed the question and rambled on. So each prompt is
+# the start of a sentence for it to finish, after two finished examples (few-shot), and the
+# chain stops it at the end of that sentence, which a base model does not mark by itself.
+_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("The capital of France is", "The capital of France is Paris, a city on the river Seine."),
+    ("A week has", "A week has seven days, from Monday to Sunday."),
+)
+_END_OF_SENTENCE = [".", "\n"]
+_SUMMARY = "\n\nIn short, the water cycle"
+
 # Prompts of very different lengths: the device's TTFT grows with the prompt (prefill),
 # the server's barely does. That is what the race exploits.
-# The last one is asked while another job (a local-only summary) holds the device: a busy
+# The last one is asked while another job (a local-only generation) holds the device: a busy
 # device queues the request, so the server's first token wins.
 PROMPTS: tuple[tuple[str, str], ...] = (
-    ("short", "Name a colour."),
-    ("medium", "Summarise in one sentence: " + _FACTS * 3),
-    ("long", "Summarise in one sentence: " + _FACTS * 12),
-    ("very long", "Summarise in one sentence: " + _FACTS * 24),
-    ("device busy", "What is two plus two?"),
+    ("short", "The three primary colours are"),
+    ("medium", _FACTS * 3 + _SUMMARY),
+    ("long", _FACTS * 12 + _SUMMARY),
+    ("very long", _FACTS * 24 + _SUMMARY),
+    ("device busy", "A cat is"),
 )
-_BACKGROUND_JOB = "Summarise: " + _FACTS * 8
+_BACKGROUND_JOB = _FACTS * 8 + _SUMMARY
+
+
+def demo_chain(model: BaseChatModel) -> Runnable[dict[str, str], str]:
+    """``prompt | model | StrOutputParser()``, with the few-shot prompt a base model needs."""
+    examples = [turn for q, a in _EXAMPLES for turn in (("human", q), ("ai", a))]
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "You are a concise assistant."), *examples, ("human", "{question}")]
+    )
+    return prompt | model.bind(stop=_END_OF_SENTENCE) | StrOutputParser()
 
 
 @dataclass
@@ -63,10 +85,7 @@ async def _run(console: Console, base_url: str, model_name: str, max_tokens: int
         max_tokens=max_tokens,
         local_n_threads=1,
     )
-    prompt = ChatPromptTemplate.from_messages(
-        [("system", "You are a concise assistant."), ("human", "{question}")]
-    )
-    chain = prompt | model | StrOutputParser()
+    chain = demo_chain(model)
     local = model.local
     assert isinstance(local, LlamaCppEndpoint)
     await local.load()  # measure races, not the one-off model load
@@ -85,7 +104,13 @@ async def _run(console: Console, base_url: str, model_name: str, max_tokens: int
                 chunk = event["data"]["chunk"]
                 endpoints = chunk.response_metadata.get("disco_endpoints") or []
                 if chunk.content and endpoints:
-                    console.print(chunk.content, style=COLOURS[endpoints[0]], end="")
+                    console.print(
+                        chunk.content,
+                        style=COLOURS[endpoints[0]],
+                        end="",
+                        markup=False,  # model text, not rich markup
+                        highlight=False,
+                    )
                 report = chunk.response_metadata.get("disco_report", report)
         console.print()
         if job is not None:

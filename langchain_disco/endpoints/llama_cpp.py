@@ -19,6 +19,7 @@ import json
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +36,7 @@ from langchain_disco.endpoints._grammar import (
 from langchain_disco.endpoints._grammar import (
     rule_based_tool_choice as apply_tool_choice_rule,
 )
+from langchain_disco.endpoints._llama_load import load_llama
 from langchain_disco.endpoints._messages import to_role_dicts
 from langchain_disco.endpoints._templates import template_for
 from langchain_disco.endpoints.base import (
@@ -161,15 +163,16 @@ class LlamaCppEndpoint(Endpoint):
 
     def _ensure_loaded(self) -> Any:
         if self._llama is None:
-            from llama_cpp import Llama
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
             path = resolve_model_path(self._model_path)
-            kwargs: dict[str, Any] = {"n_ctx": self._n_ctx, "verbose": False}
+            kwargs: dict[str, Any] = {"n_ctx": self._n_ctx}
             if self._n_threads:
                 kwargs["n_threads"] = self._n_threads
                 kwargs["n_threads_batch"] = self._n_threads
-            llama = Llama(model_path=str(path), **kwargs)
+            # Not `Llama(..., verbose=False)` directly: that silences the whole process while
+            # the model loads (see `_llama_load.py`).
+            llama = load_llama(str(path), **kwargs)
             self._template = Jinja2ChatFormatter(
                 template=template_for(llama.metadata),
                 eos_token=_token_text(llama, llama.token_eos()),
@@ -188,6 +191,40 @@ class LlamaCppEndpoint(Endpoint):
         rendered = self._template(messages=to_role_dicts(messages))
         return str(rendered.prompt) + prefix
 
+    # -- tokens --------------------------------------------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        """The context window in tokens, shared by the prompt and the answer."""
+        return self._n_ctx
+
+    def tokenize(self, text: str) -> list[int]:
+        """`text` in this model's token ids, as plain text (no BOS, no special tokens).
+
+        Loads the model first if it is not loaded (on the worker thread). The tokenizing itself
+        runs on the calling thread: it only reads the vocabulary, as llama-server's HTTP
+        threads tokenize beside a running generation, so a count does not queue behind one.
+        """
+        llama = self._loaded()
+        return list(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def count_prompt_tokens(
+        self, messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]] = ()
+    ) -> int:
+        """The exact prompt size of `messages` here: the chat template rendered and tokenized
+        as a generation does it, with the tools preamble when OpenAI-format `tools` are given
+        (the local model sees tools only through it)."""
+        llama = self._loaded()
+        if tools:
+            params = GenerationParams(tools=tuple(tools), tool_choice="required")
+            messages = with_tools_preamble(list(messages), params)
+        return len(_prompt_tokens(llama, self.render_prompt(messages)))
+
+    def _loaded(self) -> Any:
+        if self._llama is None:
+            self._executor.submit(self._ensure_loaded).result()
+        return self._llama
+
     # -- streaming -----------------------------------------------------------------------
 
     async def stream(
@@ -200,12 +237,20 @@ class LlamaCppEndpoint(Endpoint):
     ) -> AsyncIterator[StreamItem]:
         """Yield text deltas generated on the worker thread; cancellation stops within a token."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
+        # A deque and an Event rather than an asyncio.Queue: a stream dropped on a loop that
+        # was then closed is finalised at garbage collection, and `Queue.get` would call into
+        # the closed loop there ("Event loop is closed"); waiting on an Event does not.
+        inbox: deque[object] = deque()
+        arrived = asyncio.Event()
         stop = threading.Event()
 
-        def emit(item: object) -> None:
+        def post(item: object) -> None:  # on the loop
+            inbox.append(item)
+            arrived.set()
+
+        def emit(item: object) -> None:  # on the worker thread
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+                loop.call_soon_threadsafe(post, item)
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 stop.set()
 
@@ -216,7 +261,10 @@ class LlamaCppEndpoint(Endpoint):
         )
         try:
             while True:
-                item = await queue.get()
+                while not inbox:
+                    arrived.clear()
+                    await arrived.wait()
+                item = inbox.popleft()
                 if item is _DONE:
                     break
                 if isinstance(item, BaseException):
@@ -224,12 +272,13 @@ class LlamaCppEndpoint(Endpoint):
                 yield item  # type: ignore[misc]
         finally:
             stop.set()
-            if not future.cancel():
-                # Running: it sees `stop` before its next token. Waiting here (at most one
-                # token) means that when a cancelled stream is gone, so is its work.
-                await asyncio.shield(asyncio.wrap_future(future))
-            else:
+            if future.cancel():
                 self._add_pending(-1)
+            elif not loop.is_closed():
+                # Running: it sees `stop` before its next token. Waiting here (at most one
+                # token) means that when a cancelled stream is gone, so is its work. (On a
+                # closed loop nothing can be awaited; the worker stops by itself.)
+                await asyncio.shield(asyncio.wrap_future(future))
 
     def _generate(
         self,
@@ -259,11 +308,7 @@ class LlamaCppEndpoint(Endpoint):
                 )
             if calling:
                 messages = with_tools_preamble(list(messages), params)
-            prompt = self.render_prompt(messages, prefix)
-            starts_with_bos = prompt.startswith(_token_text(llama, llama.token_bos()))
-            tokens = llama.tokenize(
-                prompt.encode("utf-8"), add_bos=not starts_with_bos, special=True
-            )
+            tokens = _prompt_tokens(llama, self.render_prompt(messages, prefix))
             stats.input_tokens = len(tokens)
             stats.usage_reported = True
             stats.output_tokens = 0
@@ -365,6 +410,12 @@ def _tool_call(endpoint: str, text: str) -> ToolCallChunk:
     return ToolCallChunk(
         index=0, id=f"call_{uuid.uuid4().hex[:24]}", name=name, args=json.dumps(arguments)
     )
+
+
+def _prompt_tokens(llama: Any, prompt: str) -> list[int]:
+    """A rendered prompt's tokens; BOS added unless the chat template already wrote it."""
+    starts_with_bos = prompt.startswith(_token_text(llama, llama.token_bos()))
+    return list(llama.tokenize(prompt.encode("utf-8"), add_bos=not starts_with_bos, special=True))
 
 
 def _token_text(llama: Any, token: int) -> str:

@@ -48,6 +48,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from langchain_disco.endpoints._continuation import PrefixFilter, continuation_request
+from langchain_disco.endpoints._owned_generators import OwnedGenerators
 from langchain_disco.endpoints._probe import (
     ContinuationVerdict,
     VerdictStore,
@@ -290,8 +291,9 @@ class OpenAIEndpoint(Endpoint):
         """Probe in the background, once, when `auto` does not know the server yet."""
         if self.verdict is not None or self.continuation != "auto":
             return
-        if self._probe_task is not None and not self._probe_task.done():
-            return
+        task = self._probe_task
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            return  # under way (a task stranded on a closed loop never finishes: probe again)
         loop = asyncio.get_running_loop()
         if loop.time() < self._probe_retry_at:
             return
@@ -398,7 +400,13 @@ class OpenAIEndpoint(Endpoint):
         echo = self.verdict.echo if self.verdict is not None else None
         only_new = PrefixFilter(prefix, endpoint=self.name, expect_echo=echo) if prefix else None
 
-        stream, first = await self._open_with_retries(client, request, params, stats)
+        owned = OwnedGenerators()  # the SDK leaves its SSE/HTTP generators to the loop
+        try:
+            with owned.recording():
+                stream, first = await self._open_with_retries(client, request, params, stats)
+        except BaseException:
+            await owned.aclose()
+            raise
         delivered = 0
         forced = params.forces_tool_call  # until the answer has begun
         try:
@@ -455,8 +463,11 @@ class OpenAIEndpoint(Endpoint):
                 )
         finally:
             # Releases the connection at once, also on cancellation or when the consumer
-            # stops iterating early.
+            # stops iterating early; then the SDK's own generators, which the loop would
+            # otherwise close later, one task each (on a user-managed loop closed right after:
+            # "Task was destroyed but it is pending!").
             await stream.close()
+            await owned.aclose()
 
     async def _open_with_retries(
         self,
@@ -712,6 +723,8 @@ async def _within(step: Awaitable[_T], timeout_s: float) -> _T:
     task = asyncio.ensure_future(step)
     try:
         done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout_s))
+    except GeneratorExit:  # an abandoned stream closed at gc, perhaps after its loop: no waiting
+        raise
     except BaseException:  # we were cancelled: stop `step` and let it unwind before we go on
         task.cancel()
         await asyncio.wait({task})

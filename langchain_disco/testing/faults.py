@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -75,6 +75,9 @@ Fault = Annotated[
 ]
 FAULT_ADAPTER: TypeAdapter[Fault] = TypeAdapter(Fault)
 """Validates a fault from JSON or a dict (``FAULT_ADAPTER.validate_python({...})``)."""
+
+FAULT_TYPES: tuple[type[_Fault], ...] = get_args(get_args(Fault)[0])
+"""Every kind of fault, in the order of `Fault` (what `disco serve --help` lists)."""
 
 MidStreamFault = InbandErrorFault | MalformedFault | DisconnectFault | StallFault
 """The faults that strike after some content tokens have been sent."""

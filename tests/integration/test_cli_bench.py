@@ -108,7 +108,9 @@ def test_bench_sim_without_matplotlib_still_writes_results(
     args = ["--requests", "200", "--budgets", "0.5", "--policies", "race", "--out", str(out)]
     code, output = invoke("bench", "sim", *args)
     assert code == 0, output
-    assert "plots skipped: matplotlib is not installed" in " ".join(output.split())
+    flat = " ".join(output.split())
+    assert "plots skipped: matplotlib is not installed" in flat
+    assert "pip install 'langchain-disco[bench]'" in flat  # not eaten as rich markup
     assert (out / "results.csv").exists() and not list(out.glob("*.png"))
 
 

@@ -20,3 +20,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make demo" in readme
     assert "\nmake test\n" in ci
+
+
+def test_the_license_file_is_the_mit_license_the_package_metadata_declares() -> None:
+    assert 'license = "MIT"' in (ROOT / "pyproject.toml").read_text()
+    text = " ".join((ROOT / "LICENSE").read_text().split())
+    assert text.startswith("MIT License Copyright (c) 2026 langchain-disco developers ")
+    assert "Permission is hereby granted, free of charge, to any person obtaining a copy" in text
+    assert "The above copyright notice and this permission notice shall be included" in text
+    assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in text
