@@ -38,7 +38,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from langchain_disco import _sync
+from langchain_disco import _model_profile, _serialization, _structured, _sync, _tokens
 from langchain_disco._scheduler import (
     LiveScheduler,
     expected_view,
@@ -58,6 +58,11 @@ from langchain_disco.scheduling.migration import (
 )
 
 if TYPE_CHECKING:
+    from langchain_core.language_models import ModelProfile
+    from langchain_core.load.serializable import SerializedConstructor, SerializedNotImplemented
+    from pydantic import ModelWrapValidatorHandler
+
+    from langchain_disco._structured import StructuredOutputMethod
     from langchain_disco.endpoints._probe import VerdictStore
 
 _SETTINGS_FIELDS = set(DiscoSettings.model_fields)
@@ -155,6 +160,12 @@ class DiscoChatModel(BaseChatModel):
                 name = values.pop(alias)
                 if name is not None and values.get("remote_model") is None:
                     values["remote_model"] = name
+        # ChatOpenAI's names for the key: the remote's secret, never a request field.
+        for alias in ("api_key", "openai_api_key"):
+            if alias in values:
+                key = values.pop(alias)
+                if key is not None and values.get("remote_api_key") is None:
+                    values["remote_api_key"] = key
         if "policy" in values and not isinstance(values["policy"], str | None):
             values["dispatch_policy"] = values.pop("policy")  # a policy object, not a name
         _move_unknown_to_model_kwargs(values)
@@ -248,6 +259,107 @@ class DiscoChatModel(BaseChatModel):
         """Persist the learned latency profiles now (they are also saved periodically)."""
         self.scheduler.save()
 
+    # -- ChatOpenAI's surface: structured output, tokens, profile, serialization --------
+    # (the logic lives in `_structured`, `_tokens`, `_model_profile` and `_serialization`)
+
+    _objects_given: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _after_endpoints(
+        cls, values: Any, handler: ModelWrapValidatorHandler[DiscoChatModel]
+    ) -> DiscoChatModel:
+        """Note the endpoints and policy passed as objects (they cannot be serialized), and
+        fill `profile` once the endpoints exist: BaseChatModel resolves it before they do."""
+        model = handler(values)
+        if isinstance(values, dict):
+            model._objects_given = _serialization.objects_given(values)
+            if values.get("profile") is None:
+                model.profile = model._resolve_model_profile()
+        return model
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """What the endpoints that may serve can do (`_model_profile`); None before any exists."""
+        endpoints = [e for e in (self.local, self.remote) if e is not None]
+        return _model_profile.model_profile(endpoints)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: StructuredOutputMethod = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """A runnable answering with `schema` (a pydantic class, a TypedDict, a JSON schema),
+        as ChatOpenAI's does.
+
+        `method`: ``"json_schema"`` (the default, as in ChatOpenAI) sends the schema as the
+        ``response_format`` (the local model decodes it with a grammar), ``"json_mode"`` asks
+        for any JSON object (say which keys in the prompt), ``"function_calling"`` forces a
+        tool call. `strict` marks the schema strict for the remote (a pydantic class is sent
+        strict anyway, as the openai SDK sends it for ChatOpenAI; the local grammar enforces
+        any schema); `include_raw=True` returns ``{"raw", "parsed", "parsing_error"}``, a cut-off
+        or invalid answer being a ``parsing_error``. ChatOpenAI's `tools=` (a tool call *or* the
+        schema) is not offered: only the remote can make that choice.
+        """
+        return _structured.with_structured_output(
+            self, schema, method=method, include_raw=include_raw, strict=strict, **kwargs
+        )
+
+    def _parsed_chunks(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        events: list[EngineEvent],
+        **kwargs: Any,
+    ) -> AsyncGenerator[ChatGenerationChunk, None]:
+        """`_chunks`, with ``additional_kwargs["parsed"]`` on the last one when the call's
+        ``response_format`` is a schema and the answer fits it (as ChatOpenAI's)."""
+        chunks = self._chunks(messages, stop, events, **kwargs)
+        return _structured.with_parsed(chunks, kwargs.get("response_format"))
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """`text` in the local model's token ids (see `_tokens`; no local model: an error)."""
+        return _tokens.token_ids(self, text)
+
+    def get_num_tokens(self, text: str) -> int:
+        """Counted by the local model's tokenizer; without one, about 4 characters a token."""
+        return _tokens.num_tokens(self, text)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """The prompt the local model would get (chat template and tools preamble included);
+        without a local model, about 4 characters a token."""
+        return _tokens.num_tokens_from_messages(self, messages, tools)
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """True: a model built from settings is saved as them (see `_serialization`)."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """Pinned, so saved models still load if the class moves to another module."""
+        return ["langchain_disco", "chat_models"]
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"remote_api_key": _serialization.SECRET_ID}
+
+    @property
+    def lc_attributes(self) -> dict[str, Any]:
+        return _serialization.settings_kwargs(self)
+
+    def to_json(self) -> SerializedConstructor | SerializedNotImplemented:
+        """The settings as constructor keywords, the key as a secret reference; a model with
+        endpoints or a policy passed as objects gives LangChain's "not implemented" marker."""
+        if self._objects_given:
+            return self.to_json_not_implemented()
+        return _serialization.without_objects(super().to_json())
+
     def _engine_for_run(self) -> Engine:
         if self._engine is None:
             endpoints = {
@@ -302,7 +414,7 @@ class DiscoChatModel(BaseChatModel):
             stop=tuple(stops or ()),
             tools=tuple(kwargs.get("tools") or ()),
             tool_choice=kwargs.get("tool_choice"),
-            response_format=kwargs.get("response_format"),
+            response_format=_structured.response_format_param(kwargs.get("response_format")),
             presence_penalty=given("presence_penalty"),
             frequency_penalty=given("frequency_penalty"),
             logprobs=given("logprobs"),
@@ -477,7 +589,7 @@ class DiscoChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         events: list[EngineEvent] = []
-        chunks = self._chunks(messages, stop, events, **kwargs)
+        chunks = self._parsed_chunks(messages, stop, events, **kwargs)
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 for event in events:
@@ -495,7 +607,7 @@ class DiscoChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         events: list[EngineEvent] = []
-        for chunk in _sync.iterate(lambda: self._chunks(messages, stop, events, **kwargs)):
+        for chunk in _sync.iterate(lambda: self._parsed_chunks(messages, stop, events, **kwargs)):
             for event in events:
                 _dispatch(event, run_manager, self)
             events.clear()

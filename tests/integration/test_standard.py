@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from langchain_core.language_models import BaseChatModel
@@ -52,6 +52,10 @@ class TestDiscoChatModelIntegration(ChatModelIntegrationTests):
     def returns_usage_metadata(self) -> bool:
         return True
 
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
     # The embedded default model is Gemma 3 270M *base*: grammar-constrained decoding makes its
     # tool calls and JSON answers well-formed and schema-valid, but it does not pick the values
     # a question asks for (magic_function(3) came out as input=300, then 123) and its free-text
@@ -59,7 +63,11 @@ class TestDiscoChatModelIntegration(ChatModelIntegrationTests):
     # max_tokens cuts the JSON, which we report as a clear error. The tests below check those
     # values, i.e. the model's quality rather than the integration's; they are expected to pass
     # against a capable provider. The mechanics they rely on are proven, on this model, in
-    # tests/integration/test_tools_local.py and test_agent.py.
+    # tests/integration/test_tools_local.py and test_agent.py. `with_structured_output`'s
+    # default, json_schema (the schema as the response format, no tool call), is not among
+    # them: its answers come out whole (the structured-output tests pass on this model).
+    # test_structured_output_pydantic_2_v1 falls back to a tool call, as ChatOpenAI does, and
+    # test_json_mode admits any JSON object, so the model picks the keys.
     _BASE_MODEL_VALUES = pytest.mark.xfail(
         reason="Gemma 3 270M base: wrong or run-on argument values; see the comment above",
         strict=False,
@@ -78,11 +86,6 @@ class TestDiscoChatModelIntegration(ChatModelIntegrationTests):
         super().test_agent_loop(model)
 
     @_BASE_MODEL_VALUES
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
-    def test_structured_output(self, model: BaseChatModel, schema_type: Any) -> None:
-        super().test_structured_output(model, schema_type)
-
-    @_BASE_MODEL_VALUES
     def test_unicode_tool_call_integration(
         self,
         model: BaseChatModel,
@@ -95,17 +98,12 @@ class TestDiscoChatModelIntegration(ChatModelIntegrationTests):
         )
 
     @_BASE_MODEL_VALUES
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
-    async def test_structured_output_async(self, model: BaseChatModel, schema_type: Any) -> None:
-        await super().test_structured_output_async(model, schema_type)
-
-    @_BASE_MODEL_VALUES
     def test_structured_output_pydantic_2_v1(self, model: BaseChatModel) -> None:
         super().test_structured_output_pydantic_2_v1(model)
 
     @_BASE_MODEL_VALUES
-    def test_structured_output_optional_param(self, model: BaseChatModel) -> None:
-        super().test_structured_output_optional_param(model)
+    def test_json_mode(self, model: BaseChatModel) -> None:
+        super().test_json_mode(model)
 
     @_BASE_MODEL_VALUES
     def test_structured_few_shot_examples(

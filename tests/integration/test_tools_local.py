@@ -85,7 +85,9 @@ def test_structured_output_is_validated(local_endpoint: LlamaCppEndpoint, schema
 
 
 def test_structured_output_include_raw(local_endpoint: LlamaCppEndpoint) -> None:
-    structured = local_model(local_endpoint).with_structured_output(Person, include_raw=True)
+    structured = local_model(local_endpoint).with_structured_output(
+        Person, method="function_calling", include_raw=True
+    )
     result = structured.invoke("Bob is 41.")
     assert isinstance(result, dict)
     assert result["parsing_error"] is None
