@@ -233,6 +233,10 @@ def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
+SYSTEM_FINGERPRINT = "fp_loopback"
+"""What the loopback server sends as ``system_fingerprint``."""
+
+
 class ChunkFactory:
     """Builds the ``chat.completion.chunk`` objects of one streamed completion."""
 
@@ -248,7 +252,8 @@ class ChunkFactory:
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": None,
+            # A string, as OpenAI ("fp_...") and llama-server ("b<build>-<commit>") send it.
+            "system_fingerprint": SYSTEM_FINGERPRINT,
             "choices": choices,
         }
         if self.include_usage:
@@ -287,11 +292,14 @@ def tool_call_dict(call: ToolCallChunk, *, streamed: bool = False) -> dict[str, 
     return {"index": call.index, **body} if streamed else body
 
 
-def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """OpenAI's usage object; like llama-server's (observed), with the prompt tokens served from
+    a cache, none here (the loopback keeps no prompt cache)."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0},
     }
 
 
@@ -314,7 +322,7 @@ def completion_body(
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": [
             {
                 "index": 0,
