@@ -465,3 +465,16 @@ def client_sockets_to(port: int) -> set[int]:
                 if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in ours:
                     found.add(int(fields[1].rsplit(":", 1)[1], 16))
     return found
+
+
+def exception_chain(error: BaseException) -> list[BaseException]:
+    """`error` and everything chained to it: causes, contexts and grouped errors."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [e.__cause__, e.__context__, *getattr(e, "errors", [])]
+    return seen

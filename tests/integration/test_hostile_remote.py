@@ -36,6 +36,7 @@ from langchain_disco.endpoints.base import GenerationParams, StreamStats
 from langchain_disco.endpoints.openai import OpenAIEndpoint
 from langchain_disco.errors import EndpointError
 from langchain_disco.testing import LoopbackServer
+from tests._hostile import exception_chain
 
 KEY = "sk-hostile-test-5f1c9a27d3"
 
@@ -97,24 +98,13 @@ def hostile(request: pytest.FixtureRequest) -> Iterator[str]:
     server.server_close()
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [error]
-    while todo:
-        e = todo.pop()
-        if e is None or any(e is s for s in seen):
-            continue
-        seen.append(e)
-        todo += [e.__cause__, e.__context__, *getattr(e, "errors", [])]
-    return seen
-
-
 def _assert_no_key(error: BaseException) -> None:
-    for e in _chain(error):
+    for e in exception_chain(error):
         assert KEY not in str(e) and KEY not in repr(e), type(e)
         assert all(KEY not in str(arg) for arg in e.args)
     assert KEY not in "".join(traceback.format_exception(error))
-    assert all("openai" not in type(e).__module__ for e in _chain(error))  # no SDK error rides
+    # No SDK error rides along.
+    assert all("openai" not in type(e).__module__ for e in exception_chain(error))
 
 
 async def test_the_key_echoed_by_a_server_appears_in_no_error_log_or_trace(

@@ -38,6 +38,7 @@ from tests._hostile import (
     Fault,
     HostileServer,
     client_sockets_to,
+    exception_chain,
 )
 from tests.integration.test_failover import split_by_endpoint
 
@@ -259,19 +260,6 @@ def bare_endpoint(server: HostileServer, case: Case) -> OpenAIEndpoint:
     )
 
 
-def chain(error: BaseException) -> list[BaseException]:
-    """`error` and everything chained to it, causes and contexts."""
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [error]
-    while todo:
-        e = todo.pop()
-        if e is None or any(e is s for s in seen):
-            continue
-        seen.append(e)
-        todo += [e.__cause__, e.__context__]
-    return seen
-
-
 @cases(FAULTS + FIRST_EVENT_FAULTS)
 async def test_a_wire_fault_raises_only_an_endpoint_error_and_keeps_no_connection(
     hostile: HostileServer, case: Case
@@ -294,7 +282,7 @@ async def test_a_wire_fault_raises_only_an_endpoint_error_and_keeps_no_connectio
     assert "".join(delivered) == exchange.text_sent
     assert case.error is not None and re.search(case.error, str(error)), str(error)
     assert error.__cause__ is None and error.__context__ is None
-    assert chain(error) == [error]  # no SDK, httpx or JSON exception rides along
+    assert exception_chain(error) == [error]  # no SDK, httpx or JSON exception rides along
     assert "<html" not in str(error)  # a proxy's page is not a message for the reader
     assert exchange.outcome == case.ends
 
