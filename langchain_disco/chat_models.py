@@ -728,6 +728,20 @@ class _StreamRun:
 _STREAM_RUN: ContextVar[_StreamRun | None] = ContextVar("disco_stream_run", default=None)
 
 
+def _configure_args(run: _StreamRun, model: DiscoChatModel) -> tuple[Any, ...]:
+    """What LangChain's `stream`/`astream` configure the run's callbacks from."""
+    config = run.config
+    return (
+        config.get("callbacks"),
+        model.callbacks,
+        model.verbose,
+        config.get("tags"),
+        model.tags,
+        config.get("metadata"),
+        model.metadata,
+    )
+
+
 async def _adispatch(
     event: EngineEvent,
     run_manager: AsyncCallbackManagerForLLMRun | None,
@@ -751,15 +765,7 @@ async def _adispatch(
     run = _STREAM_RUN.get()
     if run is None:  # `_astream` called directly: nobody to tell but the report
         return
-    manager = AsyncCallbackManager.configure(
-        run.config.get("callbacks"),
-        model.callbacks,
-        model.verbose,
-        run.config.get("tags"),
-        model.tags,
-        run.config.get("metadata"),
-        model.metadata,
-    )
+    manager = AsyncCallbackManager.configure(*_configure_args(run, model))
     await manager.on_custom_event(event.name, event.data, run_id=run.run_id)
 
 
@@ -780,15 +786,7 @@ def _dispatch(
     run = _STREAM_RUN.get()
     if run is None:
         return
-    sync_manager = CallbackManager.configure(
-        run.config.get("callbacks"),
-        model.callbacks,
-        model.verbose,
-        run.config.get("tags"),
-        model.tags,
-        run.config.get("metadata"),
-        model.metadata,
-    )
+    sync_manager = CallbackManager.configure(*_configure_args(run, model))
     sync_manager.on_custom_event(event.name, event.data, run_id=run.run_id)
 
 
