@@ -123,6 +123,15 @@ class SimOptions:
             raise ConfigError(f"--regime {self.regime!r}: choose one of {', '.join(REGIMES)}")
         if self.requests < 1:
             raise ConfigError(f"--requests must be at least 1, got {self.requests}")
+        self._check_sweep()
+        self._check_devices()
+        self._check_delivery()
+        self._check_profiles()
+        self._check_servers()
+        return self
+
+    def _check_sweep(self) -> None:
+        """The budgets, policies and seeds swept, and the CDF's budget among them."""
         if not self.budgets:
             raise ConfigError("--budgets is empty: give shares in [0, 1] such as 0.1,0.5,0.9")
         for b in self.budgets:
@@ -139,6 +148,9 @@ class SimOptions:
                 f"--cdf-budget {self.cdf_budget:g} is not one of --budgets "
                 f"{','.join(f'{b:g}' for b in self.budgets)}"
             )
+
+    def _check_devices(self) -> None:
+        """The device and device prior are measured, and the simulated device can be simulated."""
         devices = _data.device_rows()
         for option, given in (("--device", self.device), ("--device-prior", self.device_prior)):
             if given is not None and given not in devices:
@@ -153,6 +165,10 @@ class SimOptions:
                 f"--device {self.device_name!r} has no TTFT or prefill measurement to simulate "
                 "it from; choose another --device (it can still be a --device-prior)"
             ) from None
+
+    def _check_delivery(self) -> None:
+        """Paced delivery has a positive rate, and migration is only asked of a simulator that
+        replays it."""
         if self.pace_tok_s is not None and not self.pace_tok_s > 0:
             raise ConfigError(
                 f"--pace-tok-s must be > 0 (tokens per second), got {self.pace_tok_s}"
@@ -161,14 +177,19 @@ class SimOptions:
             raise ConfigError(
                 "--migration cost: this version's simulator does not replay migration"
             )
-        if self.profiles is not None:
-            if self.device_prior or self.server_prior:
-                raise ConfigError(
-                    "--profiles replaces --device-prior and --server-prior: give one or the others"
-                )
-            load_profiles(
-                self.profiles, "--profiles"
-            )  # missing or unusable: say so before anything runs
+
+    def _check_profiles(self) -> None:
+        """A profile cache replaces the priors, and must load before anything runs."""
+        if self.profiles is None:
+            return
+        if self.device_prior or self.server_prior:
+            raise ConfigError(
+                "--profiles replaces --device-prior and --server-prior: give one or the others"
+            )
+        load_profiles(self.profiles, "--profiles")  # missing or unusable: say so now
+
+    def _check_servers(self) -> None:
+        """The simulated server and the server prior are measured provider-sizes."""
         servers = _data.server_samples()
         if self.server_name not in servers:
             raise ConfigError(
@@ -180,7 +201,6 @@ class SimOptions:
                 f"--server-prior {self.server_prior!r} is not a measured provider-size; choose "
                 f"all or one of {', '.join(servers)}"
             )
-        return self
 
     def sim_config(self, seed: int) -> SimConfig:
         regime = self.regime_spec

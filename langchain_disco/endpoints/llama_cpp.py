@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,6 +51,20 @@ from langchain_disco.endpoints.base import (
 from langchain_disco.errors import EndpointError
 
 _DONE = object()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one generation asks of the model: its messages, parameters and grammar."""
+
+    messages: Sequence[BaseMessage]
+    """With the tools preamble when `calling`."""
+    params: GenerationParams
+    """After the rule-based tool choice, if it is on."""
+    calling: bool
+    """The answer is a tool call (sent whole, once complete), not streamed text."""
+    schema: dict[str, Any] | None
+    """The JSON schema the grammar enforces, if any."""
 
 
 class LlamaCppEndpoint(Endpoint):
@@ -297,63 +312,13 @@ class LlamaCppEndpoint(Endpoint):
             if stop.is_set():
                 return
             llama = self._ensure_loaded()
-            if self._rule_based_tool_choice:
-                params = apply_tool_choice_rule(list(messages), params)
-            calling = bool(params.tools) and params.tool_choice != "none"
-            schema = tool_call_schema(params) if calling else response_schema(params)
-            if calling and not params.forces_tool_call:
-                raise ValueError(
-                    "the local model calls tools only when the request forces one "
-                    "(tool_choice='required' or a tool name); it cannot choose by itself"
-                )
-            if calling:
-                messages = with_tools_preamble(list(messages), params)
-            tokens = _prompt_tokens(llama, self.render_prompt(messages, prefix))
-            stats.input_tokens = len(tokens)
-            stats.usage_reported = True
-            stats.output_tokens = 0
-            budget = self._n_ctx - len(tokens)
-            if budget <= 0:
-                raise ValueError(
-                    f"prompt of {len(tokens)} tokens does not fit the context of {self._n_ctx} "
-                    "tokens; raise DISCO_LOCAL_N_CTX or shorten the prompt"
-                )
-            max_tokens = min(params.max_tokens or budget, budget)
+            plan = self._plan(messages, params)
+            tokens, max_tokens = self._fit_prompt(llama, plan, prefix, stats)
             if not _prefill(llama, tokens, stop):
                 return  # cancelled during the prefill: stopped within one chunk
-            completion = llama.create_completion(
-                prompt=tokens,
-                max_tokens=max_tokens,
-                temperature=0.8 if params.temperature is None else params.temperature,
-                top_p=0.95 if params.top_p is None else params.top_p,
-                seed=params.seed,
-                stop=None if schema is not None else list(params.stop) or None,
-                repeat_penalty=self._repeat_penalty,
-                presence_penalty=params.presence_penalty or 0.0,
-                frequency_penalty=params.frequency_penalty or 0.0,
-                grammar=None if schema is None else grammar_for(json.dumps(schema)),
-                stream=True,
-            )
-            call_text: list[str] = []
-            try:
-                for part in completion:
-                    if stop.is_set():
-                        break
-                    choice = part["choices"][0]
-                    if choice.get("finish_reason"):
-                        stats.finish_reason = choice["finish_reason"]
-                        if not choice["text"]:
-                            break  # the closing part carries no token
-                    stats.output_tokens += 1
-                    if not choice["text"]:
-                        continue
-                    if calling:
-                        call_text.append(choice["text"])  # a call is sent whole, once valid
-                    else:
-                        emit(choice["text"])
-            finally:
-                completion.close()
-            if calling and not stop.is_set():
+            completion = self._start_completion(llama, tokens, max_tokens, plan)
+            call_text = _relay(completion, stats, stop, emit, calling=plan.calling)
+            if plan.calling and not stop.is_set():
                 emit(_tool_call(self.name, "".join(call_text)))
                 stats.finish_reason = "tool_calls"
         except BaseException as exc:  # reported to the consumer, not lost on this thread
@@ -362,6 +327,56 @@ class LlamaCppEndpoint(Endpoint):
             self._busy.clear()
             self._add_pending(-1)
             emit(_DONE)
+
+    def _plan(self, messages: Sequence[BaseMessage], params: GenerationParams) -> _Plan:
+        """Decide between a tool call and text, and the grammar and messages that go with it."""
+        if self._rule_based_tool_choice:
+            params = apply_tool_choice_rule(list(messages), params)
+        calling = bool(params.tools) and params.tool_choice != "none"
+        schema = tool_call_schema(params) if calling else response_schema(params)
+        if calling and not params.forces_tool_call:
+            raise ValueError(
+                "the local model calls tools only when the request forces one "
+                "(tool_choice='required' or a tool name); it cannot choose by itself"
+            )
+        if calling:
+            messages = with_tools_preamble(list(messages), params)
+        return _Plan(messages=messages, params=params, calling=calling, schema=schema)
+
+    def _fit_prompt(
+        self, llama: Any, plan: _Plan, prefix: str, stats: StreamStats
+    ) -> tuple[list[int], int]:
+        """The prompt's tokens (counted in `stats`) and the most tokens the answer may have:
+        what `max_tokens` asks, at most what the context has left (none left is an error)."""
+        tokens = _prompt_tokens(llama, self.render_prompt(plan.messages, prefix))
+        stats.input_tokens = len(tokens)
+        stats.usage_reported = True
+        stats.output_tokens = 0
+        budget = self._n_ctx - len(tokens)
+        if budget <= 0:
+            raise ValueError(
+                f"prompt of {len(tokens)} tokens does not fit the context of {self._n_ctx} "
+                "tokens; raise DISCO_LOCAL_N_CTX or shorten the prompt"
+            )
+        return tokens, min(plan.params.max_tokens or budget, budget)
+
+    def _start_completion(self, llama: Any, tokens: list[int], max_tokens: int, plan: _Plan) -> Any:
+        """Start the streamed raw completion, with our sampling defaults and the plan's grammar
+        (a grammar ends the output itself: no stop strings with it)."""
+        params, schema = plan.params, plan.schema
+        return llama.create_completion(
+            prompt=tokens,
+            max_tokens=max_tokens,
+            temperature=0.8 if params.temperature is None else params.temperature,
+            top_p=0.95 if params.top_p is None else params.top_p,
+            seed=params.seed,
+            stop=None if schema is not None else list(params.stop) or None,
+            repeat_penalty=self._repeat_penalty,
+            presence_penalty=params.presence_penalty or 0.0,
+            frequency_penalty=params.frequency_penalty or 0.0,
+            grammar=None if schema is None else grammar_for(json.dumps(schema)),
+            stream=True,
+        )
 
     async def aclose(self) -> None:
         """Stop accepting work and free the worker thread and the model."""
@@ -396,6 +411,38 @@ def _prefill(llama: Any, tokens: list[int], stop: threading.Event) -> bool:
             return False
         llama.eval(body[start : start + PREFILL_CHUNK_TOKENS])
     return not stop.is_set()
+
+
+def _relay(
+    completion: Any,
+    stats: StreamStats,
+    stop: threading.Event,
+    emit: Callable[[object], None],
+    *,
+    calling: bool,
+) -> list[str]:
+    """Emit each generated token's text (or collect it, for a tool call: returned), counting
+    the tokens and recording the finish reason in `stats`; stops at `stop`, closes `completion`."""
+    call_text: list[str] = []
+    try:
+        for part in completion:
+            if stop.is_set():
+                break
+            choice = part["choices"][0]
+            if choice.get("finish_reason"):
+                stats.finish_reason = choice["finish_reason"]
+                if not choice["text"]:
+                    break  # the closing part carries no token
+            stats.output_tokens += 1
+            if not choice["text"]:
+                continue
+            if calling:
+                call_text.append(choice["text"])  # a call is sent whole, once valid
+            else:
+                emit(choice["text"])
+    finally:
+        completion.close()
+    return call_text
 
 
 def _tool_call(endpoint: str, text: str) -> ToolCallChunk:

@@ -410,38 +410,8 @@ class OpenAIEndpoint(Endpoint):
         delivered = 0
         forced = params.forces_tool_call  # until the answer has begun
         try:
-            items = _filtered(first, only_new)
-            if forced and items:
-                self._refuse_prose_for_a_forced_call(items[0], params)
-                forced = False
-            for item in items:
-                delivered += 1
-                yield item
-            while True:
-                # Failures are raised *outside* the except clauses, with no cause: the SDK's
-                # exception carries the server's raw body and the request (its Authorization
-                # header), which a chained traceback, `logger.exception` or a tracer's
-                # `run.error` would print. Our message is scrubbed; nothing else travels.
-                failure: EndpointError | None = None
-                try:
-                    chunk = await _within(stream.__anext__(), self.idle_timeout_s)
-                except StopAsyncIteration:
-                    break
-                except asyncio.TimeoutError:
-                    failure = EndpointTimeoutError(
-                        self.name,
-                        f"no data for {self.idle_timeout_s}s after {delivered} delta(s) "
-                        "(idle timeout); not retried because text was already delivered",
-                    )
-                except Exception as exc:
-                    failure = self._error(exc, stats, delivered=delivered)
-                if failure is None:
-                    try:
-                        items = _absorb(chunk, stats)
-                    except _MalformedChunkError as exc:
-                        failure = self._error(exc, stats, delivered=delivered)
-                if failure is not None:
-                    raise failure
+            items: list[StreamItem] | None = first
+            while items is not None:
                 items = _filtered(items, only_new)
                 if forced and items:
                     self._refuse_prose_for_a_forced_call(items[0], params)
@@ -449,6 +419,7 @@ class OpenAIEndpoint(Endpoint):
                 for item in items:
                     delivered += 1
                     yield item
+                items = await self._next_items(stream, stats, delivered=delivered)
             if only_new is not None:
                 rest = only_new.end()
                 stats.extra["prefix_echoed"] = only_new.echoed
@@ -468,6 +439,41 @@ class OpenAIEndpoint(Endpoint):
             # "Task was destroyed but it is pending!").
             await stream.close()
             await owned.aclose()
+
+    async def _next_items(
+        self,
+        stream: openai.AsyncStream[ChatCompletionChunk],
+        stats: StreamStats,
+        *,
+        delivered: int,
+    ) -> list[StreamItem] | None:
+        """The next chunk's text and tool calls, unfiltered (None: the stream ended), within the
+        idle timeout; any failure is raised as our `EndpointError`, saying how far it got.
+
+        Failures are raised *outside* the except clauses, with no cause: the SDK's exception
+        carries the server's raw body and the request (its Authorization header), which a
+        chained traceback, `logger.exception` or a tracer's `run.error` would print. Our
+        message is scrubbed; nothing else travels.
+        """
+        failure: EndpointError
+        try:
+            chunk = await _within(stream.__anext__(), self.idle_timeout_s)
+        except StopAsyncIteration:
+            return None
+        except asyncio.TimeoutError:
+            failure = EndpointTimeoutError(
+                self.name,
+                f"no data for {self.idle_timeout_s}s after {delivered} delta(s) "
+                "(idle timeout); not retried because text was already delivered",
+            )
+        except Exception as exc:
+            failure = self._error(exc, stats, delivered=delivered)
+        else:
+            try:
+                return _absorb(chunk, stats)
+            except _MalformedChunkError as exc:
+                failure = self._error(exc, stats, delivered=delivered)
+        raise failure
 
     async def _open_with_retries(
         self,
@@ -509,7 +515,7 @@ class OpenAIEndpoint(Endpoint):
             failure = self._error(exc, stats, delivered=0)
         else:
             raise AssertionError("unreachable: tenacity either returns or re-raises")
-        raise failure  # outside the except clause: no chained SDK error (see `stream`)
+        raise failure  # outside the except clause: no chained SDK error (see `_next_items`)
 
     async def _attempt(
         self,
@@ -780,52 +786,81 @@ def _absorb(chunk: ChatCompletionChunk, stats: StreamStats) -> list[StreamItem]:
         choices = getattr(chunk, "choices", None) or []
         if not isinstance(choices, list):
             raise TypeError(f"choices is {type(choices).__name__}, expected a list")
+        _record_identity(chunk, stats)
         text = ""
         calls: list[StreamItem] = []
-        if stats.response_id is None and isinstance(getattr(chunk, "id", None), str):
-            stats.response_id = chunk.id
-        fingerprint = getattr(chunk, "system_fingerprint", None)
-        if isinstance(fingerprint, str):
-            stats.system_fingerprint = fingerprint
         for choice in choices:
             if not isinstance(choice, ChunkChoice):
                 raise TypeError(f"a choice is {type(choice).__name__}, expected an object")
             if getattr(choice, "index", 0) != 0:
                 continue  # n > 1 is never requested; ignore stray extra choices
-            logprobs = getattr(choice, "logprobs", None)
-            for entry in getattr(logprobs, "content", None) or ():
-                stats.logprobs.append(entry.model_dump() if hasattr(entry, "model_dump") else entry)
-            delta = getattr(choice, "delta", None)
-            content = getattr(delta, "content", None) if delta is not None else None
-            if content:
-                if not isinstance(content, str):
-                    raise TypeError(f"content is {type(content).__name__}, expected str")
-                text += content
-            for call in (getattr(delta, "tool_calls", None) if delta is not None else None) or ():
-                function = getattr(call, "function", None)
-                calls.append(
-                    ToolCallChunk(
-                        index=int(getattr(call, "index", 0) or 0),
-                        id=getattr(call, "id", None),
-                        name=getattr(function, "name", None) if function is not None else None,
-                        args=(getattr(function, "arguments", None) or "") if function else "",
-                    )
-                )
-            finish_reason = getattr(choice, "finish_reason", None)
-            if finish_reason:
-                stats.finish_reason = str(finish_reason)
+            choice_text, choice_calls = _absorb_choice(choice, stats)
+            text += choice_text
+            calls.extend(choice_calls)
         if usage is not None:
-            stats.input_tokens = int(usage.prompt_tokens)
-            stats.output_tokens = int(usage.completion_tokens)
-            stats.usage_reported = True
-            stats.cached_input_tokens = _cached_tokens(usage)
-            details = getattr(usage, "completion_tokens_details", None)
-            stats.reasoning_tokens = int(getattr(details, "reasoning_tokens", None) or 0)
+            _record_usage(usage, stats)
         elif text or calls:
             stats.output_tokens += 1
         return [text, *calls] if text else calls
     except (AttributeError, TypeError, ValueError) as exc:
         raise _MalformedChunkError(f"unexpected chunk shape ({exc})") from exc
+
+
+def _record_identity(chunk: ChatCompletionChunk, stats: StreamStats) -> None:
+    """Record which response this is (its first id) and the backend's system fingerprint."""
+    if stats.response_id is None and isinstance(getattr(chunk, "id", None), str):
+        stats.response_id = chunk.id
+    fingerprint = getattr(chunk, "system_fingerprint", None)
+    if isinstance(fingerprint, str):
+        stats.system_fingerprint = fingerprint
+
+
+def _absorb_choice(choice: ChunkChoice, stats: StreamStats) -> tuple[str, list[StreamItem]]:
+    """Record a choice's logprobs and finish reason in `stats`; return its text and tool calls."""
+    logprobs = getattr(choice, "logprobs", None)
+    for entry in getattr(logprobs, "content", None) or ():
+        stats.logprobs.append(entry.model_dump() if hasattr(entry, "model_dump") else entry)
+    delta = getattr(choice, "delta", None)
+    text = _delta_text(delta)
+    calls: list[StreamItem] = [
+        _tool_call_chunk(call)
+        for call in (getattr(delta, "tool_calls", None) if delta is not None else None) or ()
+    ]
+    finish_reason = getattr(choice, "finish_reason", None)
+    if finish_reason:
+        stats.finish_reason = str(finish_reason)
+    return text, calls
+
+
+def _delta_text(delta: Any) -> str:
+    """A delta's content ("" when it has none); content that is not a string is malformed."""
+    content = getattr(delta, "content", None) if delta is not None else None
+    if not content:
+        return ""
+    if not isinstance(content, str):
+        raise TypeError(f"content is {type(content).__name__}, expected str")
+    return content
+
+
+def _tool_call_chunk(call: Any) -> ToolCallChunk:
+    """One streamed piece of a tool call, tolerant of the fields a server leaves out."""
+    function = getattr(call, "function", None)
+    return ToolCallChunk(
+        index=int(getattr(call, "index", 0) or 0),
+        id=getattr(call, "id", None),
+        name=getattr(function, "name", None) if function is not None else None,
+        args=(getattr(function, "arguments", None) or "") if function else "",
+    )
+
+
+def _record_usage(usage: Any, stats: StreamStats) -> None:
+    """Record the usage a chunk reports (the final one, with ``include_usage``) in `stats`."""
+    stats.input_tokens = int(usage.prompt_tokens)
+    stats.output_tokens = int(usage.completion_tokens)
+    stats.usage_reported = True
+    stats.cached_input_tokens = _cached_tokens(usage)
+    details = getattr(usage, "completion_tokens_details", None)
+    stats.reasoning_tokens = int(getattr(details, "reasoning_tokens", None) or 0)
 
 
 def _cached_tokens(usage: Any) -> int:
