@@ -42,7 +42,8 @@ from langchain_disco.bench._page import replace_section
 from langchain_disco.bench._plots import INSTALL_HINT, plot_token_timeline, plots_available
 from langchain_disco.scheduling import Budget, CostModel, DispatchPolicy, Generalized, Race
 from langchain_disco.scheduling.budget import Resource
-from langchain_disco.scheduling.migration import CostAwareMigration, Role, usd_per_token
+from langchain_disco.scheduling.migration import CostAwareMigration, usd_per_token
+from langchain_disco.scheduling.roles import Role
 from langchain_disco.sim import RunMetrics, SimConfig, SimResult, Simulator, load_trace
 from langchain_disco.sim.timeline import MigratedStream
 from langchain_disco.sim.trace import Trace

@@ -39,7 +39,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from langchain_disco import _model_profile, _serialization, _structured, _sync, _tokens
-from langchain_disco._scheduler import (
+from langchain_disco._live_scheduler import (
     LiveScheduler,
     expected_view,
     policy_from_settings,

@@ -131,7 +131,7 @@ class DiscoSettings(BaseSettings):
         2, ge=0, le=10, description="retries before the first token, 0 to 10"
     )
 
-    # -- cost model (DESIGN section 2) ---------------------------------------------------
+    # -- cost model (docs/concepts.md, Budget) -------------------------------------------
     price_in_per_mtok: float = Field(
         0.15, ge=0, description="USD per 1M input tokens, a non-negative number"
     )
@@ -148,7 +148,7 @@ class DiscoSettings(BaseSettings):
         0.15 / 3.6e6, ge=0, description="exchange rate, USD per joule of device energy"
     )
 
-    # -- delivery, migration and failover (DESIGN section 4) ----------------------------
+    # -- delivery, migration and failover (docs/concepts.md, Migration, Failover) -------
     pace_tok_s: float | None = Field(
         None,
         ge=0.1,

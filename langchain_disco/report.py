@@ -1,4 +1,7 @@
-"""Per-request metrics (DESIGN section 5): TTFT, TBT gaps, stalls, tokens per endpoint, cost."""
+"""Per-request metrics: TTFT, TBT gaps, stalls, tokens per endpoint, cost.
+
+What each one measures, and why: docs/concepts.md (Metrics; billing in "What is billed").
+"""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import HumanMessage
 
-from langchain_disco._scheduler import _default_resource
+from langchain_disco._live_scheduler import _default_resource
 from langchain_disco.errors import DiscoError
 from langchain_disco.scheduling import Budget, CostModel, policy_from_name
 from langchain_disco.scheduling.dispatch import (

@@ -1,7 +1,7 @@
 """`disco bench sim`: every dispatch policy on a trace, at every budget, against the oracle.
 
 A *regime* fixes which measured device and hosted API are simulated, the cost model and the
-resource the budget limits (DESIGN section 2):
+resource the budget limits (docs/concepts.md, Budget):
 
 - `server-constrained`: MacBook Pro M1 Max + together-13b, default prices (device energy nearly
   free), budget on server USD; the paper's policy there is the length threshold;
@@ -79,7 +79,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Row:
-    """One policy at one budget: DESIGN section 5's metrics, and ratios on the same requests.
+    """One policy at one budget: the run metrics (docs/concepts.md, Metrics), and ratios on the
+    same requests.
 
     Ratios are policy / reference (below 1: lower, i.e. faster). *single* is the better of
     device-only and server-only among those whose realised share fits the budget (NaN when

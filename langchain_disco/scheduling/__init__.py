@@ -36,6 +36,7 @@ from langchain_disco.scheduling.profiles import (
     Profiles,
     ServerProfile,
 )
+from langchain_disco.scheduling.roles import Role
 from langchain_disco.scheduling.store import ProfileStore
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "RequestFeatures",
     "RequestOutcome",
     "Resource",
+    "Role",
     "ServerProfile",
     "Start",
     "WaitTime",

@@ -1,4 +1,7 @@
-"""The unified cost model of DESIGN section 2: server dollars plus device energy, in one unit."""
+"""The unified cost model: server dollars plus device energy, in one unit.
+
+What it prices and how the budget spends it: docs/concepts.md (Budget, "What is billed").
+"""
 
 from __future__ import annotations
 
@@ -41,13 +44,13 @@ class CostModel:
     energy_decode_j_per_token: float = 0.1
     usd_per_j: float = 0.15 / 3.6e6
 
-    def server_usd(self, input_tokens: int, output_tokens: int) -> float:
+    def server_usd(self, input_tokens: float, output_tokens: float) -> float:
         """Server bill; a cancelled request still pays its input and the output it produced."""
         return (
             self.price_in_per_mtok * input_tokens + self.price_out_per_mtok * output_tokens
         ) / 1e6
 
-    def device_j(self, input_tokens: int, output_tokens: int) -> float:
+    def device_j(self, input_tokens: float, output_tokens: float) -> float:
         """Device energy for prefilling `input_tokens` and decoding `output_tokens`."""
         return (
             self.energy_prefill_j_per_token * input_tokens
@@ -57,12 +60,13 @@ class CostModel:
     def cost(
         self,
         *,
-        server_in: int = 0,
-        server_out: int = 0,
-        device_in: int = 0,
-        device_out: int = 0,
+        server_in: float = 0,
+        server_out: float = 0,
+        device_in: float = 0,
+        device_out: float = 0,
     ) -> Cost:
-        """The full cost of a request given the tokens each side processed."""
+        """The full cost of a request given the tokens each side processed (fractions: a
+        prefill cancelled part-way, in the simulator; negative: tokens taken off a bill)."""
         usd = self.server_usd(server_in, server_out)
         joules = self.device_j(device_in, device_out)
         return Cost(server_usd=usd, device_j=joules, unified_usd=usd + joules * self.usd_per_j)

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from langchain_disco.scheduling.cost import Cost, CostModel
+from langchain_disco.scheduling.roles import Role
 
 if TYPE_CHECKING:
     from langchain_disco.scheduling.profiles import Profiles
 
-Role = Literal["local", "remote"]
 Mode = Literal["local", "remote", "race"]
 MODES: tuple[Mode, ...] = ("local", "remote", "race")
 

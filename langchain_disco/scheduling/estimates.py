@@ -3,11 +3,11 @@
 An `Action` says when each endpoint starts, relative to the request's arrival (None: never).
 The rules are the engine's: a start with a positive offset is a hedge that only happens if no
 content token arrived before it; the first content token wins and the other endpoint is
-cancelled at once; the winner generates the whole answer. Billing follows DESIGN section 2: a
-server request bills its input once started, and its output only if it wins (a loser is
-cancelled before its first token); the device spends prefill energy for the part of the prefill
-it actually ran (prorated by time; nothing while it waited in the device queue), plus the whole
-answer's decode energy if it wins.
+cancelled at once; the winner generates the whole answer. Billing follows docs/concepts.md
+("What is billed"): a server request bills its input once started, and its output only if it
+wins (a loser is cancelled before its first token); the device spends prefill energy for the
+part of the prefill it actually ran (prorated by time; nothing while it waited in the device
+queue), plus the whole answer's decode energy if it wins.
 
 `resolve_action` is the realised outcome for a known server TTFT (the simulator and the oracle
 use it); `estimate_action` is its exact expectation over the server's empirical TTFT
@@ -22,16 +22,16 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from langchain_disco.scheduling.cost import Cost, CostModel
 from langchain_disco.scheduling.dispatch import ActionEstimate, Plan, Start
 from langchain_disco.scheduling.empirical import Reservoir
+from langchain_disco.scheduling.roles import Role
 
 if TYPE_CHECKING:
     from langchain_disco.scheduling.profiles import DeviceProfile, LengthProfile
 
-Role = Literal["local", "remote"]
 _MIN_PREFILL_S = 1e-6
 
 

@@ -1,4 +1,6 @@
-"""Token-level migration and stall detection (DESIGN section 4): pure decisions, no I/O, no clock.
+"""Token-level migration and stall detection: pure decisions, no I/O, no clock.
+
+Why and when an answer moves mid-stream is in docs/concepts.md (Migration, Failover).
 
 After the first token, the engine asks a `MigrationPolicy` (once per source token) whether to move
 the rest of the generation to the other endpoint. The policy sees a `MigrationView`, a snapshot
@@ -13,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from langchain_disco.scheduling.cost import CostModel
+from langchain_disco.scheduling.roles import Role as Role  # re-exported: sim/ imports it here
 
 if TYPE_CHECKING:
     from langchain_disco.scheduling.profiles import Profiles
 
-Role = Literal["local", "remote"]
 Verdict = Literal["wait", "migrate", "probe", "never"]
 
 

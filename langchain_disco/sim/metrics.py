@@ -1,4 +1,4 @@
-"""Run metrics as DESIGN section 5 defines them, and ratios between runs on the same requests."""
+"""Run metrics (docs/concepts.md, Metrics), and ratios between runs on the same requests."""
 
 from __future__ import annotations
 

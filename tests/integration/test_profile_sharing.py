@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_disco._scheduler import SAVE_EVERY, LiveScheduler
+from langchain_disco._live_scheduler import SAVE_EVERY, LiveScheduler
 from langchain_disco.config import DiscoSettings
 from langchain_disco.report import EndpointRun, RequestReport
 from langchain_disco.scheduling.dispatch import Plan, RequestFeatures, Start, policy_for_mode
