@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 from langchain_disco.config import DiscoSettings
@@ -102,8 +102,8 @@ class LiveScheduler:
         self, prompt_tokens: int, max_tokens: int | None, local: Endpoint | None
     ) -> RequestFeatures:
         """What the policy sees: prompt size, and the wait behind the device's queue."""
-        pending = int(getattr(local, "pending", 0) or 0)
-        busy = bool(getattr(local, "busy", False))
+        pending = local.pending if local is not None else 0
+        busy = local.busy if local is not None else False
         wait = 0.0
         if pending:
             # The queued jobs' sizes are unknown here; each is taken to be like this one.
@@ -125,9 +125,23 @@ class LiveScheduler:
             ctx = DispatchContext(profiles=self._loaded(), cost_model=self.cost_model)
             return self.policy.plan(features, ctx)
 
-    def learn(self, features: RequestFeatures, plan: Plan, report: RequestReport) -> None:
-        """Feed one finished (or abandoned) request to the profiles and the policy."""
-        outcome = outcome_from_report(features, plan, report)
+    def learn(
+        self,
+        features: RequestFeatures,
+        plan: Plan,
+        report: RequestReport,
+        executed: Plan | None = None,
+    ) -> None:
+        """Feed one finished (or abandoned) request to the profiles and the policy.
+
+        `plan` is the policy's own plan object; `executed` the one the engine ran, when it
+        differs (an endpoint that could not serve the request was dropped): the profiles learn
+        what was executed, the policy's spend accounting finds its own plan.
+        """
+        if executed is None or executed is plan:
+            outcome = outcome_from_report(features, plan, report)
+        else:
+            outcome = replace(outcome_from_report(features, executed, report), chosen=plan)
         with self._lock:
             self._loaded().observe(outcome)
             self.policy.observe(outcome)

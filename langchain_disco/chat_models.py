@@ -489,7 +489,14 @@ class DiscoChatModel(BaseChatModel):
             events.append(EngineEvent("disco_dispatch", decision))
         # `aclosing`: when our consumer stops early, the engine (and every endpoint stream it
         # started) is closed right here, not later by the garbage collector.
-        items = engine.run(plan, messages, params, report)
+        items = engine.run(
+            plan,
+            messages,
+            params,
+            report,
+            prompt_tokens=features.prompt_tokens,
+            queue_wait_s={"local": features.local_queue_wait_s},
+        )
         try:
             async with contextlib.aclosing(items):
                 async for item in items:
@@ -499,8 +506,9 @@ class DiscoChatModel(BaseChatModel):
                         continue
                     yield _content_chunk(item)
         finally:
-            # The policy's own plan object: its spend accounting matches plans by identity.
-            scheduler.learn(features, chosen, report)
+            # The policy's own plan object (its spend accounting matches plans by identity) and
+            # the plan executed (what the profiles learn from).
+            scheduler.learn(features, chosen, report, executed=plan)
         # The endpoint that finished the answer speaks for it, not the one that won the race:
         # after a failover or migration they differ.
         finisher = report.endpoints.get(report.finished_by or "")

@@ -203,6 +203,17 @@ class Endpoint(ABC):
         endpoint cannot continue exactly, and `EndpointError` subclasses for failures.
         """
 
+    @property
+    def pending(self) -> int:
+        """Generations queued or running on this endpoint that the next one waits behind (a
+        device runs one at a time; a hosted API is taken to have room: 0)."""
+        return 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether a generation is running right now (its prefill may be part-way)."""
+        return False
+
     def estimate_input_tokens(self, messages: Sequence[BaseMessage]) -> int:
         """A cheap estimate of the prompt size in tokens (about 4 characters per token)."""
         chars = sum(len(str(m.content)) for m in messages)

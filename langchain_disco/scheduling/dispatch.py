@@ -126,12 +126,16 @@ class RequestOutcome:
 
     request: RequestFeatures
     plan: Plan
+    """The plan the engine executed (what the profiles learn from)."""
     endpoints: tuple[EndpointOutcome, ...]
     winner: Role | None
     ttft_s: float | None
     output_tokens: int
     """Length of the delivered answer."""
     cost: Cost
+    chosen: Plan | None = None
+    """The policy's own plan object, when the engine executed another (an endpoint that could
+    not serve the request was dropped): the key its spend accounting committed under."""
 
 
 @runtime_checkable

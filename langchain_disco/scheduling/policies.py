@@ -134,7 +134,8 @@ class _Budgeted:
         if ctx is None:
             return
         floor, ceiling = self.budget.realised_bounds(ctx, outcome)
-        self.controller.record(self.budget.spend(outcome.cost), floor, ceiling, key=outcome.plan)
+        key = outcome.chosen if outcome.chosen is not None else outcome.plan
+        self.controller.record(self.budget.spend(outcome.cost), floor, ceiling, key=key)
 
     # -- calibration --------------------------------------------------------------------------
 

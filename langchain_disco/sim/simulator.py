@@ -25,15 +25,16 @@ when the request completes on the virtual clock, as it would be live. All random
 front from one seeded generator, identically for every policy: runs compare policies on the
 same requests, and a seed replays exactly.
 
-After the first token, `run(..., migration=policy, pace_tok_s=...)` models paced delivery and
-token-level migration with the live engine's `MigrationPolicy` (see `sim.migration`): the policy
-is asked after every source token with the view the engine would build; a server target's TTFT
-and decode gap are one more measured request of the same provider (drawn up front from a
-separate seeded stream, so runs without migration see exactly the same draws as before); a
-device target queues behind the jobs already on its device and prefills prompt + generated
-tokens at the request's own measured rate. The decision is taken when the request is replayed
-(its device state is what the requests before it left), like every other device reservation
-here; profiles learn from the dispatch phase only (the migration target's TTFT is not fed back).
+After the first token, `run(..., migration=policy, pace_tok_s=...)` plays each answer through
+the live engine's own per-request core (`engine.core.RequestCore`, driven on the virtual clock
+by `sim.streaming`): the same migration views and decisions, probes, hand-overs, paced release,
+stall-bounded hand-back and billing as live. A server target's TTFT and decode gap are one more
+measured request of the same provider (drawn up front from a separate seeded stream, so runs
+without migration see exactly the same draws as before); a device target queues behind the jobs
+already on its device and prefills prompt + generated tokens at the request's own measured rate
+(less what a probe already prefilled). The decision is taken when the request is replayed (its
+device state is what the requests before it left), like every other device reservation here;
+profiles learn from the dispatch phase only (the migration target's TTFT is not fed back).
 
 To replay a live run (`disco bench live`), `SimConfig` can replace the measured data with what
 that run learned: `device_model` (e.g. `SimDevice.learned(profile)`, the learned TTFT line and
@@ -53,7 +54,7 @@ from typing import Literal
 
 from langchain_disco.scheduling import _data
 from langchain_disco.scheduling.budget import Budget
-from langchain_disco.scheduling.cost import CostModel
+from langchain_disco.scheduling.cost import Cost, CostModel
 from langchain_disco.scheduling.dispatch import (
     DispatchContext,
     DispatchPolicy,
@@ -72,16 +73,19 @@ from langchain_disco.scheduling.estimates import (
 )
 from langchain_disco.scheduling.migration import (
     MigrationPolicy,
+    NoMigration,
     ProfileMigrationPredictor,
-    Role,
-    ViewBuilder,
+    StallDetector,
 )
 from langchain_disco.scheduling.profiles import DeviceProfile, Profiles, fit_ttft_line
+from langchain_disco.scheduling.roles import Role
+from langchain_disco.sim.delivery import GapRun, Playout, unmoved
 from langchain_disco.sim.metrics import RunMetrics, summarize
-from langchain_disco.sim.migration import GapRun, Playout, TargetRun, play_out, scan, unmoved
 from langchain_disco.sim.oracle import OracleResult, solve_oracle
+from langchain_disco.sim.streaming import DeviceScript, ServerScript, StreamedRequest, play
 from langchain_disco.sim.timeline import MigratedStream
 from langchain_disco.sim.trace import Trace
+from langchain_disco.sim.virtual import Opening
 
 DEFAULT_DEVICE_ONLY_UTILISATION = 0.3
 
@@ -346,6 +350,31 @@ def _server_pool(config: SimConfig) -> list[tuple[float, float]]:
     return [(row.ttft_s, row.inter_token_s) for row in samples]
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """When the answer and its winner's stream end, and what the request cost."""
+
+    done: float
+    """When the answer is complete (absolute): the last token generated and delivered."""
+    winner_end: float
+    """When the winner's stream stopped (relative to arrival)."""
+    winner_leave: float
+    winner_tokens: int
+    cost: Cost
+
+    @classmethod
+    def of(
+        cls, t: float, o: int, res: Resolution, gap: float, play: Playout | None, *, paced: bool
+    ) -> _Answer:
+        done = t + res.ttft_s + (o - 1) * gap
+        if play is not None and (play.migrated or paced):
+            # The answer ends with its last delivery; the winner with its last token.
+            end = t + max(play.generation_end_s, play.delivered.last_s)
+            stop = play.source_stop_s
+            return cls(end, stop, t + stop, play.source_tokens, play.cost)
+        return cls(done, done - t, done, o, res.cost)
+
+
 class _Run:
     """One replay: the virtual clock, the device queues and the feedback heap."""
 
@@ -386,6 +415,8 @@ class _Run:
         self.winner = [""] * n
         self.action = [""] * n
         self.predictor = ProfileMigrationPredictor(self.profiles)
+        self.stall = StallDetector()
+        """One per replay, as the live model keeps one: it learns each side's token gaps."""
         self.migrated = [False] * n
         self.migration_token: list[int | None] = [None] * n
         self.stall_added = [0.0] * n
@@ -458,78 +489,28 @@ class _Run:
     ) -> None:
         sim = self.sim
         t = sim.trace.arrival_s[i]
-        prompt, o = sim.trace.prompt_tokens[i], sim.trace.output_tokens[i]
-        decode = sim.device_decode_tok_s[i]
+        o = sim.trace.output_tokens[i]
         res = resolve_action(
             action,
             server_ttft_s=sim.server_ttft_s[i],
             local_begin_s=local_begin,
             prefill_s=sim.prefill_s[i],
-            prompt_tokens=prompt,
+            prompt_tokens=sim.trace.prompt_tokens[i],
             output_tokens=o,
             cost_model=sim.config.cost_model,
             prefill_interruptible=sim.config.device_prefill_interruptible,
         )
-        local_wins = res.winner == "local"
-        gap = 1.0 / decode if local_wins else sim.server_gap_s[i]
-        done = t + res.ttft_s + (o - 1) * gap
-        winner_end, winner_leave, winner_tokens, cost = done - t, done, o, res.cost
-        play, target_begin = self._play(i, res, gap) if self.streaming else (None, None)
-        if play is not None and (play.migrated or self.pace_tok_s is not None):
-            # The answer ends with its last delivery; the winner with its last token.
-            done = t + max(play.generation_end_s, play.delivered.last_s)
-            winner_end, winner_leave = play.source_stop_s, t + play.source_stop_s
-            winner_tokens, cost = play.source_tokens, play.cost
+        gap = 1.0 / sim.device_decode_tok_s[i] if res.winner == "local" else sim.server_gap_s[i]
+        play, target_begin = self._play(i, features, res, gap) if self.streaming else (None, None)
+        answer = _Answer.of(t, o, res, gap, play, paced=self.pace_tok_s is not None)
         endpoints: list[EndpointOutcome] = []
-        k = sim.assignment[i]
         if res.local_started:
-            started = action.local_at_s or 0.0
-            leave = winner_leave if local_wins else t + res.local_end_s
-            interruptible = sim.config.device_prefill_interruptible
-            if not (local_wins or interruptible) and local_begin < res.ttft_s:
-                # Cancelled inside its prefill: the device is busy until that prefill ends.
-                leave = max(leave, t + local_begin + sim.prefill_s[i])
-            begin_abs = t + local_begin
-            if leave > begin_abs:
-                self.free_at[k] = max(self.free_at[k], leave)
-                self.busy_s += leave - begin_abs
-            self.jobs[k].append(
-                _Occupancy(
-                    prompt,
-                    t + started,
-                    leave,
-                    begin_abs,
-                    t + res.ttft_s if local_wins else math.inf,
-                    decode,
-                )
-            )
-            endpoints.append(
-                EndpointOutcome(
-                    "local",
-                    started_s=started,
-                    first_token_s=res.ttft_s if local_wins else None,
-                    ended_s=winner_end if local_wins else res.local_end_s,
-                    queue_wait_s=local_begin - started,
-                    input_tokens=prompt,
-                    output_tokens=winner_tokens if local_wins else 0,
-                    decode_tok_s=decode if local_wins else None,
-                )
-            )
+            endpoints.append(self._book_local(i, action, res, answer, local_begin))
         if res.remote_started:
-            started = action.remote_at_s or 0.0
-            endpoints.append(
-                EndpointOutcome(
-                    "remote",
-                    started_s=started,
-                    first_token_s=None if local_wins else res.ttft_s,
-                    ended_s=res.remote_end_s if local_wins else winner_end,
-                    input_tokens=prompt,
-                    output_tokens=0 if local_wins else winner_tokens,
-                    decode_tok_s=None if local_wins else 1.0 / sim.server_gap_s[i],
-                )
-            )
+            endpoints.append(self._remote_outcome(i, action, res, answer))
         if play is not None and target_begin is not None and play.target_end_s is not None:
-            self._occupy_for_target(k, t, play, target_begin, decode)
+            k = sim.assignment[i]
+            self._occupy_for_target(k, t, play, target_begin, sim.device_decode_tok_s[i])
         outcome = RequestOutcome(
             request=features,
             plan=plan,
@@ -537,9 +518,61 @@ class _Run:
             winner=res.winner,
             ttft_s=res.ttft_s,
             output_tokens=o,
-            cost=cost,
+            cost=answer.cost,
         )
-        heapq.heappush(self.feedback, (done, i, outcome))
+        heapq.heappush(self.feedback, (answer.done, i, outcome))
+        self._record(i, plan, res, gap, answer.cost, play)
+
+    def _book_local(
+        self, i: int, action: Action, res: Resolution, answer: _Answer, local_begin: float
+    ) -> EndpointOutcome:
+        """Reserve the device for the request's own device run; what it did, for learning."""
+        sim = self.sim
+        t, k = sim.trace.arrival_s[i], sim.assignment[i]
+        prompt, decode = sim.trace.prompt_tokens[i], sim.device_decode_tok_s[i]
+        local_wins = res.winner == "local"
+        started = action.local_at_s or 0.0
+        leave = answer.winner_leave if local_wins else t + res.local_end_s
+        interruptible = sim.config.device_prefill_interruptible
+        if not (local_wins or interruptible) and local_begin < res.ttft_s:
+            # Cancelled inside its prefill: the device is busy until that prefill ends.
+            leave = max(leave, t + local_begin + sim.prefill_s[i])
+        begin_abs = t + local_begin
+        if leave > begin_abs:
+            self.free_at[k] = max(self.free_at[k], leave)
+            self.busy_s += leave - begin_abs
+        first = t + res.ttft_s if local_wins else math.inf
+        self.jobs[k].append(_Occupancy(prompt, t + started, leave, begin_abs, first, decode))
+        return EndpointOutcome(
+            "local",
+            started_s=started,
+            first_token_s=res.ttft_s if local_wins else None,
+            ended_s=answer.winner_end if local_wins else res.local_end_s,
+            queue_wait_s=local_begin - started,
+            input_tokens=prompt,
+            output_tokens=answer.winner_tokens if local_wins else 0,
+            decode_tok_s=decode if local_wins else None,
+        )
+
+    def _remote_outcome(
+        self, i: int, action: Action, res: Resolution, answer: _Answer
+    ) -> EndpointOutcome:
+        remote_wins = res.winner == "remote"
+        return EndpointOutcome(
+            "remote",
+            started_s=action.remote_at_s or 0.0,
+            first_token_s=res.ttft_s if remote_wins else None,
+            ended_s=answer.winner_end if remote_wins else res.remote_end_s,
+            input_tokens=self.sim.trace.prompt_tokens[i],
+            output_tokens=answer.winner_tokens if remote_wins else 0,
+            decode_tok_s=1.0 / self.sim.server_gap_s[i] if remote_wins else None,
+        )
+
+    def _record(
+        self, i: int, plan: Plan, res: Resolution, gap: float, cost: Cost, play: Playout | None
+    ) -> None:
+        """Keep request `i`'s figures for the run's result."""
+        o = self.sim.trace.output_tokens[i]
         self.ttft[i] = res.ttft_s
         self.tbt[i] = gap
         self.server_usd[i] = cost.server_usd
@@ -550,32 +583,40 @@ class _Run:
             self.spend[i] = self.budget.spend(cost)
         self.winner[i] = res.winner
         self.action[i] = plan.action
+        source_tokens, target_tokens = o, 0
         if play is None:
             self.tbt_runs[i] = ((gap, o - 1),) if o > 1 else ()
-            source_tokens, target_tokens = o, 0
         else:
-            runs = play.delivered.runs
-            self.tbt_runs[i] = runs
-            if len(runs) == 1:
-                self.tbt[i] = runs[0][0]
-            elif runs:
-                self.tbt[i] = sum(g * c for g, c in runs) / sum(c for _, c in runs)
-            self.migrated[i] = play.migrated
-            if play.migrated and (self.first_migration is None or i < self.first_migration.index):
-                target: Role = "remote" if local_wins else "local"
-                self.first_migration = MigratedStream(
-                    i, prompt, res.winner, target, self.pace_tok_s, play
-                )
-            self.migration_token[i] = play.token_index
-            self.stall_added[i] = play.stall_added_s
+            self._record_playout(i, res, play)
             source_tokens, target_tokens = play.source_tokens, play.target_tokens
-        if local_wins:
+        if res.winner == "local":
             self.local_tokens[i], self.remote_tokens[i] = source_tokens, target_tokens
         else:
             self.local_tokens[i], self.remote_tokens[i] = target_tokens, source_tokens
 
-    def _play(self, i: int, res: Resolution, source_gap_s: float) -> tuple[Playout, float | None]:
-        """Ask the migration policy token by token and play the answer out.
+    def _record_playout(self, i: int, res: Resolution, play: Playout) -> None:
+        runs = play.delivered.runs
+        self.tbt_runs[i] = runs
+        if len(runs) == 1:
+            self.tbt[i] = runs[0][0]
+        elif runs:
+            self.tbt[i] = sum(g * c for g, c in runs) / sum(c for _, c in runs)
+        self.migrated[i] = play.migrated
+        if play.migrated and (self.first_migration is None or i < self.first_migration.index):
+            target: Role = "remote" if res.winner == "local" else "local"
+            prompt = self.sim.trace.prompt_tokens[i]
+            self.first_migration = MigratedStream(
+                i, prompt, res.winner, target, self.pace_tok_s, play
+            )
+        self.migration_token[i] = play.token_index
+        self.stall_added[i] = play.stall_added_s
+
+    def _play(
+        self, i: int, features: RequestFeatures, res: Resolution, source_gap_s: float
+    ) -> tuple[Playout, float | None]:
+        """Play the answer out after its first token: the delivery closed form when no policy
+        can move it, else through the engine core, which asks the policy token by token
+        (`sim.streaming`).
 
         Returns the playout and, for a device target, when its prefill (or probe) can begin.
         Nothing is reserved here: `_finish` books the winner first, then the target.
@@ -592,73 +633,55 @@ class _Run:
             pace_tok_s=self.pace_tok_s,
             cost=res.cost,
         )
-        if self.migration is None:
-            return stay, None
+        if self.migration is None or isinstance(self.migration, NoMigration):
+            return stay, None  # nothing can move it: the closed form is the core's answer
         k = sim.assignment[i]
         queue = 0.0
         if target == "local":
-            at = t + res.ttft_s
-            queue = predict_queue_wait_s(
-                (job.state(at) for job in self.jobs[k] if job.leave > at),
-                self.profiles.device,
-                self.profiles.output_lengths,
-            )
-        views = ViewBuilder.for_request(
+            queue = features.local_queue_wait_s
+        ratio = sim.prefill_s[i] / sim.device.mean_prefill_s(prompt)
+        decode_gap = 1.0 / sim.device_decode_tok_s[i]
+        free_at = self.free_at[k]
+        first = Opening(res.ttft_s, source_gap_s, prompt)
+        device = DeviceScript(
+            first if source == "local" else None,
+            overhead_s=sim.device.overhead_s * ratio,
+            s_per_token=sim.device.s_per_token * ratio,
+            gap_s=decode_gap,
+            free_at=lambda start: free_at - t,
+        )
+        server = ServerScript(
+            first if source == "remote" else None,
+            sim.continuation_ttft_s[i],
+            sim.continuation_gap_s[i],
+        )
+        request = StreamedRequest(
             source=source,
-            target=target,
             prompt_tokens=prompt,
-            max_tokens=None,
-            pace_tok_s=self.pace_tok_s,
+            output_tokens=o,
+            max_tokens=sim.config.max_tokens,
+            first_token_s=res.ttft_s,
+            source_gap_s=source_gap_s,
             target_can_continue=sim.config.remote_exact_continuation
             if target == "remote"
             else True,
-            predictor=self.predictor,
-            cost_model=cm,
-        )
-        found = scan(
-            self.migration,
-            views,
-            source_gap_s=source_gap_s,
-            output_tokens=o,
             target_queue_wait_s=queue,
         )
-        if found is None:
-            return stay, None
-        decision, token = found
-        start = t + res.ttft_s + (token - 1) * source_gap_s
-        begin: float | None = None
-        if target == "local":
-            begin = max(start, self.free_at[k])
-            ratio = sim.prefill_s[i] / sim.device.mean_prefill_s(prompt)
-            run = TargetRun(
-                "local",
-                ttft_s=begin - start + sim.device.mean_prefill_s(prompt + token) * ratio,
-                gap_s=1.0 / sim.device_decode_tok_s[i],
-                queue_wait_s=begin - start,
-                catch_up_overhead_s=sim.device.overhead_s * ratio,
-                catch_up_s_per_token=sim.device.s_per_token * ratio,
-            )
-        else:
-            # A probed server keeps no cache for us: its take-over is a second request, modelled
-            # with the same measured TTFT (CostAwareMigration never probes a server).
-            ttft = sim.continuation_ttft_s[i]
-            run = TargetRun(
-                "remote", ttft_s=ttft, gap_s=sim.continuation_gap_s[i], takeover_ttft_s=ttft
-            )
-        play = play_out(
-            decision,
-            token,
-            source=source,
-            target=run,
-            prompt_tokens=prompt,
-            first_token_s=res.ttft_s,
-            source_gap_s=source_gap_s,
-            output_tokens=o,
+        playout, _, _ = play(
+            request,
+            device,
+            server,
+            migration=self.migration,
             pace_tok_s=self.pace_tok_s,
-            base_cost=res.cost,
+            predictor=self.predictor,
+            stall=self.stall,
             cost_model=cm,
+            base_cost=res.cost,
         )
-        return play, begin
+        begin = None
+        if target == "local" and playout.target_start_s is not None:
+            begin = max(t + playout.target_start_s, free_at)
+        return playout, begin
 
     def _occupy_for_target(
         self, k: int, t: float, play: Playout, begin_abs: float, decode: float

@@ -18,7 +18,7 @@ from langchain_disco.bench.sim import SimOptions, run_sim
 from langchain_disco.scheduling import CostModel, Race
 from langchain_disco.scheduling.migration import CostAwareMigration
 from langchain_disco.sim import SimConfig, SimResult, Simulator, load_trace
-from langchain_disco.sim.migration import Segment, buffered_tokens, unmoved
+from langchain_disco.sim.delivery import Segment, buffered_tokens, unmoved
 from langchain_disco.sim.timeline import MigratedStream, token_timeline
 
 pytestmark = pytest.mark.timeout(60)

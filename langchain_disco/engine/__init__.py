@@ -1,0 +1,35 @@
+"""The engine: one sans-I/O per-request core (`core`) and the asyncio driver that runs it live
+(`driver`). The simulator drives the same core on a virtual clock (`langchain_disco.sim`)."""
+
+from langchain_disco.engine.commands import (
+    CancelStream,
+    Command,
+    Delivery,
+    EngineEvent,
+    Purpose,
+    StartStream,
+)
+from langchain_disco.engine.core import RequestCore
+from langchain_disco.engine.driver import Clock, Engine
+from langchain_disco.engine.options import (
+    EndpointInfo,
+    EngineOptions,
+    Predictor,
+    StaticPredictor,
+)
+
+__all__ = [
+    "CancelStream",
+    "Clock",
+    "Command",
+    "Delivery",
+    "EndpointInfo",
+    "Engine",
+    "EngineEvent",
+    "EngineOptions",
+    "Predictor",
+    "Purpose",
+    "RequestCore",
+    "StartStream",
+    "StaticPredictor",
+]

@@ -1,0 +1,262 @@
+"""Runs the engine core on asyncio with real endpoints: the only place with tasks and a timer.
+
+Every endpoint stream runs in a task that pumps its deltas into one inbox; one loop reads the
+inbox, feeds each event to the request's `RequestCore` and carries out the commands it returns
+(start a stream, cancel one, deliver text, report an event), waiting in between until the
+core's next deadline. Every task is cancelled and awaited before `run` returns, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from langchain_core.messages import BaseMessage, HumanMessage
+
+from langchain_disco.endpoints.base import (
+    Endpoint,
+    GenerationParams,
+    StreamItem,
+    StreamStats,
+    ToolCallChunk,
+)
+from langchain_disco.engine.commands import (
+    CancelStream,
+    Command,
+    Delivery,
+    EngineEvent,
+    StartStream,
+)
+from langchain_disco.engine.core import RequestCore
+from langchain_disco.engine.options import EndpointInfo, EngineOptions
+from langchain_disco.errors import EndpointError
+from langchain_disco.report import RequestReport
+from langchain_disco.scheduling.cost import CostModel
+from langchain_disco.scheduling.dispatch import Plan
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class _Event:
+    run: int
+    kind: Literal["delta", "done", "error"]
+    at: float
+    item: StreamItem = ""
+    error: BaseException | None = None
+
+
+class Engine:
+    """Runs plans over a fixed set of endpoints, keyed by role (`"local"`, `"remote"`).
+
+    `clock` must be the time the event loop waits in (the default, `time.monotonic`, is the
+    loop's own; a test on a virtual-time loop passes `loop.time`).
+    """
+
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        cost_model: CostModel,
+        clock: Clock = time.monotonic,
+        options: EngineOptions | None = None,
+    ) -> None:
+        self.endpoints = dict(endpoints)
+        self.cost_model = cost_model
+        self.clock = clock
+        self.options = options or EngineOptions()
+
+    def run(
+        self,
+        plan: Plan,
+        messages: Sequence[BaseMessage],
+        params: GenerationParams,
+        report: RequestReport,
+        *,
+        prompt_tokens: int | None = None,
+        queue_wait_s: Mapping[str, float] | None = None,
+    ) -> AsyncGenerator[Delivery | EngineEvent, None]:
+        """Yield deliveries (and events); fill `report`, complete once the iterator is done.
+
+        Only endpoints able to serve `params` (tools, structured output) are started, and only
+        they are migration or failover targets. `prompt_tokens` is the prompt's size as the
+        dispatch decision estimated it (default: the endpoints' own estimate); `queue_wait_s`
+        the predicted wait of a busy endpoint (the device) at dispatch, which a migration view
+        counts in the target's TTFT as it drains.
+        """
+        for role in plan.endpoints:
+            if role not in self.endpoints:
+                raise EndpointError(role, "the plan starts it but no such endpoint is configured")
+            missing = params.needs(self.endpoints[role].capabilities)
+            if missing is not None:
+                raise EndpointError(role, f"the plan starts it but it cannot do {missing}")
+        driver = _Driver(self, plan, list(messages), params, report, prompt_tokens, queue_wait_s)
+        return driver.run()
+
+
+class _Driver:
+    """One request on the event loop: the core, the pump tasks and their inbox."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        plan: Plan,
+        messages: list[BaseMessage],
+        params: GenerationParams,
+        report: RequestReport,
+        prompt_tokens: int | None,
+        queue_wait_s: Mapping[str, float] | None,
+    ) -> None:
+        self.engine = engine
+        self.clock = engine.clock
+        self.messages = messages
+        self.params = params
+        infos = {
+            role: EndpointInfo(
+                kind=endpoint.kind,
+                model=endpoint.model_name,
+                exact_continuation=endpoint.capabilities.exact_continuation,
+                serves=params.needs(endpoint.capabilities) is None,
+                queue_wait_s=(queue_wait_s or {}).get(role, 0.0),
+            )
+            for role, endpoint in engine.endpoints.items()
+        }
+        if prompt_tokens is None:
+            prompt_tokens = max(
+                engine.endpoints[r].estimate_input_tokens(messages) for r in plan.endpoints
+            )
+        self.core = RequestCore(
+            plan,
+            infos,
+            engine.options,
+            engine.cost_model,
+            report,
+            prompt_tokens=prompt_tokens,
+            max_tokens=params.max_tokens,
+            now=self.clock(),
+        )
+        # The pumps' events: a deque and one wake-up future rather than an asyncio.Queue, whose
+        # per-token getter task and wait() cost several event-loop passes per token.
+        self.inbox: deque[_Event] = deque()
+        self._wake: asyncio.Future[None] | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.stats: list[StreamStats] = []
+        self.out: list[Delivery | EngineEvent] = []
+
+    async def run(self) -> AsyncGenerator[Delivery | EngineEvent, None]:
+        core = self.core
+        try:
+            self._carry_out(core.begin(self.clock()))
+            while True:
+                if self.out:
+                    for item in self.out:
+                        yield item
+                    self.out.clear()
+                if core.complete:
+                    break
+                core.check_alive()
+                deadline = core.deadline
+                timeout = None if deadline is None else max(0.0, deadline - self.clock())
+                event = await self._next_event(timeout)
+                if event is not None:
+                    self._carry_out(self._feed(event))
+                # Whatever fell due meanwhile (each check is its own guard).
+                self._carry_out(core.timer(self.clock()))
+        finally:
+            await self._finish()
+
+    def _feed(self, event: _Event) -> list[Command]:
+        core = self.core
+        if event.kind == "delta":
+            item = event.item
+            if isinstance(item, ToolCallChunk):
+                return core.delta(event.run, "", event.at, tool_call=item)
+            return core.delta(event.run, item, event.at)
+        if event.kind == "done":
+            return core.done(event.run, event.at)
+        assert event.error is not None
+        return core.error(event.run, event.error, event.at)
+
+    def _carry_out(self, commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, StartStream):
+                self._start(command)
+            elif isinstance(command, CancelStream):
+                self.tasks[command.run].cancel()
+            else:
+                self.out.append(command)
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def _start(self, command: StartStream) -> None:
+        params = self.params
+        if command.max_tokens is not None:
+            params = replace(params, max_tokens=command.max_tokens)
+        messages = self.messages
+        if command.approximate_prompt is not None:
+            messages = [*messages, HumanMessage(command.approximate_prompt)]
+        stats = StreamStats()
+        self.stats.append(stats)
+        task = asyncio.create_task(
+            self._pump(command, messages, params, stats),
+            name=f"disco-{command.role}-{command.purpose}",
+        )
+        self.tasks.append(task)
+
+    async def _pump(
+        self,
+        command: StartStream,
+        messages: list[BaseMessage],
+        params: GenerationParams,
+        stats: StreamStats,
+    ) -> None:
+        endpoint = self.engine.endpoints[command.role]
+        stream = endpoint.stream(messages, params, stats, prefix=command.prefix)
+        run = command.run
+        try:
+            async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                async for item in stream:
+                    if item:
+                        self._post(_Event(run, "delta", self.clock(), item))
+            self._post(_Event(run, "done", self.clock()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._post(_Event(run, "error", self.clock(), error=exc))
+
+    def _post(self, event: _Event) -> None:
+        """Hand an event to the loop (called by the pump tasks, on the same event loop)."""
+        self.inbox.append(event)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _next_event(self, timeout: float | None) -> _Event | None:
+        """The next event, or None when `timeout` seconds pass first."""
+        if not self.inbox:
+            loop = asyncio.get_running_loop()
+            self._wake = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, self._wake_up)
+            try:
+                await self._wake
+            finally:
+                self._wake = None
+                if timer is not None:
+                    timer.cancel()
+        return self.inbox.popleft() if self.inbox else None
+
+    async def _finish(self) -> None:
+        """CancelStream and await every task still running, then settle usage and cost."""
+        self.core.cancel_all()
+        tasks = [task for task in self.tasks if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.core.settle(self.clock(), self.stats)
