@@ -80,14 +80,8 @@ class Budget:
         """Spend of the cheapest dispatch: the cheaper endpoint alone."""
         if self.resource != "unified":
             return 0.0
-        server = (
-            cost_model.price_in_per_mtok * prompt_tokens
-            + cost_model.price_out_per_mtok * output_tokens
-        ) / 1e6
-        device_j = (
-            cost_model.energy_prefill_j_per_token * prompt_tokens
-            + cost_model.energy_decode_j_per_token * output_tokens
-        )
+        server = cost_model.server_usd(prompt_tokens, output_tokens)
+        device_j = cost_model.device_j(prompt_tokens, output_tokens)
         return min(server, device_j * cost_model.usd_per_j)
 
     def bounds(

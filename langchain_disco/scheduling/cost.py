@@ -57,6 +57,14 @@ class CostModel:
             + self.energy_decode_j_per_token * output_tokens
         )
 
+    def total(self, server_usd: float, device_j: float) -> Cost:
+        """A cost from its two amounts: the unified figure prices the energy at `usd_per_j`."""
+        return Cost(
+            server_usd=server_usd,
+            device_j=device_j,
+            unified_usd=server_usd + device_j * self.usd_per_j,
+        )
+
     def cost(
         self,
         *,
@@ -67,6 +75,6 @@ class CostModel:
     ) -> Cost:
         """The full cost of a request given the tokens each side processed (fractions: a
         prefill cancelled part-way, in the simulator; negative: tokens taken off a bill)."""
-        usd = self.server_usd(server_in, server_out)
-        joules = self.device_j(device_in, device_out)
-        return Cost(server_usd=usd, device_j=joules, unified_usd=usd + joules * self.usd_per_j)
+        return self.total(
+            self.server_usd(server_in, server_out), self.device_j(device_in, device_out)
+        )

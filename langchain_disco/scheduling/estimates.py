@@ -102,15 +102,15 @@ def _unit_costs(
 ) -> tuple[float, float, float, float]:
     """(server input USD, server output USD, device prefill J, device decode J)."""
     return (
-        cost_model.price_in_per_mtok * prompt_tokens / 1e6,
-        cost_model.price_out_per_mtok * output_tokens / 1e6,
-        cost_model.energy_prefill_j_per_token * prompt_tokens,
-        cost_model.energy_decode_j_per_token * output_tokens,
+        cost_model.server_usd(prompt_tokens, 0),
+        cost_model.server_usd(0, output_tokens),
+        cost_model.device_j(prompt_tokens, 0),
+        cost_model.device_j(0, output_tokens),
     )
 
 
 def _cost(cost_model: CostModel, server_usd: float, device_j: float) -> Cost:
-    return Cost(server_usd, device_j, server_usd + device_j * cost_model.usd_per_j)
+    return cost_model.total(server_usd, device_j)
 
 
 def resolve_action(

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 
 from langchain_disco.errors import ConfigError
 from langchain_disco.scheduling.budget import Budget, BudgetController
-from langchain_disco.scheduling.cost import Cost
 from langchain_disco.scheduling.dispatch import (
     ActionEstimate,
     DispatchContext,
@@ -464,7 +463,7 @@ class Generalized(_Budgeted):
             ttft, usd, joules = expect(local_at, remote_at, xs, prefix, prefill, q, units)
             if kappa and not math.isinf(tau):
                 ttft += kappa * expect_excess(local_at, remote_at, xs, prefix, prefill, q, tau)
-            unified = usd + joules * usd_per_j
+            unified = usd + joules * usd_per_j  # CostModel.total, inlined: the hot loop
             spend = usd if resource == "server" else joules if resource == "device" else unified
             out.append(((local_at, remote_at), ttft, spend, unified))
         return out
@@ -584,7 +583,7 @@ class Generalized(_Budgeted):
                 q,
                 unit_costs(cm, prompt, output),
             )
-            cost = Cost(usd, joules, usd + joules * cm.usd_per_j)
+            cost = cm.total(usd, joules)
             expected.append(ActionEstimate(action.name, ttft, cost, action.starts, score))
             if len(expected) == 2:
                 break

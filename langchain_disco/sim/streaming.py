@@ -258,6 +258,6 @@ def _cost(
     extra = cost_model.cost(
         server_in=server_in, server_out=server_out, device_in=device_in, device_out=device_out
     )
-    server = base_cost.server_usd + extra.server_usd
-    joules = base_cost.device_j + extra.device_j
-    return Cost(server, joules, server + joules * cost_model.usd_per_j)
+    return cost_model.total(
+        base_cost.server_usd + extra.server_usd, base_cost.device_j + extra.device_j
+    )
