@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from typing import Any
 
 from langchain_disco.config import DiscoSettings
@@ -240,16 +240,3 @@ def outcome_from_report(
         output_tokens=sum(r.delivered_chunks for r in report.endpoints.values()),
         cost=report.cost,
     )
-
-
-def expected_view(plan: Plan) -> list[dict[str, Any]]:
-    """The chosen action's estimate and the runner-up's, for the report."""
-    return [
-        {
-            "action": e.action,
-            "ttft_s": e.ttft_s,
-            "cost": asdict(e.cost),
-            "score": e.score,
-        }
-        for e in plan.expected[:2]
-    ]

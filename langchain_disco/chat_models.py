@@ -41,14 +41,12 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from langchain_disco import _model_profile, _serialization, _structured, _sync, _tokens
 from langchain_disco._live_scheduler import (
     LiveScheduler,
-    expected_view,
     policy_from_settings,
 )
 from langchain_disco.config import DiscoSettings, load_settings
 from langchain_disco.endpoints.base import Endpoint, GenerationParams
 from langchain_disco.engine import Delivery, Engine, EngineEvent, EngineOptions
 from langchain_disco.errors import ConfigError, EndpointError
-from langchain_disco.report import RequestReport
 from langchain_disco.scheduling.dispatch import DispatchPolicy, Plan, Start
 from langchain_disco.scheduling.migration import (
     CostAwareMigration,
@@ -478,25 +476,17 @@ class DiscoChatModel(BaseChatModel):
         )
         chosen = scheduler.plan(features)
         plan = _within_capabilities(chosen, params, engine.endpoints)
-        report = RequestReport(
-            action=plan.action,
-            reason=plan.reason,
-            local_queue=features.local_queue,
-            expected=expected_view(chosen),
-        )
-        if events is not None:
-            decision = {"action": plan.action, "reason": plan.reason, "expected": report.expected}
-            events.append(EngineEvent("disco_dispatch", decision))
-        # `aclosing`: when our consumer stops early, the engine (and every endpoint stream it
-        # started) is closed right here, not later by the garbage collector.
-        items = engine.run(
+        run = engine.run(
             plan,
             messages,
             params,
-            report,
             prompt_tokens=features.prompt_tokens,
             queue_wait_s={"local": features.local_queue_wait_s},
+            local_queue=features.local_queue,
         )
+        report, items = run.report, run.items
+        # `aclosing`: when our consumer stops early, the engine (and every endpoint stream it
+        # started) is closed right here, not later by the garbage collector.
         try:
             async with contextlib.aclosing(items):
                 async for item in items:

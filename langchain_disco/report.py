@@ -6,9 +6,12 @@ What each one measures, and why: docs/concepts.md (Metrics; billing in "What is 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_disco.scheduling.cost import Cost
+
+if TYPE_CHECKING:
+    from langchain_disco.scheduling.dispatch import Plan
 
 Outcome = Literal["pending", "won", "completed", "cancelled", "migrated", "failed", "not_started"]
 """What became of an endpoint in one request: `won` the race (still streaming), `completed`
@@ -79,6 +82,16 @@ class RequestReport:
     """Generations queued or running on the device when this request was dispatched."""
     expected: list[dict[str, Any]] = field(default_factory=list)
     """The policy's estimates (TTFT, cost) of the chosen action and of the runner-up."""
+
+    @classmethod
+    def for_plan(cls, plan: Plan, *, local_queue: int = 0) -> RequestReport:
+        """A new report for a request about to run `plan`, with the policy's estimates (the
+        chosen action's and the runner-up's)."""
+        expected = [
+            {"action": e.action, "ttft_s": e.ttft_s, "cost": asdict(e.cost), "score": e.score}
+            for e in plan.expected[:2]
+        ]
+        return cls(plan.action, plan.reason, local_queue=local_queue, expected=expected)
 
     @property
     def max_stall_s(self) -> float:

@@ -10,7 +10,7 @@ from langchain_disco.engine.commands import (
     StartStream,
 )
 from langchain_disco.engine.core import RequestCore
-from langchain_disco.engine.driver import Clock, Engine
+from langchain_disco.engine.driver import Clock, Engine, EngineRun
 from langchain_disco.engine.options import (
     EndpointInfo,
     EngineOptions,
@@ -27,6 +27,7 @@ __all__ = [
     "Engine",
     "EngineEvent",
     "EngineOptions",
+    "EngineRun",
     "Predictor",
     "Purpose",
     "RequestCore",

@@ -75,18 +75,20 @@ class Engine:
         plan: Plan,
         messages: Sequence[BaseMessage],
         params: GenerationParams,
-        report: RequestReport,
         *,
         prompt_tokens: int | None = None,
         queue_wait_s: Mapping[str, float] | None = None,
-    ) -> AsyncGenerator[Delivery | EngineEvent, None]:
-        """Yield deliveries (and events); fill `report`, complete once the iterator is done.
+        local_queue: int = 0,
+    ) -> EngineRun:
+        """Start running `plan`: iterate the result's `items` for deliveries and events (the
+        first is the `disco_dispatch` event); its `report` is complete once they are done.
 
         Only endpoints able to serve `params` (tools, structured output) are started, and only
         they are migration or failover targets. `prompt_tokens` is the prompt's size as the
         dispatch decision estimated it (default: the endpoints' own estimate); `queue_wait_s`
         the predicted wait of a busy endpoint (the device) at dispatch, which a migration view
-        counts in the target's TTFT as it drains.
+        counts in the target's TTFT as it drains; `local_queue` the generations queued on the
+        device then (for the report).
         """
         for role in plan.endpoints:
             if role not in self.endpoints:
@@ -94,8 +96,18 @@ class Engine:
             missing = params.needs(self.endpoints[role].capabilities)
             if missing is not None:
                 raise EndpointError(role, f"the plan starts it but it cannot do {missing}")
+        report = RequestReport.for_plan(plan, local_queue=local_queue)
         driver = _Driver(self, plan, list(messages), params, report, prompt_tokens, queue_wait_s)
-        return driver.run()
+        return EngineRun(report, driver.run())
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """One request the engine runs: what it yields, and the report it fills meanwhile."""
+
+    report: RequestReport
+    items: AsyncGenerator[Delivery | EngineEvent, None]
+    """Deliveries and events, in order; close it (`contextlib.aclosing`) to stop the request."""
 
 
 class _Driver:
@@ -149,7 +161,10 @@ class _Driver:
 
     async def run(self) -> AsyncGenerator[Delivery | EngineEvent, None]:
         core = self.core
+        report = core.report
+        decision = {"action": report.action, "reason": report.reason, "expected": report.expected}
         try:
+            yield EngineEvent("disco_dispatch", decision)
             self._carry_out(core.begin(self.clock()))
             while True:
                 if self.out:

@@ -24,6 +24,7 @@ from langchain_disco.endpoints.base import GenerationParams
 from langchain_disco.engine import (
     EndpointInfo,
     Engine,
+    EngineEvent,
     EngineOptions,
     RequestCore,
     StaticPredictor,
@@ -199,11 +200,14 @@ async def _live(scenario: Scenario) -> Story:
     engine = Engine(
         endpoints, scenario.cost_model, clock=loop.time, options=_options(scenario, policy)
     )
-    report = RequestReport(action=scenario.plan.action, reason="")
     deliveries: list[tuple[float, str, str]] = []
     events: list[tuple[float, str]] = []
     params = GenerationParams(max_tokens=scenario.max_tokens)
-    async for item in engine.run(scenario.plan, [HumanMessage("hi")], params, report):
+    run = engine.run(scenario.plan, [HumanMessage("hi")], params)
+    report = run.report
+    async for item in run.items:
+        if isinstance(item, EngineEvent) and item.name == "disco_dispatch":
+            continue  # the engine's own, before any stream: the core does not emit it
         at = loop.time() - epoch
         if hasattr(item, "text"):
             deliveries.append((at, item.endpoint, item.text))  # type: ignore[union-attr]
@@ -318,3 +322,18 @@ def test_the_closed_form_delivery_is_what_the_core_delivers(
     expanded = [g for g, n in closed.runs for _ in range(n)]
     assert expanded == pytest.approx(core.report.tbt_gaps_s, abs=1e-9)
     assert closed.last_s == pytest.approx(result.deliveries[-1][0], abs=1e-9)
+
+
+@pytest.mark.looptime(resolution=1e-9)
+async def test_the_engine_opens_each_run_with_its_dispatch_decision_and_report() -> None:
+    answer = ["a ", "b "]
+    endpoint = ScriptedEndpoint("remote", Behaviour(0.1, 0.01), answer, PROMPT_TOKENS)
+    engine = Engine({"remote": endpoint}, CostModel(), clock=asyncio.get_running_loop().time)
+    plan = Plan((Start("remote"),), action="remote", reason="mode=remote")
+    run = engine.run(plan, [HumanMessage("hi")], GenerationParams(), local_queue=2)
+    items = [item async for item in run.items]
+    first = items[0]
+    assert isinstance(first, EngineEvent) and first.name == "disco_dispatch"
+    assert first.data == {"action": "remote", "reason": "mode=remote", "expected": []}
+    assert (run.report.action, run.report.local_queue, run.report.winner) == ("remote", 2, "remote")
+    assert run.report.total_s == pytest.approx(0.11)
