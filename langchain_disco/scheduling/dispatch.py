@@ -16,7 +16,8 @@ The budgeted policies live in `policies.py`; this module holds the seam and the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from langchain_disco.scheduling.cost import Cost, CostModel
@@ -92,6 +93,29 @@ class Plan:
     def offset(self, endpoint: Role) -> float | None:
         """When `endpoint` is planned to start (`None`: never)."""
         return next((s.at_s for s in self.starts if s.endpoint == endpoint), None)
+
+    @functools.cached_property
+    def local_at_s(self) -> float | None:
+        """When the device starts, in seconds after arrival (`None`: it never starts)."""
+        return self.offset("local")
+
+    @functools.cached_property
+    def remote_at_s(self) -> float | None:
+        """When the server starts, in seconds after arrival (`None`: it never starts)."""
+        return self.offset("remote")
+
+    def because(self, reason: str, expected: tuple[ActionEstimate, ...] = ()) -> Plan:
+        """This plan, chosen for `reason` (with the estimates behind the choice)."""
+        return replace(self, reason=reason, expected=expected)
+
+    @classmethod
+    def at(cls, action: str, local_at_s: float | None, remote_at_s: float | None) -> Plan:
+        """The plan named `action` starting each endpoint at its offset (`None`: never),
+        earliest first."""
+        starts = [Start("local", local_at_s)] if local_at_s is not None else []
+        if remote_at_s is not None:
+            starts.append(Start("remote", remote_at_s))
+        return cls(tuple(sorted(starts, key=lambda s: s.at_s)), action=action)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """What a dispatch action does: resolved for one request, and in expectation over the server TTFT.
 
-An `Action` says when each endpoint starts, relative to the request's arrival (None: never).
+A `Plan` says when each endpoint starts, relative to the request's arrival (None: never).
 The rules are the engine's: a start with a positive offset is a hedge that only happens if no
 content token arrived before it; the first content token wins and the other endpoint is
 cancelled at once; the winner generates the whole answer. Billing follows docs/concepts.md
@@ -17,7 +17,6 @@ agree, so the simulator and the policies cannot drift apart.
 
 from __future__ import annotations
 
-import functools
 import math
 from bisect import bisect_left
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from langchain_disco.scheduling.cost import Cost, CostModel
-from langchain_disco.scheduling.dispatch import ActionEstimate, Plan, Start
+from langchain_disco.scheduling.dispatch import ActionEstimate, Plan
 from langchain_disco.scheduling.empirical import Reservoir
 from langchain_disco.scheduling.roles import Role
 
@@ -35,49 +34,23 @@ if TYPE_CHECKING:
 _MIN_PREFILL_S = 1e-6
 
 
-@dataclass(frozen=True)
-class Action:
-    """When each endpoint starts, in seconds after arrival (`None`: it never starts)."""
-
-    name: str
-    local_at_s: float | None
-    remote_at_s: float | None
-
-    def __post_init__(self) -> None:
-        offsets = [t for t in (self.local_at_s, self.remote_at_s) if t is not None]
-        if not offsets or min(offsets) != 0.0 or any(t < 0 for t in offsets):
-            raise ValueError(f"an action starts something at 0 and nothing before: {self}")
-
-    @functools.cached_property
-    def starts(self) -> tuple[Start, ...]:
-        out = []
-        if self.local_at_s is not None:
-            out.append(Start("local", self.local_at_s))
-        if self.remote_at_s is not None:
-            out.append(Start("remote", self.remote_at_s))
-        return tuple(sorted(out, key=lambda s: s.at_s))
-
-    def plan(self, reason: str = "", expected: tuple[ActionEstimate, ...] = ()) -> Plan:
-        return Plan(self.starts, action=self.name, reason=reason, expected=expected)
+LOCAL = Plan.at("local", 0.0, None)
+REMOTE = Plan.at("remote", None, 0.0)
+RACE = Plan.at("race", 0.0, 0.0)
 
 
-LOCAL = Action("local", 0.0, None)
-REMOTE = Action("remote", None, 0.0)
-RACE = Action("race", 0.0, 0.0)
-
-
-def remote_then_local(wait_s: float) -> Action:
+def remote_then_local(wait_s: float) -> Plan:
     """The server starts now; the device too if no token came within `wait_s` (inf: never)."""
     if math.isinf(wait_s):
         return REMOTE
-    return RACE if wait_s <= 0 else Action("remote-then-local", wait_s, 0.0)
+    return RACE if wait_s <= 0 else Plan.at("remote-then-local", wait_s, 0.0)
 
 
-def local_then_remote(wait_s: float) -> Action:
+def local_then_remote(wait_s: float) -> Plan:
     """The device starts now; the server too if no token came within `wait_s` (inf: never)."""
     if math.isinf(wait_s):
         return LOCAL
-    return RACE if wait_s <= 0 else Action("local-then-remote", 0.0, wait_s)
+    return RACE if wait_s <= 0 else Plan.at("local-then-remote", 0.0, wait_s)
 
 
 @dataclass(frozen=True)
@@ -114,7 +87,7 @@ def _cost(cost_model: CostModel, server_usd: float, device_j: float) -> Cost:
 
 
 def resolve_action(
-    action: Action,
+    action: Plan,
     *,
     server_ttft_s: float,
     local_begin_s: float,
@@ -168,7 +141,7 @@ def resolve_action(
 
 
 def estimate_action(
-    action: Action,
+    action: Plan,
     *,
     server: Reservoir,
     prefill_s: float,
@@ -186,7 +159,9 @@ def estimate_action(
     ttft, server_usd, device_j = expect(
         action.local_at_s, action.remote_at_s, xs, prefix, prefill_s, queue_wait_s, units
     )
-    return ActionEstimate(action.name, ttft, _cost(cost_model, server_usd, device_j), action.starts)
+    return ActionEstimate(
+        action.action, ttft, _cost(cost_model, server_usd, device_j), action.starts
+    )
 
 
 def unit_costs(

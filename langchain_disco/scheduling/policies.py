@@ -43,7 +43,6 @@ from langchain_disco.scheduling.estimates import (
     LOCAL,
     RACE,
     REMOTE,
-    Action,
     estimate_action,
     expect,
     expect_excess,
@@ -68,7 +67,7 @@ def _expected_output(request: RequestFeatures, ctx: DispatchContext) -> float:
 
 
 def _estimate(
-    action: Action, ctx: DispatchContext, prompt_tokens: int, queue_wait_s: float, output: float
+    action: Plan, ctx: DispatchContext, prompt_tokens: int, queue_wait_s: float, output: float
 ) -> ActionEstimate:
     return estimate_action(
         action,
@@ -114,15 +113,11 @@ class _Budgeted:
         share = self.controller.target_share()
         output = _expected_output(request, ctx)
         if self.budget.share == 1.0:
-            plan = RACE.plan("budget share 1: always race")
+            plan = RACE.because("budget share 1: always race")
         else:
             plan = self._decide(request, ctx, output, share)
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
-        if plan.expected:
-            expected = plan.expected[0]
-        else:
-            action = Action(plan.action, plan.offset("local"), plan.offset("remote"))
-            expected = _estimate(action, ctx, prompt, q, output)
+        expected = plan.expected[0] if plan.expected else _estimate(plan, ctx, prompt, q, output)
         floor, ceiling = self.budget.bounds(ctx, prompt, q, output)
         self.controller.commit(plan, self._spend(expected), floor, ceiling)
         return plan
@@ -225,7 +220,7 @@ class RandomSplit(_Budgeted):
 
     def _pair(
         self, request: RequestFeatures, ctx: DispatchContext, output: float
-    ) -> tuple[Action, Action]:
+    ) -> tuple[Plan, Plan]:
         """(cheap, costly) single-endpoint actions on the budget's resource."""
         if self.budget.resource == "server":
             return LOCAL, REMOTE
@@ -265,7 +260,7 @@ class RandomSplit(_Budgeted):
         else:
             p = min(share * self._per_share, 1.0)
             chosen = costly if draw < p else cheap
-        return chosen.plan(f"random draw {draw:.3f} vs p={p:.3f}")
+        return chosen.because(f"random draw {draw:.3f} vs p={p:.3f}")
 
 
 class LengthThreshold(_Budgeted):
@@ -316,9 +311,9 @@ class LengthThreshold(_Budgeted):
         local = _estimate(LOCAL, ctx, prompt, q, output)
         if prompt >= threshold:
             why = f"prompt {prompt} >= L_b={threshold:.0f} (share {share:.3f})"
-            return RACE.plan(why, (race, local))
+            return RACE.because(why, (race, local))
         why = f"prompt {prompt} < L_b={threshold:.0f} (share {share:.3f})"
-        return LOCAL.plan(why, (local, race))
+        return LOCAL.because(why, (local, race))
 
 
 class WaitTime(_Budgeted):
@@ -385,13 +380,13 @@ class WaitTime(_Budgeted):
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
         chosen = _estimate(action, ctx, prompt, q, output)
         other = _estimate(REMOTE if action is not REMOTE else RACE, ctx, prompt, q, output)
-        return action.plan(f"device waits {w:.2f}s (share {share:.3f})", (chosen, other))
+        return action.because(f"device waits {w:.2f}s (share {share:.3f})", (chosen, other))
 
 
 _Offsets = tuple[float | None, float | None]
 
 
-def _action_for(offsets: _Offsets) -> Action:
+def _action_for(offsets: _Offsets) -> Plan:
     local_at, remote_at = offsets
     if remote_at is None:
         return LOCAL
@@ -572,7 +567,7 @@ class Generalized(_Budgeted):
         expected: list[ActionEstimate] = []
         for (offsets, _, _, _), score in zip(ranked, scores, strict=True):
             action = _action_for(offsets)
-            if expected and action.name == expected[0].action:
+            if expected and action.action == expected[0].action:
                 continue
             local_at, remote_at = offsets
             ttft, usd, joules = expect(
@@ -584,12 +579,12 @@ class Generalized(_Budgeted):
                 unit_costs(cm, prompt, output),
             )
             cost = cm.total(usd, joules)
-            expected.append(ActionEstimate(action.name, ttft, cost, action.starts, score))
+            expected.append(ActionEstimate(action.action, ttft, cost, action.starts, score))
             if len(expected) == 2:
                 break
         best = _action_for(ranked[0][0])
         reason = f"min E[TTFT] + mu*spend, mu={mu:.3g}s (share {share:.3f})"
-        return best.plan(reason, tuple(expected))
+        return best.because(reason, tuple(expected))
 
 
 def _tie(x: float) -> float:

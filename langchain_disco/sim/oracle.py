@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 from langchain_disco.scheduling.budget import Budget
 from langchain_disco.scheduling.cost import CostModel
+from langchain_disco.scheduling.dispatch import Plan
 from langchain_disco.scheduling.estimates import (
     LOCAL,
     RACE,
     REMOTE,
-    Action,
     Resolution,
     resolve_action,
 )
@@ -65,7 +65,7 @@ def solve_oracle(
     allowance = 0.0
     for i in range(n):
 
-        def resolve(action: Action, i: int = i) -> Resolution:
+        def resolve(action: Plan, i: int = i) -> Resolution:
             return resolve_action(
                 action,
                 server_ttft_s=server_ttft_s[i],

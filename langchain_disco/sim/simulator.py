@@ -65,7 +65,6 @@ from langchain_disco.scheduling.dispatch import (
 )
 from langchain_disco.scheduling.estimates import (
     RACE,
-    Action,
     DeviceJob,
     Resolution,
     predict_queue_wait_s,
@@ -401,7 +400,7 @@ class _Run:
         n = len(sim.trace)
         self.free_at = [0.0] * sim.n_devices
         self.jobs: list[list[_Occupancy]] = [[] for _ in range(sim.n_devices)]
-        self.pending: list[tuple[float, int, int, RequestFeatures, Plan, Action]] = []
+        self.pending: list[tuple[float, int, int, RequestFeatures, Plan]] = []
         self.feedback: list[tuple[float, int, RequestOutcome]] = []
         self.busy_s = 0.0
         self.ttft = [0.0] * n
@@ -453,7 +452,6 @@ class _Run:
                 ),
             )
             plan = self.policy.plan(features, self.ctx)
-            action = Action(plan.action, plan.offset("local"), plan.offset("remote"))
             queue_s = max(self.free_at[k] - t, 0.0)
             if budget is not None:
                 race = resolve_action(
@@ -468,30 +466,28 @@ class _Run:
                 )
                 self.floor[i] = budget.floor(prompt, o, cm)
                 self.ceiling[i] = max(budget.spend(race.cost), self.floor[i])
-            wait = action.local_at_s
+            wait = plan.local_at_s
             if wait is None or wait == 0.0 or sim.server_ttft_s[i] < wait:
-                self._finish(i, features, plan, action, max(wait or 0.0, queue_s))
+                self._finish(i, features, plan, max(wait or 0.0, queue_s))
             else:  # the device hedge fires later: queue it in time order
-                heapq.heappush(self.pending, (t + wait, i, i, features, plan, action))
+                heapq.heappush(self.pending, (t + wait, i, i, features, plan))
         while self.pending:
             self._hedge(heapq.heappop(self.pending))
         return self._result(trace)
 
-    def _hedge(self, item: tuple[float, int, int, RequestFeatures, Plan, Action]) -> None:
-        at, _, i, features, plan, action = item
+    def _hedge(self, item: tuple[float, int, int, RequestFeatures, Plan]) -> None:
+        at, _, i, features, plan = item
         t = self.sim.trace.arrival_s[i]
         k = self.sim.assignment[i]
         begin = max(at, self.free_at[k]) - t
-        self._finish(i, features, plan, action, begin)
+        self._finish(i, features, plan, begin)
 
-    def _finish(
-        self, i: int, features: RequestFeatures, plan: Plan, action: Action, local_begin: float
-    ) -> None:
+    def _finish(self, i: int, features: RequestFeatures, plan: Plan, local_begin: float) -> None:
         sim = self.sim
         t = sim.trace.arrival_s[i]
         o = sim.trace.output_tokens[i]
         res = resolve_action(
-            action,
+            plan,
             server_ttft_s=sim.server_ttft_s[i],
             local_begin_s=local_begin,
             prefill_s=sim.prefill_s[i],
@@ -505,9 +501,9 @@ class _Run:
         answer = _Answer.of(t, o, res, gap, play, paced=self.pace_tok_s is not None)
         endpoints: list[EndpointOutcome] = []
         if res.local_started:
-            endpoints.append(self._book_local(i, action, res, answer, local_begin))
+            endpoints.append(self._book_local(i, plan, res, answer, local_begin))
         if res.remote_started:
-            endpoints.append(self._remote_outcome(i, action, res, answer))
+            endpoints.append(self._remote_outcome(i, plan, res, answer))
         if play is not None and target_begin is not None and play.target_end_s is not None:
             k = sim.assignment[i]
             self._occupy_for_target(k, t, play, target_begin, sim.device_decode_tok_s[i])
@@ -524,14 +520,14 @@ class _Run:
         self._record(i, plan, res, gap, answer.cost, play)
 
     def _book_local(
-        self, i: int, action: Action, res: Resolution, answer: _Answer, local_begin: float
+        self, i: int, plan: Plan, res: Resolution, answer: _Answer, local_begin: float
     ) -> EndpointOutcome:
         """Reserve the device for the request's own device run; what it did, for learning."""
         sim = self.sim
         t, k = sim.trace.arrival_s[i], sim.assignment[i]
         prompt, decode = sim.trace.prompt_tokens[i], sim.device_decode_tok_s[i]
         local_wins = res.winner == "local"
-        started = action.local_at_s or 0.0
+        started = plan.local_at_s or 0.0
         leave = answer.winner_leave if local_wins else t + res.local_end_s
         interruptible = sim.config.device_prefill_interruptible
         if not (local_wins or interruptible) and local_begin < res.ttft_s:
@@ -555,12 +551,12 @@ class _Run:
         )
 
     def _remote_outcome(
-        self, i: int, action: Action, res: Resolution, answer: _Answer
+        self, i: int, plan: Plan, res: Resolution, answer: _Answer
     ) -> EndpointOutcome:
         remote_wins = res.winner == "remote"
         return EndpointOutcome(
             "remote",
-            started_s=action.remote_at_s or 0.0,
+            started_s=plan.remote_at_s or 0.0,
             first_token_s=res.ttft_s if remote_wins else None,
             ended_s=answer.winner_end if remote_wins else res.remote_end_s,
             input_tokens=self.sim.trace.prompt_tokens[i],

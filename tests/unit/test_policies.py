@@ -31,7 +31,6 @@ from langchain_disco.scheduling.estimates import (
     LOCAL,
     RACE,
     REMOTE,
-    Action,
     estimate_action,
     expect_excess,
     local_then_remote,
@@ -72,7 +71,7 @@ features = st.builds(
 
 
 def _spend(plan: Plan, budget: Budget, ctx: DispatchContext, request: RequestFeatures) -> float:
-    action = Action(plan.action, plan.offset("local"), plan.offset("remote"))
+    action = plan
     estimate = estimate_action(
         action,
         server=ctx.profiles.server.ttft,
@@ -99,7 +98,7 @@ actions = st.one_of(
 @settings(max_examples=150, deadline=None)
 @given(actions, st.integers(1, 8000), st.floats(0, 20), st.floats(0.1, 60), st.floats(0, 80))
 def test_estimates_are_the_exact_mean_of_resolved_outcomes(
-    action: Action, prompt: int, queue: float, prefill: float, tau: float
+    action: Plan, prompt: int, queue: float, prefill: float, tau: float
 ) -> None:
     """The policies' expectation and the simulator's resolution are the same logic."""
     ctx = _ctx("device")
