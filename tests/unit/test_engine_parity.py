@@ -12,11 +12,12 @@ policy can move) is checked against the core on random requests.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
@@ -32,6 +33,7 @@ from langchain_disco.engine import (
 from langchain_disco.report import RequestReport
 from langchain_disco.scheduling.cost import CostModel
 from langchain_disco.scheduling.dispatch import Plan, Start
+from langchain_disco.scheduling.estimates import resolve_action
 from langchain_disco.scheduling.migration import (
     CostAwareMigration,
     MigrationDecision,
@@ -337,3 +339,68 @@ async def test_the_engine_opens_each_run_with_its_dispatch_decision_and_report()
     assert first.data == {"action": "remote", "reason": "mode=remote", "expected": []}
     assert (run.report.action, run.report.local_queue, run.report.winner) == ("remote", 2, "remote")
     assert run.report.total_s == pytest.approx(0.11)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    local_at=st.one_of(st.none(), st.just(0.0), st.floats(0.01, 3.0)),
+    remote_at=st.one_of(st.none(), st.just(0.0), st.floats(0.01, 3.0)),
+    queue=st.floats(0.0, 2.0),
+    prefill=st.floats(0.01, 4.0),
+    server_ttft=st.floats(0.01, 6.0),
+)
+def test_the_dispatch_closed_form_is_what_the_core_decides(
+    local_at: float | None,
+    remote_at: float | None,
+    queue: float,
+    prefill: float,
+    server_ttft: float,
+) -> None:
+    """The simulator resolves dispatch (race, hedge, first token wins, loser cancelled) in
+    closed form (`resolve_action`); the core, given the same first-token times, agrees."""
+    offsets = [t for t in (local_at, remote_at) if t is not None]
+    assume(offsets and min(offsets) == 0.0)
+    plan = Plan.at("p", local_at, remote_at)
+    begin = max(local_at or 0.0, queue)
+    device_token = begin + prefill if local_at is not None else math.inf
+    server_token = remote_at + server_ttft if remote_at is not None else math.inf
+    # Exact ties (measure zero) are broken differently: the core lets the event come first.
+    for a, b in ((device_token, server_token), (device_token, remote_at), (server_token, local_at)):
+        assume(a is None or b is None or abs(a - b) > 1e-6)
+    cm = CostModel(price_in_per_mtok=1e6, price_out_per_mtok=2e6, usd_per_j=1.0)
+    res = resolve_action(
+        plan,
+        server_ttft_s=server_ttft,
+        local_begin_s=begin,
+        prefill_s=prefill,
+        prompt_tokens=100,
+        output_tokens=5,
+        cost_model=cm,
+    )
+    core = RequestCore(
+        plan,
+        {
+            "local": EndpointInfo("local", "l", exact_continuation=True),
+            "remote": EndpointInfo("remote", "r", exact_continuation=True),
+        },
+        EngineOptions(),
+        cm,
+        RequestReport(action="p", reason=""),
+        prompt_tokens=100,
+        max_tokens=None,
+        now=0.0,
+    )
+    scripts: dict[str, Script] = {
+        "local": Behaviour(lambda context, at: begin - at + prefill, 0.01),
+        "remote": Behaviour(server_ttft, 0.01),
+    }
+    result = replay(core, scripts, ["x "] * 5)
+    started = {s.role: i for i, (_, s) in enumerate(result.starts)}
+    assert core.report.winner == res.winner
+    assert core.report.ttft_s == pytest.approx(res.ttft_s)
+    assert ("local" in started, "remote" in started) == (res.local_started, res.remote_started)
+    assert core.report.cost.server_usd == pytest.approx(res.cost.server_usd)
+    if res.winner == "local" or not res.local_started:
+        assert core.report.cost.device_j == pytest.approx(res.cost.device_j)
+    else:  # the device lost: it was stopped at the server's first token, mid-prefill or not
+        assert result.stopped_s[started["local"]] == pytest.approx(res.local_end_s)
