@@ -220,7 +220,7 @@ def outcome_from_report(
                 decode = (run.output_tokens - 1) / span
         endpoints.append(
             EndpointOutcome(
-                endpoint=role,  # type: ignore[arg-type]
+                endpoint=role,
                 started_s=run.started_s,
                 first_token_s=first_token_s,
                 ended_s=run.ended_s,
@@ -235,7 +235,7 @@ def outcome_from_report(
         request=features,
         plan=plan,
         endpoints=tuple(endpoints),
-        winner=report.winner,  # type: ignore[arg-type]
+        winner=report.winner,
         ttft_s=report.ttft_s,
         output_tokens=sum(r.delivered_chunks for r in report.endpoints.values()),
         cost=report.cost,

@@ -13,7 +13,7 @@ import uuid
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
@@ -46,14 +46,15 @@ from langchain_disco._live_scheduler import (
 from langchain_disco.config import DiscoSettings, load_settings
 from langchain_disco.endpoints.base import Endpoint, GenerationParams
 from langchain_disco.engine import Delivery, Engine, EngineEvent, EngineOptions
-from langchain_disco.errors import ConfigError, EndpointError
-from langchain_disco.scheduling.dispatch import DispatchPolicy, Plan, Start
+from langchain_disco.errors import ConfigError
+from langchain_disco.scheduling.dispatch import DispatchPolicy
 from langchain_disco.scheduling.migration import (
     CostAwareMigration,
     NoMigration,
     ProfileMigrationPredictor,
     StallDetector,
 )
+from langchain_disco.scheduling.roles import Role
 
 if TYPE_CHECKING:
     from langchain_core.language_models import ModelProfile
@@ -360,11 +361,11 @@ class DiscoChatModel(BaseChatModel):
 
     def _engine_for_run(self) -> Engine:
         if self._engine is None:
-            endpoints = {
-                role: ep
-                for role, ep in (("local", self.local), ("remote", self.remote))
-                if ep is not None
-            }
+            endpoints: dict[Role, Endpoint] = {}
+            if self.local is not None:
+                endpoints["local"] = self.local
+            if self.remote is not None:
+                endpoints["remote"] = self.remote
             s = self.settings
             options = EngineOptions(
                 failover=s.failover,
@@ -475,16 +476,15 @@ class DiscoChatModel(BaseChatModel):
             _estimate_tokens(messages, self.local or self.remote), params.max_tokens, self.local
         )
         chosen = scheduler.plan(features)
-        plan = _within_capabilities(chosen, params, engine.endpoints)
         run = engine.run(
-            plan,
+            chosen,
             messages,
             params,
             prompt_tokens=features.prompt_tokens,
             queue_wait_s={"local": features.local_queue_wait_s},
             local_queue=features.local_queue,
         )
-        report, items = run.report, run.items
+        report, items, plan = run.report, run.items, run.plan
         # `aclosing`: when our consumer stops early, the engine (and every endpoint stream it
         # started) is closed right here, not later by the garbage collector.
         try:
@@ -501,7 +501,7 @@ class DiscoChatModel(BaseChatModel):
             scheduler.learn(features, chosen, report, executed=plan)
         # The endpoint that finished the answer speaks for it, not the one that won the race:
         # after a failover or migration they differ.
-        finisher = report.endpoints.get(report.finished_by or "")
+        finisher = report.finisher
         usage = UsageMetadata(  # billed tokens; the report also has the attempted ones
             input_tokens=report.input_tokens,
             output_tokens=report.output_tokens,
@@ -658,34 +658,6 @@ def _move_unknown_to_model_kwargs(values: dict[str, Any]) -> None:
         )
         extra[name] = values.pop(name)
     values["model_kwargs"] = extra
-
-
-def _within_capabilities(
-    plan: Plan, params: GenerationParams, endpoints: dict[str, Endpoint]
-) -> Plan:
-    """Keep only the starts whose endpoint can serve the request (tools, structured output).
-
-    A request with tools goes only where tools are supported; when the policy chose no such
-    endpoint, the first capable one starts at once.
-    """
-    capable = [r for r, e in endpoints.items() if params.needs(e.capabilities) is None]
-    if not capable:
-        needs = {r: params.needs(e.capabilities) for r, e in endpoints.items()}
-        detail = ", ".join(f"{r} cannot do {n}" for r, n in needs.items())
-        raise EndpointError(
-            "all",
-            f"no configured endpoint can serve this request ({detail}); configure a "
-            "remote that can (DISCO_REMOTE_BASE_URL) or force a tool call (tool_choice='any')",
-        )
-    starts = tuple(s for s in plan.starts if s.endpoint in capable)
-    if starts == plan.starts:
-        return plan
-    if not starts:
-        starts = (Start(capable[0]),)  # type: ignore[arg-type]
-    dropped = sorted(set(plan.endpoints) - set(capable))
-    return replace(
-        plan, starts=starts, reason=f"{plan.reason}; {', '.join(dropped)} cannot serve it"
-    )
 
 
 def _normalise_tool_choice(

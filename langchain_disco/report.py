@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_disco.scheduling.cost import Cost
+from langchain_disco.scheduling.roles import Role
 
 if TYPE_CHECKING:
     from langchain_disco.scheduling.dispatch import Plan
@@ -66,16 +67,16 @@ class RequestReport:
 
     action: str
     reason: str
-    winner: str | None = None
+    winner: Role | None = None
     """The endpoint whose first content token won the race (None after a failover that
     happened before any first token)."""
-    finished_by: str | None = None
+    finished_by: Role | None = None
     """The endpoint that finished the answer: the winner, or the last failover or migration
     target; its finish reason and model are the answer's. None if the answer did not finish."""
     ttft_s: float | None = None
     total_s: float | None = None
     tbt_gaps_s: list[float] = field(default_factory=list)
-    endpoints: dict[str, EndpointRun] = field(default_factory=dict)
+    endpoints: dict[Role, EndpointRun] = field(default_factory=dict)
     cost: Cost = field(default_factory=Cost)
     events: list[dict[str, Any]] = field(default_factory=list)
     local_queue: int = 0
@@ -132,8 +133,13 @@ class RequestReport:
     @property
     def logprobs(self) -> list[dict[str, Any]] | None:
         """The answer's token log-probabilities (from the endpoint that finished it)."""
-        run = self.endpoints.get(self.finished_by or "")
+        run = self.finisher
         return run.logprobs if run is not None else None
+
+    @property
+    def finisher(self) -> EndpointRun | None:
+        """The row of the endpoint that finished the answer (None if it did not finish)."""
+        return self.endpoints.get(self.finished_by) if self.finished_by is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, with the derived figures included (log-probabilities left out:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from langchain_disco.engine.commands import Command, Delivery, Purpose
 from langchain_disco.scheduling.migration import StallDetector
+from langchain_disco.scheduling.roles import Role
 
 STALL_CONFIRM_S = 0.1
 """A stall is declared only once the driver has come back this long after it first saw the
@@ -28,7 +29,7 @@ class Stream:
     """One endpoint stream inside one request."""
 
     id: int
-    role: str
+    role: Role
     purpose: Purpose
     prefix: str
     started_at: float

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from langchain_disco.scheduling.roles import Role
+
 if TYPE_CHECKING:
     from langchain_disco.endpoints.base import ToolCallChunk
 
@@ -40,7 +42,7 @@ class StartStream:
     """
 
     run: int
-    role: str
+    role: Role
     purpose: Purpose
     prefix: str = ""
     max_tokens: int | None = None

@@ -48,11 +48,10 @@ from langchain_disco.scheduling.migration import (
     MigrationView,
     ViewBuilder,
 )
+from langchain_disco.scheduling.roles import Role
 
 if TYPE_CHECKING:
     from langchain_disco.endpoints.base import StreamStats, ToolCallChunk
-
-_UNKNOWN = "\0unknown"
 
 
 class RequestCore:
@@ -65,7 +64,7 @@ class RequestCore:
     def __init__(
         self,
         plan: Plan,
-        endpoints: Mapping[str, EndpointInfo],
+        endpoints: Mapping[Role, EndpointInfo],
         options: EngineOptions,
         cost_model: CostModel,
         report: RequestReport,
@@ -96,7 +95,7 @@ class RequestCore:
         self.tool_call_started = False
         self.errors: list[BaseException] = []
         self.views: ViewBuilder | None = None
-        self._others: dict[str, str | None] = {}
+        self._others: dict[Role, Role | None] = {}
         self.decisions: list[tuple[MigrationView, MigrationDecision]] = []
         """Every migration view the policy saw and what it answered (the parity record)."""
         for planned in plan.starts:
@@ -220,7 +219,7 @@ class RequestCore:
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def _row(self, role: str) -> EndpointRun:
+    def _row(self, role: Role) -> EndpointRun:
         row = self.report.endpoints.get(role)
         if row is None:
             info = self.endpoints[role]
@@ -228,14 +227,13 @@ class RequestCore:
             self.report.endpoints[role] = row
         return row
 
-    def _other(self, role: str) -> str | None:
+    def _other(self, role: Role) -> Role | None:
         """The other endpoint, if it can serve this request (tools, structured output)."""
-        other = self._others.get(role, _UNKNOWN)
-        if other is _UNKNOWN:
-            other = self._others[role] = next(
+        if role not in self._others:
+            self._others[role] = next(
                 (r for r, i in self.endpoints.items() if r != role and i.serves), None
             )
-        return other
+        return self._others[role]
 
     def _event(self, name: str, now: float, out: list[Command], **data: Any) -> None:
         data = {"event": name, "at_s": now - self.t0, **data}
@@ -244,7 +242,7 @@ class RequestCore:
 
     def _start(
         self,
-        role: str,
+        role: Role,
         purpose: Purpose,
         now: float,
         out: list[Command],
@@ -348,21 +346,21 @@ class RequestCore:
 
     # -- migration -----------------------------------------------------------------------------
 
-    def _view(self, source: Stream, target: str, now: float) -> MigrationView:
+    def _view(self, source: Stream, target: Role, now: float) -> MigrationView:
         views = self.views
         if views is None or views.source != source.role:
             info = self.endpoints[target]
             views = self.views = ViewBuilder.for_request(
-                source=source.role,  # type: ignore[arg-type]
-                target=target,  # type: ignore[arg-type]
+                source=source.role,
+                target=target,
                 prompt_tokens=self.prompt_tokens,
                 max_tokens=self.max_tokens,
                 pace_tok_s=self.opts.pace_tok_s,
                 target_can_continue=info.exact_continuation,
                 predictor=self.opts.predictor,
                 cost_model=self.cost_model,
-                source_kind=self.endpoints[source.role].kind,  # type: ignore[arg-type]
-                target_kind=info.kind,  # type: ignore[arg-type]
+                source_kind=self.endpoints[source.role].kind,
+                target_kind=info.kind,
             )
         queue = max(0.0, self.endpoints[target].queue_wait_s - (now - self.t0))
         return views.view(self.generated_tokens, len(self.pacer.buffer), queue)
@@ -418,7 +416,7 @@ class RequestCore:
         )
         self._hand_over(source, probe.role, now, out)
 
-    def _hand_over(self, source: Stream, target: str, now: float, out: list[Command]) -> None:
+    def _hand_over(self, source: Stream, target: Role, now: float, out: list[Command]) -> None:
         self._stop(source, "migrated", out)
         stream = self._start(
             target,

@@ -37,7 +37,8 @@ from langchain_disco.engine.options import EndpointInfo, EngineOptions
 from langchain_disco.errors import EndpointError
 from langchain_disco.report import RequestReport
 from langchain_disco.scheduling.cost import CostModel
-from langchain_disco.scheduling.dispatch import Plan
+from langchain_disco.scheduling.dispatch import Plan, Start
+from langchain_disco.scheduling.roles import Role
 
 Clock = Callable[[], float]
 
@@ -60,7 +61,7 @@ class Engine:
 
     def __init__(
         self,
-        endpoints: Mapping[str, Endpoint],
+        endpoints: Mapping[Role, Endpoint],
         cost_model: CostModel,
         clock: Clock = time.monotonic,
         options: EngineOptions | None = None,
@@ -77,7 +78,7 @@ class Engine:
         params: GenerationParams,
         *,
         prompt_tokens: int | None = None,
-        queue_wait_s: Mapping[str, float] | None = None,
+        queue_wait_s: Mapping[Role, float] | None = None,
         local_queue: int = 0,
     ) -> EngineRun:
         """Start running `plan`: iterate the result's `items` for deliveries and events (the
@@ -93,12 +94,15 @@ class Engine:
         for role in plan.endpoints:
             if role not in self.endpoints:
                 raise EndpointError(role, "the plan starts it but no such endpoint is configured")
-            missing = params.needs(self.endpoints[role].capabilities)
-            if missing is not None:
-                raise EndpointError(role, f"the plan starts it but it cannot do {missing}")
+        capable = {
+            role: params.needs(endpoint.capabilities) for role, endpoint in self.endpoints.items()
+        }
+        plan = _servable(plan, capable)
         report = RequestReport.for_plan(plan, local_queue=local_queue)
-        driver = _Driver(self, plan, list(messages), params, report, prompt_tokens, queue_wait_s)
-        return EngineRun(report, driver.run())
+        driver = _Driver(
+            self, plan, list(messages), params, report, capable, prompt_tokens, queue_wait_s
+        )
+        return EngineRun(report, driver.run(), plan)
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,34 @@ class EngineRun:
     report: RequestReport
     items: AsyncGenerator[Delivery | EngineEvent, None]
     """Deliveries and events, in order; close it (`contextlib.aclosing`) to stop the request."""
+    plan: Plan
+    """The plan executed: the one given, less the endpoints that cannot serve the request."""
+
+
+def _servable(plan: Plan, missing: Mapping[Role, str | None]) -> Plan:
+    """Keep only the starts whose endpoint can serve the request (tools, structured output):
+    `missing` says, per endpoint, what it lacks (None: nothing).
+
+    A request with tools goes only where tools are supported; when the policy chose no such
+    endpoint, the first capable one starts at once.
+    """
+    capable = [role for role, lacks in missing.items() if lacks is None]
+    if not capable:
+        detail = ", ".join(f"{role} cannot do {lacks}" for role, lacks in missing.items())
+        raise EndpointError(
+            "all",
+            f"no configured endpoint can serve this request ({detail}); configure a "
+            "remote that can (DISCO_REMOTE_BASE_URL) or force a tool call (tool_choice='any')",
+        )
+    starts = tuple(s for s in plan.starts if s.endpoint in capable)
+    if starts == plan.starts:
+        return plan
+    if not starts:
+        starts = (Start(capable[0]),)
+    dropped = sorted(set(plan.endpoints) - set(capable))
+    return replace(
+        plan, starts=starts, reason=f"{plan.reason}; {', '.join(dropped)} cannot serve it"
+    )
 
 
 class _Driver:
@@ -120,8 +152,9 @@ class _Driver:
         messages: list[BaseMessage],
         params: GenerationParams,
         report: RequestReport,
+        missing: Mapping[Role, str | None],
         prompt_tokens: int | None,
-        queue_wait_s: Mapping[str, float] | None,
+        queue_wait_s: Mapping[Role, float] | None,
     ) -> None:
         self.engine = engine
         self.clock = engine.clock
@@ -132,7 +165,7 @@ class _Driver:
                 kind=endpoint.kind,
                 model=endpoint.model_name,
                 exact_continuation=endpoint.capabilities.exact_continuation,
-                serves=params.needs(endpoint.capabilities) is None,
+                serves=missing[role] is None,
                 queue_wait_s=(queue_wait_s or {}).get(role, 0.0),
             )
             for role, endpoint in engine.endpoints.items()

@@ -12,6 +12,7 @@ from langchain_disco.scheduling.migration import (
     StallDetector,
     expected_remaining_tokens,
 )
+from langchain_disco.scheduling.roles import Role
 
 
 class Predictor(Protocol):
@@ -66,7 +67,7 @@ class EngineOptions:
 class EndpointInfo:
     """What the core needs to know of one endpoint for one request."""
 
-    kind: str
+    kind: Role
     """``"local"`` (energy) or ``"remote"`` (money): how its work is priced."""
     model: str
     exact_continuation: bool

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from langchain_disco.engine.core import RequestCore
-from langchain_disco.engine.options import EndpointInfo, EngineOptions
+from langchain_disco.engine.options import EndpointInfo, EngineOptions, Predictor
 from langchain_disco.report import RequestReport
 from langchain_disco.scheduling.cost import Cost, CostModel
 from langchain_disco.scheduling.dispatch import Plan, Start
@@ -107,7 +107,7 @@ def play(
     *,
     migration: MigrationPolicy,
     pace_tok_s: float | None,
-    predictor: object,
+    predictor: Predictor,
     stall: StallDetector,
     cost_model: CostModel,
     base_cost: Cost,
@@ -116,7 +116,7 @@ def play(
     winner generated all of it (the dispatch loser included)."""
     source = request.source
     target: Role = "remote" if source == "local" else "local"
-    infos: dict[str, EndpointInfo] = {
+    infos: dict[Role, EndpointInfo] = {
         source: EndpointInfo(source, source, exact_continuation=True),
         target: EndpointInfo(
             target,
@@ -129,7 +129,7 @@ def play(
         pace_tok_s=pace_tok_s,
         migration=migration,
         stall=stall,
-        predictor=predictor,  # type: ignore[arg-type]
+        predictor=predictor,
     )
     core = RequestCore(
         Plan((Start(source),), action=source),
