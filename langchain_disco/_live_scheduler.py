@@ -22,7 +22,6 @@ from langchain_disco.scheduling.cost import CostModel
 from langchain_disco.scheduling.dispatch import (
     DispatchContext,
     DispatchPolicy,
-    EndpointOutcome,
     Plan,
     RequestFeatures,
     RequestOutcome,
@@ -139,9 +138,9 @@ class LiveScheduler:
         what was executed, the policy's spend accounting finds its own plan.
         """
         if executed is None or executed is plan:
-            outcome = outcome_from_report(features, plan, report)
+            outcome = report.outcome(features, plan)
         else:
-            outcome = replace(outcome_from_report(features, executed, report), chosen=plan)
+            outcome = replace(report.outcome(features, executed), chosen=plan)
         with self._lock:
             self._loaded().observe(outcome)
             self.policy.observe(outcome)
@@ -199,44 +198,3 @@ class LiveScheduler:
         if self._profiles is None:
             self._profiles = self._store.load() if self._persist else self._priors()
         return self._profiles
-
-
-def outcome_from_report(
-    features: RequestFeatures, plan: Plan, report: RequestReport
-) -> RequestOutcome:
-    """The engine's report in the simulator's terms (times since arrival)."""
-    endpoints = []
-    # A migration or failover target's first token is a continuation's, not a dispatch TTFT:
-    # it must not be learned as one (a raced-then-cancelled device would look very slow).
-    taken_over = {e["to"] for e in report.events if e.get("event") in ("migration", "failover")}
-    for role, run in report.endpoints.items():
-        if run.started_s is None or role not in plan.endpoints:
-            continue
-        first_token_s = None if role in taken_over else run.first_token_s
-        decode = None
-        if first_token_s is not None and run.ended_s is not None and run.output_tokens > 1:
-            span = run.ended_s - first_token_s
-            if span > 0:
-                decode = (run.output_tokens - 1) / span
-        endpoints.append(
-            EndpointOutcome(
-                endpoint=role,
-                started_s=run.started_s,
-                first_token_s=first_token_s,
-                ended_s=run.ended_s,
-                queue_wait_s=run.queue_wait_s,
-                input_tokens=run.input_tokens,
-                output_tokens=run.output_tokens,
-                decode_tok_s=decode,
-                failed=run.outcome == "failed",
-            )
-        )
-    return RequestOutcome(
-        request=features,
-        plan=plan,
-        endpoints=tuple(endpoints),
-        winner=report.winner,
-        ttft_s=report.ttft_s,
-        output_tokens=sum(r.delivered_chunks for r in report.endpoints.values()),
-        cost=report.cost,
-    )

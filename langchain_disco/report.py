@@ -6,13 +6,16 @@ What each one measures, and why: docs/concepts.md (Metrics; billing in "What is 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from langchain_disco.scheduling.cost import Cost
+from langchain_disco.scheduling.dispatch import (
+    EndpointOutcome,
+    Plan,
+    RequestFeatures,
+    RequestOutcome,
+)
 from langchain_disco.scheduling.roles import Role
-
-if TYPE_CHECKING:
-    from langchain_disco.scheduling.dispatch import Plan
 
 Outcome = Literal["pending", "won", "completed", "cancelled", "migrated", "failed", "not_started"]
 """What became of an endpoint in one request: `won` the race (still streaming), `completed`
@@ -141,6 +144,41 @@ class RequestReport:
         """The row of the endpoint that finished the answer (None if it did not finish)."""
         return self.endpoints.get(self.finished_by) if self.finished_by is not None else None
 
+    def outcome(self, request: RequestFeatures, plan: Plan) -> RequestOutcome:
+        """This report in the learners' terms (times since arrival): what each endpoint of
+        `plan` (the plan executed) showed. The one place a request's outcome is derived, for
+        live requests and simulated ones alike."""
+        endpoints = []
+        # A migration or failover target's first token is a continuation's, not a dispatch
+        # TTFT: it must not be learned as one (a raced-then-cancelled device would look slow).
+        taken_over = {e["to"] for e in self.events if e.get("event") in ("migration", "failover")}
+        for role, run in self.endpoints.items():
+            if run.started_s is None or role not in plan.endpoints:
+                continue
+            first_token_s = None if role in taken_over else run.first_token_s
+            endpoints.append(
+                EndpointOutcome(
+                    endpoint=role,
+                    started_s=run.started_s,
+                    first_token_s=first_token_s,
+                    ended_s=run.ended_s,
+                    queue_wait_s=run.queue_wait_s,
+                    input_tokens=run.input_tokens,
+                    output_tokens=run.output_tokens,
+                    decode_tok_s=_decode_tok_s(run, first_token_s),
+                    failed=run.outcome == "failed",
+                )
+            )
+        return RequestOutcome(
+            request=request,
+            plan=plan,
+            endpoints=tuple(endpoints),
+            winner=self.winner,
+            ttft_s=self.ttft_s,
+            output_tokens=sum(r.delivered_chunks for r in self.endpoints.values()),
+            cost=self.cost,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, with the derived figures included (log-probabilities left out:
         they travel as the answer's ``response_metadata["logprobs"]``)."""
@@ -158,3 +196,11 @@ class RequestReport:
             name: run.output_tokens for name, run in self.endpoints.items()
         }
         return data
+
+
+def _decode_tok_s(run: EndpointRun, first_token_s: float | None) -> float | None:
+    """The decode rate a run showed from its first token to its end (None: too short)."""
+    if first_token_s is None or run.ended_s is None or run.output_tokens <= 1:
+        return None
+    span = run.ended_s - first_token_s
+    return (run.output_tokens - 1) / span if span > 0 else None

@@ -52,13 +52,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from langchain_disco.report import EndpointRun, RequestReport
 from langchain_disco.scheduling import _data
 from langchain_disco.scheduling.budget import Budget
 from langchain_disco.scheduling.cost import Cost, CostModel
 from langchain_disco.scheduling.dispatch import (
     DispatchContext,
     DispatchPolicy,
-    EndpointOutcome,
     Plan,
     RequestFeatures,
     RequestOutcome,
@@ -499,29 +499,24 @@ class _Run:
         gap = 1.0 / sim.device_decode_tok_s[i] if res.winner == "local" else sim.server_gap_s[i]
         play, target_begin = self._play(i, features, res, gap) if self.streaming else (None, None)
         answer = _Answer.of(t, o, res, gap, play, paced=self.pace_tok_s is not None)
-        endpoints: list[EndpointOutcome] = []
+        report = RequestReport(
+            plan.action, plan.reason, winner=res.winner, ttft_s=res.ttft_s, cost=answer.cost
+        )
         if res.local_started:
-            endpoints.append(self._book_local(i, plan, res, answer, local_begin))
+            report.endpoints["local"] = self._book_local(i, plan, res, answer, local_begin)
         if res.remote_started:
-            endpoints.append(self._remote_outcome(i, plan, res, answer))
+            report.endpoints["remote"] = self._remote_run(i, plan, res, answer)
+        report.endpoints[res.winner].delivered_chunks = o
         if play is not None and target_begin is not None and play.target_end_s is not None:
             k = sim.assignment[i]
             self._occupy_for_target(k, t, play, target_begin, sim.device_decode_tok_s[i])
-        outcome = RequestOutcome(
-            request=features,
-            plan=plan,
-            endpoints=tuple(endpoints),
-            winner=res.winner,
-            ttft_s=res.ttft_s,
-            output_tokens=o,
-            cost=answer.cost,
-        )
+        outcome = report.outcome(features, plan)
         heapq.heappush(self.feedback, (answer.done, i, outcome))
         self._record(i, plan, res, gap, answer.cost, play)
 
     def _book_local(
         self, i: int, plan: Plan, res: Resolution, answer: _Answer, local_begin: float
-    ) -> EndpointOutcome:
+    ) -> EndpointRun:
         """Reserve the device for the request's own device run; what it did, for learning."""
         sim = self.sim
         t, k = sim.trace.arrival_s[i], sim.assignment[i]
@@ -539,29 +534,31 @@ class _Run:
             self.busy_s += leave - begin_abs
         first = t + res.ttft_s if local_wins else math.inf
         self.jobs[k].append(_Occupancy(prompt, t + started, leave, begin_abs, first, decode))
-        return EndpointOutcome(
+        return EndpointRun(
             "local",
+            "local",
+            sim.device.name,
+            outcome="completed" if local_wins else "cancelled",
             started_s=started,
             first_token_s=res.ttft_s if local_wins else None,
             ended_s=answer.winner_end if local_wins else res.local_end_s,
             queue_wait_s=local_begin - started,
             input_tokens=prompt,
             output_tokens=answer.winner_tokens if local_wins else 0,
-            decode_tok_s=decode if local_wins else None,
         )
 
-    def _remote_outcome(
-        self, i: int, plan: Plan, res: Resolution, answer: _Answer
-    ) -> EndpointOutcome:
+    def _remote_run(self, i: int, plan: Plan, res: Resolution, answer: _Answer) -> EndpointRun:
         remote_wins = res.winner == "remote"
-        return EndpointOutcome(
+        return EndpointRun(
             "remote",
+            "remote",
+            self.sim.config.server,
+            outcome="completed" if remote_wins else "cancelled",
             started_s=plan.remote_at_s or 0.0,
             first_token_s=res.ttft_s if remote_wins else None,
             ended_s=answer.winner_end if remote_wins else res.remote_end_s,
             input_tokens=self.sim.trace.prompt_tokens[i],
             output_tokens=answer.winner_tokens if remote_wins else 0,
-            decode_tok_s=1.0 / self.sim.server_gap_s[i] if remote_wins else None,
         )
 
     def _record(
