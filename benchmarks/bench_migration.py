@@ -1,10 +1,10 @@
 """Token-level migration on the real Azure 2023 trace: cost with and without, at what QoE.
 
-Run: `.venv/bin/python benchmarks/bench_migration.py` (about three minutes on one core, part
+Run: `.venv/bin/python benchmarks/bench_migration.py` (about 15 minutes on one core, part
 of `make bench`). It writes the `## Migration (issue 5)` section of `docs/benchmarks.md` (the
 rest of the page is kept) and, with matplotlib (the `bench` extra), the token timeline of one
 migrated answer per regime into `docs/img/`. It replays the first `DEFAULT_REQUESTS` requests of
-the trace; `--requests 10000` replays the 10k of the dispatch benchmark (about eight minutes),
+the trace; `--requests 10000` replays the 10k of the dispatch benchmark (about 50 minutes),
 and `--quick` replays 2,000 and skips the equal-TTFT budget search.
 
 The live engine's `CostAwareMigration` (default settings) runs in the simulator
@@ -345,9 +345,13 @@ def reading(rows: list[Row], bounds: dict[str, float], trace: Trace) -> list[str
         )
         + "a device whose queue turns out longer than predicted, or a server "
         "continuation that lands in together-13b's measured ~100 s tail (about 1% of its "
-        "requests). The simulator replays that stall in full; the live engine bounds it: a "
-        "target silent past its predicted TTFT plus the stall threshold hands the answer back "
-        "to the source.",
+        "requests). The simulator runs the live engine's own core, so both bound it the same "
+        "way: a target silent past its predicted TTFT plus the stall threshold hands the "
+        "answer back to the source.",
+        "- **Replay cost**: every answer a migration policy can move is played token by token "
+        "through the engine's core (the same code the live model runs), so the migration runs "
+        "take several times longer than the dispatch-only ones (the *run s* column); the "
+        "figures moved by at most two points against the former analytic replay.",
         '- **Against the paper\'s "up to 84% cost reduction through migration"**: we do not '
         "reach it on this trace, and the bounds above say why. The Azure conversation prompts "
         f"are long (~{prompt:,.0f} tokens on average here) and the answers short "
@@ -493,7 +497,7 @@ def _sample_note(n: int) -> list[str]:
         f"- sample: {why}; the dispatch benchmark replays 10,000. The figures move with the "
         f"sample: a run's p99 TTFT, which the equal-TTFT search must not exceed, rests on its "
         f"{max(n // 100, 1)} slowest requests, and the largest stalls come from rare tail "
-        "events. `--requests 10000` replays the larger sample (about 8 min)."
+        "events. `--requests 10000` replays the larger sample (about 50 min)."
     ]
 
 
