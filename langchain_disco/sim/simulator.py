@@ -314,14 +314,14 @@ class Simulator:
         migration: MigrationPolicy | None = None,
         pace_tok_s: float | None = None,
     ) -> SimResult:
-        """Replay the trace under `policy`; `budget` says which spend to measure.
+        """RequestReplay the trace under `policy`; `budget` says which spend to measure.
 
         `migration` (e.g. `CostAwareMigration()`) is asked after every source token, as live;
         `pace_tok_s` releases tokens at that rate (None: eager, as fast as generated).
         """
         if pace_tok_s is not None and not pace_tok_s > 0:
             raise ValueError(f"pace_tok_s must be > 0 or None, got {pace_tok_s}")
-        return _Run(self, policy, budget, profiles, migration, pace_tok_s).execute()
+        return _TraceReplay(self, policy, budget, profiles, migration, pace_tok_s).execute()
 
     def oracle(self, budget: Budget, *, spend_limit: float | None = None) -> OracleResult:
         """The hindsight oracle at `budget` (or at an absolute total `spend_limit`)."""
@@ -374,7 +374,7 @@ class _Answer:
         return cls(done, done - t, done, o, res.cost)
 
 
-class _Run:
+class _TraceReplay:
     """One replay: the virtual clock, the device queues and the feedback heap."""
 
     def __init__(

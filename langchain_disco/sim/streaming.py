@@ -29,7 +29,7 @@ from langchain_disco.scheduling.dispatch import Plan, Start
 from langchain_disco.scheduling.migration import MigrationPolicy, StallDetector
 from langchain_disco.scheduling.roles import Role
 from langchain_disco.sim.delivery import Delivered, GapRun, Playout, Segment
-from langchain_disco.sim.virtual import Opening, Replay, Script, replay
+from langchain_disco.sim.virtual import Opening, RequestReplay, Script, replay
 
 _EPS = 1e-9
 _TOKEN = "t "
@@ -111,7 +111,7 @@ def play(
     stall: StallDetector,
     cost_model: CostModel,
     base_cost: Cost,
-) -> tuple[Playout, Replay, RequestCore]:
+) -> tuple[Playout, RequestReplay, RequestCore]:
     """Play the answer through the engine core; `base_cost` is the request's cost had the
     winner generated all of it (the dispatch loser included)."""
     source = request.source
@@ -151,7 +151,7 @@ def play(
 def _playout(
     request: StreamedRequest,
     target: Role,
-    result: Replay,
+    result: RequestReplay,
     core: RequestCore,
     device: DeviceScript,
     cost_model: CostModel,
@@ -187,7 +187,7 @@ def _playout(
     )
 
 
-def _delivered(result: Replay) -> Delivered:
+def _delivered(result: RequestReplay) -> Delivered:
     """The delivery gaps as runs, and the gap at each hand-over (a new stream's first piece)."""
     runs: list[GapRun] = []
     seams: list[float] = []
@@ -206,11 +206,11 @@ def _delivered(result: Replay) -> Delivered:
     return Delivered(tuple(runs), tuple(seams), last)
 
 
-def _prefix_len(result: Replay, stream: int) -> int:
+def _prefix_len(result: RequestReplay, stream: int) -> int:
     return len(result.starts[stream][1].prefix) // len(_TOKEN)
 
 
-def _segments(result: Replay) -> tuple[Segment, ...]:
+def _segments(result: RequestReplay) -> tuple[Segment, ...]:
     """What each delivering stream generated, in order: first token time, gap, tokens."""
     segments: list[Segment] = []
     for run, (_, start) in enumerate(result.starts):
@@ -227,7 +227,7 @@ def _segments(result: Replay) -> tuple[Segment, ...]:
 
 def _cost(
     request: StreamedRequest,
-    result: Replay,
+    result: RequestReplay,
     device: DeviceScript,
     cost_model: CostModel,
     base_cost: Cost,

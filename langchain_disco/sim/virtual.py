@@ -84,7 +84,7 @@ class Behaviour:
 
 
 @dataclass
-class Replay:
+class RequestReplay:
     """What one request did on the virtual clock."""
 
     deliveries: list[tuple[float, Delivery]] = field(default_factory=list)
@@ -185,10 +185,10 @@ def replay(
     answer: Sequence[str],
     *,
     max_steps: int = 10_000_000,
-) -> Replay:
+) -> RequestReplay:
     """Run `core` to its end against `scripts`, all of them generating `answer`."""
     clock = _Clock(scripts, answer, core.prompt_tokens, core.max_tokens, core.t0)
-    result = Replay()
+    result = RequestReplay()
     try:
         _carry_out(core.begin(clock.now), clock, result)
         for _ in range(max_steps):
@@ -223,7 +223,7 @@ def replay(
 
 
 def _feed(
-    core: RequestCore, clock: _Clock, result: Replay, run: int, kind: _Kind, token: int
+    core: RequestCore, clock: _Clock, result: RequestReplay, run: int, kind: _Kind, token: int
 ) -> list[Command]:
     if kind == "delta":
         result.stats[run].output_tokens += 1
@@ -240,7 +240,7 @@ def _feed(
     return core.error(run, EndpointError(role, clock.errors[run]), clock.now)
 
 
-def _carry_out(commands: list[Command], clock: _Clock, result: Replay) -> None:
+def _carry_out(commands: list[Command], clock: _Clock, result: RequestReplay) -> None:
     for command in commands:
         if isinstance(command, StartStream):
             stats = StreamStats()

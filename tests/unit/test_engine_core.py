@@ -29,7 +29,7 @@ from langchain_disco.scheduling.migration import (
     MigrationDecision,
     MigrationView,
 )
-from langchain_disco.sim.virtual import Behaviour, Replay, replay
+from langchain_disco.sim.virtual import Behaviour, RequestReplay, replay
 
 ANSWER = [f"w{i} " for i in range(40)]
 TEXT = "".join(ANSWER)
@@ -62,11 +62,11 @@ def core(
     )
 
 
-def run(request: RequestCore, **behaviours: Behaviour) -> Replay:
+def run(request: RequestCore, **behaviours: Behaviour) -> RequestReplay:
     return replay(request, behaviours, ANSWER)
 
 
-def producers(result: Replay) -> list[str]:
+def producers(result: RequestReplay) -> list[str]:
     """Who produced each delivered piece, run-length encoded."""
     seq: list[str] = []
     for _, delivery in result.deliveries:
@@ -75,7 +75,7 @@ def producers(result: Replay) -> list[str]:
     return seq
 
 
-def event_names(result: Replay) -> list[str]:
+def event_names(result: RequestReplay) -> list[str]:
     return [e.name for _, e in result.events]
 
 
