@@ -14,7 +14,6 @@ from langchain_disco.engine.driver import Clock, Engine, EngineRun
 from langchain_disco.engine.options import (
     EndpointInfo,
     EngineOptions,
-    Predictor,
     StaticPredictor,
 )
 
@@ -28,7 +27,6 @@ __all__ = [
     "EngineEvent",
     "EngineOptions",
     "EngineRun",
-    "Predictor",
     "Purpose",
     "RequestCore",
     "StartStream",

@@ -4,25 +4,15 @@ core is told about each endpoint."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from langchain_disco.scheduling.migration import (
     MigrationPolicy,
+    MigrationPredictor,
     NoMigration,
     StallDetector,
     expected_remaining_tokens,
 )
 from langchain_disco.scheduling.roles import Role
-
-
-class Predictor(Protocol):
-    """What the engine needs predicted to take migration decisions."""
-
-    def ttft_s(self, role: str, context_tokens: int) -> float: ...
-
-    def decode_tok_s(self, role: str) -> float: ...
-
-    def remaining_tokens(self, generated: int, max_tokens: int | None) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +50,7 @@ class EngineOptions:
     approximate_continuation_prompt: str | None = None
     """When set, failover to an endpoint that cannot continue exactly sends the messages plus
     this prompt (with ``{partial}`` replaced by the text so far); flagged in the report."""
-    predictor: Predictor = field(default_factory=StaticPredictor)
+    predictor: MigrationPredictor = field(default_factory=StaticPredictor)
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,7 @@ def expected_remaining_tokens(
 
 
 class MigrationPredictor(Protocol):
-    """The predictions a `MigrationView` is built from (the engine's `Predictor`)."""
+    """The predictions a `MigrationView` is built from (the engine's `EngineOptions.predictor`)."""
 
     def ttft_s(self, role: str, context_tokens: int) -> float: ...
 

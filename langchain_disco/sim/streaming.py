@@ -22,11 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from langchain_disco.engine.core import RequestCore
-from langchain_disco.engine.options import EndpointInfo, EngineOptions, Predictor
+from langchain_disco.engine.options import EndpointInfo, EngineOptions
 from langchain_disco.report import RequestReport
 from langchain_disco.scheduling.cost import Cost, CostModel
 from langchain_disco.scheduling.dispatch import Plan, Start
-from langchain_disco.scheduling.migration import MigrationPolicy, StallDetector
+from langchain_disco.scheduling.migration import (
+    MigrationPolicy,
+    MigrationPredictor,
+    StallDetector,
+)
 from langchain_disco.scheduling.roles import Role
 from langchain_disco.sim.delivery import Delivered, GapRun, Playout, Segment
 from langchain_disco.sim.virtual import Opening, RequestReplay, Script, replay
@@ -107,7 +111,7 @@ def play(
     *,
     migration: MigrationPolicy,
     pace_tok_s: float | None,
-    predictor: Predictor,
+    predictor: MigrationPredictor,
     stall: StallDetector,
     cost_model: CostModel,
     base_cost: Cost,
