@@ -44,7 +44,6 @@ from langchain_disco.report import EndpointRun, RequestReport
 from langchain_disco.scheduling.cost import CostModel
 from langchain_disco.scheduling.dispatch import Plan
 from langchain_disco.scheduling.migration import (
-    MigrationDecision,
     MigrationView,
     ViewBuilder,
 )
@@ -96,8 +95,6 @@ class RequestCore:
         self.errors: list[BaseException] = []
         self.views: ViewBuilder | None = None
         self._others: dict[Role, Role | None] = {}
-        self.decisions: list[tuple[MigrationView, MigrationDecision]] = []
-        """Every migration view the policy saw and what it answered (the parity record)."""
         for planned in plan.starts:
             self._row(planned.endpoint)
 
@@ -374,7 +371,6 @@ class RequestCore:
             return
         view = self._view(source, target, now)
         decision = self.opts.migration.decide(view)
-        self.decisions.append((view, decision))
         if decision.verdict == "wait":
             return
         self.migration_settled = decision.verdict == "never"

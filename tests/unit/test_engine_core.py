@@ -199,7 +199,6 @@ def test_the_view_counts_what_remains_of_a_capped_answer() -> None:
     assert eleventh.generated_tokens == 11
     assert eleventh.max_tokens == 30
     assert eleventh.expected_remaining_tokens == pytest.approx(19)
-    assert [v for v, _ in request.decisions] == seen
 
 
 def test_a_silent_migration_target_hands_the_answer_back_to_the_source() -> None:
