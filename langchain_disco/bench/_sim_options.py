@@ -95,7 +95,7 @@ class SimOptions:
     cdf_budget: float | None = None
     """The budget of the TTFT CDF; None: the one closest to 0.5."""
     migration: bool = False
-    """RequestReplay token-level migration (`CostAwareMigration`) after the first token."""
+    """Replay token-level migration (`CostAwareMigration`) after the first token."""
     pace_tok_s: float | None = None
     """Paced delivery in tokens/s; None: eager (as fast as generated)."""
 

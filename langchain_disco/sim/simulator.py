@@ -314,7 +314,7 @@ class Simulator:
         migration: MigrationPolicy | None = None,
         pace_tok_s: float | None = None,
     ) -> SimResult:
-        """RequestReplay the trace under `policy`; `budget` says which spend to measure.
+        """Replay the trace under `policy`; `budget` says which spend to measure.
 
         `migration` (e.g. `CostAwareMigration()`) is asked after every source token, as live;
         `pace_tok_s` releases tokens at that rate (None: eager, as fast as generated).
