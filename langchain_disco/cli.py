@@ -273,7 +273,8 @@ def bench_sim(
     server: Annotated[
         str | None,
         typer.Option(
-            help="simulated hosted API, a measured provider-size such as 'together-13b' "
+            help="simulated hosted API: a measured provider-size such as 'together-13b', or a "
+            "CSV of your own measured requests (llmperf columns, or ttft_s[,gap_s]) "
             "[default: the regime's]",
             show_default=False,
         ),
@@ -287,8 +288,8 @@ def bench_sim(
     server_prior: Annotated[
         str | None,
         typer.Option(
-            help="server TTFT prior the policies start from, a provider-size or 'all' "
-            "[default: --server]",
+            help="server TTFT prior the policies start from: a provider-size, 'all', or a CSV "
+            "of measured requests [default: --server]",
             show_default=False,
         ),
     ] = None,

@@ -14,6 +14,7 @@ from langchain_disco.bench._profiles_view import load_profiles
 from langchain_disco.errors import ConfigError
 from langchain_disco.scheduling import POLICY_NAMES, CostModel, Resource, _data
 from langchain_disco.sim import SimConfig, Simulator, Trace, load_trace
+from langchain_disco.sim.server_csv import looks_like_file, read_server_measurements
 from langchain_disco.sim.simulator import SimDevice
 from langchain_disco.sim.trace import BUNDLED_TRACE
 
@@ -82,11 +83,13 @@ class SimOptions:
     device: str | None = None
     """The simulated device (measured); None: the regime's."""
     server: str | None = None
-    """The simulated hosted API (measured provider-size); None: the regime's."""
+    """The simulated hosted API: a measured provider-size, or a CSV of your own measured
+    requests (`sim.server_csv`); None: the regime's."""
     device_prior: str | None = None
     """The device prior the policies start from; None: the simulated device's own."""
     server_prior: str | None = None
-    """The server prior the policies start from; None: the simulated server's own."""
+    """The server prior the policies start from (a provider-size, `all`, or a CSV of measured
+    requests); None: the simulated server's own."""
     profiles: Path | None = None
     """A profile cache (`disco profile show`) the policies start from, instead of the priors."""
     budgets: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -109,7 +112,8 @@ class SimOptions:
 
     @property
     def server_name(self) -> str:
-        return self.server or self.regime_spec.server
+        """How results name the server: its provider-size, or the stem of its CSV."""
+        return _label(self.server or self.regime_spec.server)
 
     @property
     def cdf_at(self) -> float:
@@ -189,28 +193,43 @@ class SimOptions:
         load_profiles(self.profiles, "--profiles")  # missing or unusable: say so now
 
     def _check_servers(self) -> None:
-        """The simulated server and the server prior are measured provider-sizes."""
+        """The simulated server and the server prior: measured provider-sizes or CSV files of
+        measured requests (read now, so a bad file fails before anything runs)."""
         servers = _data.server_samples()
-        if self.server_name not in servers:
+        server = self.server or self.regime_spec.server
+        if looks_like_file(server):
+            read_server_measurements(server, option="--server")
+        elif server not in servers:
             raise ConfigError(
-                f"--server {self.server_name!r} is not a measured provider-size; choose one of "
-                f"{', '.join(servers)}"
+                f"--server {server!r} is not a measured provider-size; choose one of "
+                f"{', '.join(servers)}, or give a CSV of your own measurements (ttft_s[,gap_s])"
             )
-        if self.server_prior is not None and self.server_prior not in (*servers, "all"):
+        prior = self.server_prior
+        if prior is not None and looks_like_file(prior):
+            read_server_measurements(prior, option="--server-prior")
+        elif prior is not None and prior not in (*servers, "all"):
             raise ConfigError(
-                f"--server-prior {self.server_prior!r} is not a measured provider-size; choose "
-                f"all or one of {', '.join(servers)}"
+                f"--server-prior {prior!r} is not a measured provider-size; choose "
+                f"all or one of {', '.join(servers)}, or give a CSV of measured requests"
             )
 
     def sim_config(self, seed: int) -> SimConfig:
         regime = self.regime_spec
+        server = self.server or regime.server
+        truth = read_server_measurements(server) if looks_like_file(server) else None
+        prior = self.server_prior
+        mine = read_server_measurements(prior) if prior and looks_like_file(prior) else None
+        if mine is None and prior is None and truth is not None:
+            mine = truth  # the simulated server's own measurements
         return SimConfig(
             device=self.device_name,
             server=self.server_name,
             cost_model=regime.cost_model,
             seed=seed,
             prior_device=self.device_prior,
-            prior_server=self.server_prior,
+            prior_server=_label(prior) if prior is not None else None,
+            server_pool=truth.pool if truth is not None else None,
+            prior_server_pool=mine.pool if mine is not None else None,
         )
 
     def command(self, out: Path | str | None = None, jobs: int = 1) -> str:
@@ -341,3 +360,12 @@ def load_bench_trace(path: Path | None, requests: int) -> Trace:
     if not len(trace):
         raise ConfigError(f"{where} has no requests; {expected}")
     return trace.head(requests)
+
+
+def _label(server: str) -> str:
+    """A provider-size as it is; a measurements file by its stem, flagged when its requests
+    all decode at the bundled median gap (it had no gap column)."""
+    if not looks_like_file(server):
+        return server
+    measured = read_server_measurements(server)
+    return measured.name if measured.gap_from_file else f"{measured.name} (bundled median gap)"

@@ -533,6 +533,22 @@ class ServerProfile:
             raise ConfigError(
                 f"unknown server prior {name!r}; valid: all, {', '.join(sorted(measured))}."
             )
+        return cls.from_samples(name, rows, capacity=capacity, seed=seed, bucket_edges=bucket_edges)
+
+    @classmethod
+    def from_samples(
+        cls,
+        name: str,
+        samples: Iterable[_data.ServerSample],
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        seed: int = 0,
+        bucket_edges: tuple[int, ...] = (),
+    ) -> ServerProfile:
+        """A prior from measured requests (TTFT and decode gap each), e.g. a user's own CSV."""
+        rows = list(samples)
+        if not rows:
+            raise ConfigError(f"server prior {name!r} has no measured requests")
         if len(rows) > capacity:
             rows = random.Random(seed).sample(rows, capacity)
         gaps = [s.inter_token_s for s in rows if s.inter_token_s > 0]

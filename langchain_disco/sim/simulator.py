@@ -54,6 +54,7 @@ from typing import Literal
 
 from langchain_disco.report import EndpointRun, RequestReport
 from langchain_disco.scheduling import _data
+from langchain_disco.scheduling._data import ServerSample
 from langchain_disco.scheduling.budget import Budget
 from langchain_disco.scheduling.cost import Cost, CostModel
 from langchain_disco.scheduling.dispatch import (
@@ -76,7 +77,12 @@ from langchain_disco.scheduling.migration import (
     ProfileMigrationPredictor,
     StallDetector,
 )
-from langchain_disco.scheduling.profiles import DeviceProfile, Profiles, fit_ttft_line
+from langchain_disco.scheduling.profiles import (
+    DeviceProfile,
+    Profiles,
+    ServerProfile,
+    fit_ttft_line,
+)
 from langchain_disco.scheduling.roles import Role
 from langchain_disco.sim.delivery import GapRun, Playout, unmoved
 from langchain_disco.sim.metrics import RunMetrics, summarize
@@ -185,6 +191,10 @@ class SimConfig:
     server_pool: tuple[tuple[float, float], ...] | None = None
     """(TTFT s, inter-token gap s) pairs the server is drawn from instead of the measured
     requests of `server` (e.g. a loopback server's latency profile)."""
+    prior_server_pool: tuple[tuple[float, float], ...] | None = None
+    """(TTFT s, gap s) pairs the policies' server prior is built from instead of the measured
+    requests of `prior_server` (e.g. a user's own measurements, `disco bench sim
+    --server-prior my.csv`)."""
     server_replay: tuple[tuple[float, float] | None, ...] | None = None
     """Per request (trace order), the server's (TTFT s, gap s) as that request saw it live, or
     None to draw it: a paired replay of a live run. Draws are made either way, so the device's
@@ -336,6 +346,20 @@ class Simulator:
         )
 
 
+def _priors(cfg: SimConfig) -> Profiles:
+    """The profiles the policies start from: the configured priors, the server's from given
+    samples when there are some."""
+    if cfg.prior_server_pool is None:
+        return Profiles.prior(
+            cfg.prior_device or cfg.device, cfg.prior_server or cfg.server, seed=cfg.seed
+        )
+    profiles = Profiles.prior(cfg.prior_device or cfg.device, "all", seed=cfg.seed)
+    samples = (ServerSample(ttft, gap) for ttft, gap in cfg.prior_server_pool)
+    name = cfg.prior_server or cfg.server
+    profiles.server = ServerProfile.from_samples(name, samples, seed=cfg.seed)
+    return profiles
+
+
 def _server_pool(config: SimConfig) -> list[tuple[float, float]]:
     """The (TTFT, gap) pairs the server is drawn from: given, or the measured provider's."""
     if config.server_pool is not None:
@@ -393,9 +417,7 @@ class _TraceReplay:
         self.migration = migration
         self.pace_tok_s = pace_tok_s
         self.streaming = migration is not None or pace_tok_s is not None
-        self.profiles = profiles or Profiles.prior(
-            cfg.prior_device or cfg.device, cfg.prior_server or cfg.server, seed=cfg.seed
-        )
+        self.profiles = profiles or _priors(cfg)
         self.ctx = DispatchContext(self.profiles, cfg.cost_model)
         n = len(sim.trace)
         self.free_at = [0.0] * sim.n_devices
