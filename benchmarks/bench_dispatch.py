@@ -228,8 +228,9 @@ def regime_details(options: SimOptions, result: SimBenchResult) -> list[str]:
         )
     lines += [
         "",
-        "Ratios are TTFT(policy) / TTFT(reference) - 1 (negative: faster). *single* is the better "
-        "of device-only and server-only among those whose spend fits the budget; *oracle* is "
+        "Ratios are TTFT(policy) / TTFT(reference) - 1 (negative: faster). *single* is one "
+        "endpoint alone: of device-only and server-only, among those whose spend fits the "
+        "budget, the one with the better mean TTFT (its mean and its p99); *oracle* is "
         "the hindsight bound (mean-optimal and p99-optimal solved separately, no queueing). "
         "TBT is the mean gap between tokens; cost is unified USD per request (x 1e-6).",
         "",

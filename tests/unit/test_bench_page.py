@@ -17,3 +17,30 @@ def test_a_section_is_replaced_in_place_and_the_others_kept(tmp_path: Path) -> N
     assert page.read_text() == expected
     replace_section(page, "## D", "## D\n\nappended\n")
     assert page.read_text().endswith("keep c\n\n## D\n\nappended\n")
+
+
+def test_the_single_endpoint_reference_is_one_endpoint_for_mean_and_p99() -> None:
+    """The better mean and the better p99 of two endpoints describe no real run."""
+    import math
+    from dataclasses import replace as _replace
+
+    from langchain_disco.bench.sim import _single_reference
+    from langchain_disco.sim.metrics import summarize
+
+    base = summarize(
+        ttft_s=[1.0, 1.0],
+        tbt_s=[0.01, 0.01],
+        output_tokens=[10, 10],
+        unified_usd=[0.0, 0.0],
+        server_usd=[0.0, 0.0],
+        device_j=[0.0, 0.0],
+        spend=[0.0, 0.0],
+        floor=[0.0, 0.0],
+        ceiling=[1.0, 1.0],
+    )
+    steady = _replace(base, mean_ttft_s=1.0, p99_ttft_s=1.2)  # slower mean, tight tail
+    tailed = _replace(base, mean_ttft_s=0.6, p99_ttft_s=9.0)  # faster mean, long tail
+    assert _single_reference([steady, tailed], 0.5) == (0.6, 9.0)
+    nothing = _replace(base, realised_share=0.99)
+    mean, p99 = _single_reference([nothing], 0.1)
+    assert math.isnan(mean) and math.isnan(p99)
