@@ -334,6 +334,13 @@ def bench_sim(
             show_default=False,
         ),
     ] = None,
+    references: Annotated[
+        bool,
+        typer.Option(
+            help="also run device-only, server-only and the oracle for the ratio columns; "
+            "--no-references runs (and times) only the named policies"
+        ),
+    ] = True,
     plots: Annotated[bool, typer.Option(help="write PNG plots (needs matplotlib)")] = True,
     jobs: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     out: Annotated[Path, typer.Option(help="folder for the CSV, JSON and PNG results")] = Path(
@@ -367,6 +374,7 @@ def bench_sim(
             cdf_budget=cdf_budget,
             migration=migration is SimMigration.cost,
             pace_tok_s=pace_tok_s,
+            references=references,
         ).validate()
         loaded = sim.load_bench_trace(options.trace, options.requests)
         _check_writable(out)

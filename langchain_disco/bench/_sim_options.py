@@ -101,6 +101,9 @@ class SimOptions:
     """Replay token-level migration (`CostAwareMigration`) after the first token."""
     pace_tok_s: float | None = None
     """Paced delivery in tokens/s; None: eager (as fast as generated)."""
+    references: bool = True
+    """Also run device-only, server-only and the oracle for the ratio columns; False runs only
+    the named policies (to time one alone), and the ratios they lack are NaN."""
 
     @property
     def regime_spec(self) -> Regime:
@@ -254,6 +257,8 @@ class SimOptions:
         parts.append("--seeds " + ",".join(str(s) for s in self.seeds))
         if self.cdf_budget is not None:
             parts.append(f"--cdf-budget {self.cdf_budget:g}")
+        if not self.references:
+            parts.append("--no-references")
         if self.migration:
             parts.append("--migration cost")
         if self.pace_tok_s is not None:

@@ -283,8 +283,11 @@ _COST_ORDER = {"generalized": 0, "wait_time": 1, "length_threshold": 2, ORACLE: 
 
 
 def _tasks(options: SimOptions) -> list[_Task]:
-    """Every run needed: the requested policies, plus local, remote and the oracle (ratios)."""
-    wanted = set(options.policies) | {"local", "remote", ORACLE}
+    """Every run needed: the requested policies, plus (unless told not to) local, remote and
+    the oracle for the ratios."""
+    wanted = set(options.policies)
+    if options.references:
+        wanted |= {"local", "remote", ORACLE}
     tasks: list[_Task] = []
     for seed in options.seeds:
         for name in ALL_POLICIES:
@@ -458,7 +461,7 @@ def _assemble(
         return [r for r in out if isinstance(r, SimResult)]
 
     def oracles(b: float) -> list[OracleResult]:
-        out = [results[_Task(s, ORACLE, b)] for s in seeds]
+        out = [results.get(_Task(s, ORACLE, b)) for s in seeds]
         return [r for r in out if isinstance(r, OracleResult)]
 
     pooled: dict[tuple[str, float | None], RunMetrics] = {}
@@ -471,10 +474,11 @@ def _assemble(
     cdf: dict[str, list[float]] = {}
     for b in options.budgets:
         found = oracles(b)
-        oracle_mean = sum(o.mean_ttft_s for o in found) / len(found)
-        oracle_p99 = sum(o.p99_ttft_s for o in found) / len(found)
-        single_mean, single_p99 = _single_reference(
-            [pooled["local", None], pooled["remote", None]], b
+        oracle_mean = sum(o.mean_ttft_s for o in found) / len(found) if found else math.nan
+        oracle_p99 = sum(o.p99_ttft_s for o in found) / len(found) if found else math.nan
+        singles = [pooled[e, None] for e in ("local", "remote") if (e, None) in pooled]
+        single_mean, single_p99 = (
+            _single_reference(singles, b) if len(singles) == 2 else (math.nan, math.nan)
         )
         for name in options.policies:
             if name == ORACLE:

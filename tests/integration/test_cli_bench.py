@@ -378,3 +378,25 @@ def test_profile_show_lists_each_probed_continuation_verdict(tmp_path: Path) -> 
     assert code == 0, output
     assert "remote continuation" in output and "llamacpp" in output
     assert "yes (stripped)" in output
+
+
+def test_bench_sim_without_references_runs_only_the_named_policies(tmp_path: Path) -> None:
+    from langchain_disco.bench.sim import SimOptions, _tasks
+
+    options = SimOptions(policies=("generalized",), budgets=(0.5,), references=False)
+    assert [(t.policy, t.budget) for t in _tasks(options)] == [("generalized", 0.5)]
+    assert {t.policy for t in _tasks(SimOptions(policies=("generalized",)))} == {
+        "generalized",
+        "local",
+        "remote",
+        "oracle",
+    }
+    out = tmp_path / "one"
+    code, output = invoke(
+        "bench", "sim", "--requests", "200", "--policies", "generalized", "--budgets", "0.5",
+        "--no-references", "--no-plots", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    (row,) = read_csv(out / "results.csv")
+    assert row["policy"] == "generalized"
+    assert row["mean_vs_oracle"] == row["mean_vs_single"] == ""  # no reference was run
