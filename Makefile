@@ -62,7 +62,8 @@ pytest: venv llama-server
 test-openai2: $(BIN2)/.installed
 	$(BIN2)/python -m pytest -q tests/unit/test_openai_endpoint_respx.py \
 		tests/integration/test_openai_endpoint_loopback.py \
-		tests/integration/test_hostile_remote.py tests/integration/test_continuation_dialects.py
+		tests/integration/test_hostile_remote.py tests/integration/test_continuation_dialects.py \
+		tests/integration/test_wire_faults.py
 
 lint: venv
 	$(BIN)/ruff check .

@@ -124,6 +124,8 @@ class Exchange:
     text_sent: str = ""
     """The content of every content event written whole (all its bytes) so far."""
     tokens_sent: int = 0
+    done_sent: bool = False
+    """The ``data: [DONE]`` event was written whole: all that is left is the body's end."""
     outcome: str = "open"
     """``completed``; ``closed`` (the server ended it at the fault); ``reset``;
     ``client_hung_up`` (held after the fault until the client closed); ``client_gone`` (a
@@ -287,6 +289,7 @@ class _Responder:
         self._event(self.chunks.usage(prompt_tokens=7, completion_tokens=len(answer)))
         if fault.kind != "no_done":
             self._event("[DONE]")
+            self.exchange.done_sent = True
         self._write(_END_OF_BODY)
         return "completed"
 

@@ -660,7 +660,9 @@ class OpenAIEndpoint(Endpoint):
         if isinstance(exc, _TRANSPORT_TIMEOUTS):
             return f"read timed out ({type(exc).__name__})"
         if isinstance(exc, _TRANSPORT_ERRORS):
-            return f"connection broken ({type(exc).__name__})"
+            # openai 2.x lets a transport error mid-stream through raw; 3.x wraps it in an
+            # APIConnectionError. One fault, one message, whichever SDK is installed.
+            return f"connection failed ({type(exc).__name__})"
         return f"{type(exc).__name__}: {self._scrub(str(exc))}"
 
     def _error(self, exc: BaseException, stats: StreamStats, *, delivered: int) -> EndpointError:

@@ -23,6 +23,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+import openai
 import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage
 
@@ -242,7 +243,7 @@ async def test_a_wire_oddity_that_is_no_fault_is_delivered_whole_from_the_remote
     assert report["endpoints"]["remote"]["outcome"] == "completed"
     assert chunks[-1].response_metadata["finish_reason"] == "stop"
     assert local.streams == []
-    assert exchange.outcome == case.ends
+    assert_ended_as_the_case_says(case, exchange)
     assert client_sockets_to(hostile.port) == set()
 
 
@@ -304,4 +305,15 @@ async def test_a_wire_oddity_that_is_no_fault_reaches_the_bare_endpoint_whole(
     assert text == exchange.text_sent
     assert_whole_answer(case, exchange)
     assert stats.finish_reason == "stop"
+    assert_ended_as_the_case_says(case, exchange)
+
+
+def assert_ended_as_the_case_says(case: Case, exchange: Exchange) -> None:
+    """The server's view of how the exchange ended is the case's. One observed allowance: the
+    openai 2.x SDK closes the response once it has read ``[DONE]``, without reading the body's
+    final chunk, so a server still dripping that last chunk sees the client go; the answer is
+    whole by then (3.x reads the body to its end)."""
+    if case.ends == "completed" and exchange.outcome == "client_gone":
+        assert exchange.done_sent and openai.__version__.startswith("2."), exchange
+        return
     assert exchange.outcome == case.ends
