@@ -39,7 +39,6 @@ class Stream:
     first_by: float | None = None
     """A migration target's predicted first token: its silence is watched from there, as a
     streaming run's is from its last token."""
-    tokens: int = 0
     failed: bool = False
 
 

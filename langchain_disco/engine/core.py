@@ -307,7 +307,6 @@ class RequestCore:
         if stream.last_at is not None:
             self.opts.stall.observe_gap(stream.role, now - stream.last_at)
         stream.last_at = now
-        stream.tokens += 1
         if tool_call is not None:
             # Never migrate or continue inside a tool call: it is not text that can be resumed.
             self.tool_call_started = self.migration_settled = True

@@ -675,7 +675,6 @@ class _TraceReplay:
             prompt_tokens=prompt,
             output_tokens=o,
             max_tokens=sim.config.max_tokens,
-            first_token_s=res.ttft_s,
             source_gap_s=source_gap_s,
             target_can_continue=sim.config.remote_exact_continuation
             if target == "remote"

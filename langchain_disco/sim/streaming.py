@@ -97,7 +97,6 @@ class StreamedRequest:
     prompt_tokens: int
     output_tokens: int
     max_tokens: int | None
-    first_token_s: float
     source_gap_s: float
     target_can_continue: bool
     target_queue_wait_s: float

@@ -151,7 +151,6 @@ def _play(
         prompt_tokens=1000,
         output_tokens=300,
         max_tokens=None,
-        first_token_s=0.5,
         source_gap_s=0.01,
         target_can_continue=True,
         target_queue_wait_s=0.0,
