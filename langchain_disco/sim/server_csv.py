@@ -17,6 +17,7 @@ naming the file, the row and the column.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import statistics
 from dataclasses import dataclass
@@ -58,7 +59,15 @@ def bundled_median_gap_s() -> float:
 
 
 def read_server_measurements(path: str | Path, *, option: str = "--server") -> ServerMeasurements:
-    """Read and check a measurements CSV; `option` names the flag in error messages."""
+    """Read and check a measurements CSV; `option` names the flag in error messages.
+
+    Read once per process and file: a run asks for it at validation, per seed and for every
+    label of its results."""
+    return _read(str(path), option)
+
+
+@functools.lru_cache(maxsize=16)
+def _read(path: str, option: str) -> ServerMeasurements:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"{option} {str(path)!r}: no such file; give a CSV of measured TTFTs")
