@@ -17,7 +17,7 @@ from langchain_disco.endpoints.base import (
     StreamStats,
 )
 from langchain_disco.errors import EndpointError
-from langchain_disco.sim.virtual import Script
+from langchain_disco.sim.virtual import Script, prefix_tokens
 
 
 @dataclass
@@ -61,7 +61,7 @@ class ScriptedEndpoint(Endpoint):
         prefix: str = "",
     ) -> AsyncIterator[StreamItem]:
         loop = asyncio.get_running_loop()
-        done = _tokens_in(self.answer, prefix)
+        done = prefix_tokens(self.answer, prefix)
         call = Call(loop.time() - self.epoch, prefix, params.max_tokens)
         self.calls.append(call)
         opening = self.script.open(self.prompt_tokens + done, call.at)
@@ -89,12 +89,3 @@ class ScriptedEndpoint(Endpoint):
             stats.finish_reason = "stop"
         finally:
             call.closed = True
-
-
-def _tokens_in(answer: Sequence[str], prefix: str) -> int:
-    text, n = "", 0
-    while len(text) < len(prefix):
-        text += answer[n]
-        n += 1
-    assert text == prefix, "a continuation must start at a token boundary"
-    return n

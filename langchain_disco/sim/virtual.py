@@ -130,7 +130,7 @@ class _Clock:
         self.live: list[bool] = []
 
     def start(self, command: StartStream, stats: StreamStats) -> None:
-        done = _prefix_tokens(self.answer, command.prefix)
+        done = prefix_tokens(self.answer, command.prefix)
         context = self.prompt_tokens + done
         opening = self.scripts[command.role].open(context, self.now)
         self.errors.append(opening.error)
@@ -165,7 +165,7 @@ class _Clock:
         return self.heap[0][0] if self.heap else math.inf
 
 
-def _prefix_tokens(answer: Sequence[str], prefix: str) -> int:
+def prefix_tokens(answer: Sequence[str], prefix: str) -> int:
     """How many answer tokens `prefix` is (a continuation starts after them)."""
     if not prefix:
         return 0
