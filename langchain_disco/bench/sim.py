@@ -53,6 +53,7 @@ from langchain_disco.sim import (
     ratio,
     summarize,
 )
+from langchain_disco.sim.queue_bound import QueueBound, hindsight_queue_bound
 from langchain_disco.sim.timeline import MigratedStream
 
 __all__ = [
@@ -85,8 +86,11 @@ class Row:
     Ratios are policy / reference (below 1: lower, i.e. faster). *single* is one endpoint
     alone: of device-only and server-only, among those whose realised share fits the budget,
     the one with the better mean TTFT, its mean and its p99 (NaN when neither fits); *oracle*
-    is the hindsight bound at this budget. The oracle's own row has only its mean and p99 TTFT
-    (each optimised separately; NaN elsewhere).
+    is the hindsight bound: for the mean, the queue-aware bound (`sim.queue_bound`: no
+    first-come-first-served dispatch within the spend this run was allowed has a lower mean
+    TTFT); for the p99, the oracle without device queueing. The oracle's own row has only its
+    mean (the queue-aware bound at the budget's allowance without queueing) and its p99 (NaN
+    elsewhere).
     """
 
     budget: float
@@ -241,13 +245,14 @@ class _Runner:
             self._sims[seed] = sim
         return self._sims[seed]
 
-    def execute(self, task: _Task) -> SimResult | OracleResult:
+    def execute(self, task: _Task) -> _Done:
         resource = self.options.regime_spec.resource
         sim = self.sim(task.seed)
         share = 0.5 if task.budget is None else task.budget
         budget = Budget(share=share, resource=resource)
         if task.policy == ORACLE:
-            return sim.oracle(budget)
+            oracle = sim.oracle(budget)
+            return _Done(oracle, hindsight_queue_bound(sim, budget, oracle.spend_limit))
         # Every run starts from the same knowledge: a fresh copy of the given profiles.
         profiles = copy.deepcopy(self._profiles) if self._profiles is not None else None
         policy = policy_from_name(task.policy, budget, seed=task.seed)
@@ -263,7 +268,22 @@ class _Runner:
         else:
             result = sim.run(policy, budget, profiles=profiles)
         result.winner, result.action = [], []  # not reported; keeps what crosses processes small
-        return result
+        bound = None
+        if self.options.references and task.budget is not None:
+            # The limit for this run: the allowance it was given, with its own ceilings.
+            pairs = zip(result.floor, result.ceiling, strict=True)
+            allowed = sum(budget.allowance(f, c) for f, c in pairs)
+            bound = hindsight_queue_bound(sim, budget, allowed)
+        return _Done(result, bound)
+
+
+@dataclass(frozen=True)
+class _Done:
+    """What one task produced: a replay or the oracle, and the queue-aware bound at the
+    allowance it had (None for a baseline or without references)."""
+
+    result: SimResult | OracleResult
+    bound: QueueBound | None = None
 
 
 _WORKER: _Runner | None = None
@@ -274,7 +294,7 @@ def _init_worker(trace: Trace, options: SimOptions) -> None:
     _WORKER = _Runner(trace, options)
 
 
-def _execute_in_worker(task: _Task) -> SimResult | OracleResult:
+def _execute_in_worker(task: _Task) -> _Done:
     assert _WORKER is not None, "worker not initialised"
     return _WORKER.execute(task)
 
@@ -326,7 +346,7 @@ def run_sim(
             f"{options.requests:,}: all of them were replayed"
         )
     tasks = _tasks(options)
-    results: dict[_Task, SimResult | OracleResult] = {}
+    results: dict[_Task, _Done] = {}
     runner = _Runner(trace, options)
     n_devices = {seed: runner.sim(seed).n_devices for seed in options.seeds}
     if trace.span_s <= 0 and len(trace) > 1:
@@ -376,15 +396,14 @@ def run_sim(
     )
 
 
-def _migrated_example(
-    options: SimOptions, results: dict[_Task, SimResult | OracleResult]
-) -> StreamExample | None:
+def _migrated_example(options: SimOptions, results: dict[_Task, _Done]) -> StreamExample | None:
     """The stream `SimBenchResult.migrated_example` describes."""
     b, seed = options.cdf_at, options.seeds[0]
     for name in options.policies:
         if name == ORACLE:
             continue
-        result = results.get(_Task(seed, name, None if name in BASELINES else b))
+        done = results.get(_Task(seed, name, None if name in BASELINES else b))
+        result = done.result if done is not None else None
         if isinstance(result, SimResult) and result.first_migration is not None:
             return StreamExample(name, seed, b, result.first_migration)
     return None
@@ -452,17 +471,23 @@ def _single_reference(singles: list[RunMetrics], b: float) -> tuple[float, float
 
 
 def _assemble(
-    options: SimOptions, trace: Trace, results: dict[_Task, SimResult | OracleResult]
+    options: SimOptions, trace: Trace, results: dict[_Task, _Done]
 ) -> tuple[list[Row], dict[str, list[float]]]:
     seeds = options.seeds
 
     def runs(policy: str, b: float | None) -> list[SimResult]:
-        out = [results[_Task(s, policy, b)] for s in seeds]
+        out = [results[_Task(s, policy, b)].result for s in seeds]
         return [r for r in out if isinstance(r, SimResult)]
 
     def oracles(b: float) -> list[OracleResult]:
         out = [results.get(_Task(s, ORACLE, b)) for s in seeds]
-        return [r for r in out if isinstance(r, OracleResult)]
+        return [d.result for d in out if d is not None and isinstance(d.result, OracleResult)]
+
+    def bound_mean(policy: str, b: float) -> float:
+        """The queue-aware bound's mean TTFT at this run's allowance, averaged over seeds."""
+        found = [results.get(_Task(s, policy, b)) for s in seeds]
+        means = [d.bound.mean_ttft_s for d in found if d is not None and d.bound is not None]
+        return sum(means) / len(means) if len(means) == len(seeds) else math.nan
 
     pooled: dict[tuple[str, float | None], RunMetrics] = {}
     for task in results:
@@ -474,7 +499,7 @@ def _assemble(
     cdf: dict[str, list[float]] = {}
     for b in options.budgets:
         found = oracles(b)
-        oracle_mean = sum(o.mean_ttft_s for o in found) / len(found) if found else math.nan
+        oracle_mean = bound_mean(ORACLE, b) if found else math.nan
         oracle_p99 = sum(o.p99_ttft_s for o in found) / len(found) if found else math.nan
         singles = [pooled[e, None] for e in ("local", "remote") if (e, None) in pooled]
         single_mean, single_p99 = (
@@ -518,7 +543,9 @@ def _assemble(
                     mean_cost_without_migration_usd=m.mean_cost_without_migration_usd,
                     mean_vs_single=ratio(m.mean_ttft_s, single_mean),
                     p99_vs_single=ratio(m.p99_ttft_s, single_p99),
-                    mean_vs_oracle=ratio(m.mean_ttft_s, oracle_mean),
+                    mean_vs_oracle=ratio(
+                        m.mean_ttft_s, bound_mean(name, b) if key is not None else oracle_mean
+                    ),
                     p99_vs_oracle=ratio(m.p99_ttft_s, oracle_p99),
                 )
             )

@@ -174,7 +174,12 @@ class _Budgeted:
 
 def _smallest_knob(knobs: Sequence[float], shares: Sequence[float], target: float) -> float:
     """The smallest knob whose share is <= target; `shares` falls as the knob grows (it is
-    made monotone with a running minimum, which keeps that answer). Linear in between."""
+    made monotone with a running minimum, which keeps that answer). Linear in between. A
+    target of 0 (or one no knob reaches) gets the knob that spends least, the last of equals:
+    the extreme that never starts the budgeted resource, where the policy has one."""
+    if target <= 0.0:
+        least = min(shares)
+        return knobs[max(i for i, s in enumerate(shares) if s <= least)]
     running: list[float] = []
     for s in shares:
         running.append(min(s, running[-1]) if running else s)
@@ -297,9 +302,9 @@ class LengthThreshold(_Budgeted):
         self._knobs, self._shares = knobs, shares
 
     def threshold(self, share: float) -> float:
-        """L_b for a target share (inf: the server never joins)."""
-        if share <= 0.0:
-            return math.inf
+        """L_b for a target share (inf: the server never joins). A share no knob reaches gets
+        the knob that spends least: on a server budget the server never joining, on a device
+        budget every request raced (the device always starts, so it cannot spend less)."""
         return _smallest_knob(self._knobs, self._shares, share)
 
     def _decide(
@@ -366,9 +371,9 @@ class WaitTime(_Budgeted):
         ]
 
     def wait(self, prompt_tokens: int, share: float) -> float:
-        """The device's wait for a prompt of this length at a target share (inf: never)."""
-        if share <= 0.0:
-            return math.inf
+        """The device's wait for a prompt of this length at a target share (inf: never). A
+        share no wait reaches gets the wait that spends least: on a device budget the device
+        never joining, on a server budget joining at once (the server always starts)."""
         bucket = bisect.bisect_right(self._edges, prompt_tokens)
         return _smallest_knob(self._waits, self._tables[bucket], share)
 
@@ -430,6 +435,7 @@ class Generalized(_Budgeted):
         self._scale = 1.0
         self._ttfts = Reservoir(capacity=2048, seed=11)
         self._tau_s = math.inf
+        self._fill = 0.0
 
     def _candidates(
         self, ctx: DispatchContext, prompt: int, q: float, output: float
@@ -584,7 +590,29 @@ class Generalized(_Budgeted):
                 break
         best = _action_for(ranked[0][0])
         reason = f"min E[TTFT] + mu*spend, mu={mu:.3g}s (share {share:.3f})"
+        if self._fills(share):
+            best = RACE
+            reason = f"spend above what buys expected TTFT goes to racing (share {share:.3f})"
         return best.because(reason, tuple(expected))
+
+    def _fills(self, share: float) -> bool:
+        """Whether this request races to spend what no price buys.
+
+        When racing is nearly free of TTFT value (a server much faster than the device, which
+        almost never wins), even mu = 0 spends only `s_max`, the table's largest share, and the
+        budget would be under-spent however the controller raised its target. The rest is
+        bought with the ceiling's own plan, racing, which is never slower than any other: a
+        fraction p = (share - s_max) / (1 - s_max) of requests race, spread evenly (error
+        diffusion, no randomness), which makes the expected share the target.
+        """
+        s_max = self._mu_shares[-1]
+        if share <= s_max or s_max >= 1.0:
+            return False
+        self._fill += (share - s_max) / (1.0 - s_max)
+        if self._fill >= 1.0:
+            self._fill -= 1.0
+            return True
+        return False
 
 
 def _tie(x: float) -> float:

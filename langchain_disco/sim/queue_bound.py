@@ -1,0 +1,272 @@
+"""The queue-aware hindsight bound on mean TTFT: no first-come-first-served dispatch does better.
+
+The plain oracle (`sim.oracle`) takes every device TTFT without queueing, so on traffic where
+the device queue is a large part of device-only TTFT its mean is far below anything reachable,
+and "x vs oracle" says little about what is left. This bound keeps the simulator's device
+discipline: each device serves the requests sent to it one at a time, in arrival order, busy
+for a request's prefill and decode.
+
+In hindsight every request has two options, the device alone or the server alone (any plan that
+starts both is dominated by its winner alone, which answers as fast and spends no more; with a
+queue, a device run that loses also delays later requests). The problem is then
+
+    minimise  sum of TTFTs   subject to   sum of spend <= spend_limit,
+
+coupled across requests by the budget and, on one device, by its queue. Relaxing the budget with
+a price `lam` per unit of spend separates the devices; on one device, a dynamic programme over
+its requests in arrival order is exact: its state is when the device next becomes free, and a
+state is dropped only when another is free no later at no higher cost (a Pareto front of
+(free at, cost so far), which collapses whenever the device would be idle). For every `lam`,
+
+    D(lam) = sum over devices of min(TTFT + lam * spend) - lam * spend_limit  <=  optimum,
+
+(weak duality), so `mean_ttft_s` = max over the prices tried of D / n is a *lower bound* on the
+mean TTFT of any FCFS dispatch within the spend, however clever. The schedule chosen at the
+lowest price whose spend fits is a real dispatch, so `feasible_mean_ttft_s` is an *upper
+bound* on that optimum; `gap` is how far apart the two are (the duality gap of a knapsack of
+thousands of items: a fraction of a percent). A front larger than `max_front` is relaxed by
+merging its costliest states into an optimistic one (earliest free time, lowest cost): D stays a
+lower bound, and `exact` says whether that ever happened.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from langchain_disco.scheduling.budget import Budget
+from langchain_disco.scheduling.estimates import LOCAL, REMOTE, resolve_action
+
+if TYPE_CHECKING:
+    from langchain_disco.sim.simulator import Simulator
+
+_BISECTION_STEPS = 40
+_MAX_FRONT = 4096
+
+
+@dataclass(frozen=True)
+class QueueBound:
+    """The queue-aware bound on mean TTFT at a total spend (see the module docstring)."""
+
+    mean_ttft_s: float
+    """Lower bound: no FCFS dispatch within `spend_limit` has a lower mean TTFT."""
+    feasible_mean_ttft_s: float
+    """Mean TTFT of a real hindsight dispatch within `spend_limit` (an upper bound on the best)."""
+    spend_limit: float
+    mean_spend: float
+    """Per request, of that feasible dispatch."""
+    exact: bool
+    """No device's front was relaxed: each price's programme was solved exactly."""
+
+    @property
+    def gap(self) -> float:
+        """How much higher the feasible dispatch's mean is than the bound (relative)."""
+        if not self.mean_ttft_s > 0:
+            return math.nan
+        return self.feasible_mean_ttft_s / self.mean_ttft_s - 1.0
+
+
+@dataclass(frozen=True)
+class _Request:
+    arrival_s: float
+    device_ttft_s: float
+    """Prefill (or TTFT) on an idle device."""
+    device_busy_s: float
+    """How long the device is busy with the answer: prefill and decode."""
+    server_ttft_s: float
+    device_spend: float
+    server_spend: float
+
+
+def solve_queue_bound(
+    *,
+    arrival_s: Sequence[float],
+    device: Sequence[int],
+    device_ttft_s: Sequence[float],
+    device_busy_s: Sequence[float],
+    server_ttft_s: Sequence[float],
+    device_spend: Sequence[float],
+    server_spend: Sequence[float],
+    spend_limit: float,
+    max_front: int = _MAX_FRONT,
+) -> QueueBound:
+    """The bound for requests in arrival order; `device[i]` is the device request i queues on,
+    the spends are what each option would spend on the budgeted resource."""
+    n = len(arrival_s)
+    if n == 0:
+        raise ValueError("no requests")
+    columns = (device, device_ttft_s, device_busy_s, server_ttft_s, device_spend, server_spend)
+    if any(len(c) != n for c in columns):
+        raise ValueError("every per-request sequence must have one entry per request")
+    queues: dict[int, list[_Request]] = {}
+    for i in range(n):
+        queues.setdefault(device[i], []).append(
+            _Request(
+                arrival_s[i],
+                device_ttft_s[i],
+                device_busy_s[i],
+                server_ttft_s[i],
+                device_spend[i],
+                server_spend[i],
+            )
+        )
+    solver = _Lagrangian(list(queues.values()), max_front)
+    return solver.solve(spend_limit, n)
+
+
+class _Lagrangian:
+    """Prices spend, solves every device's programme at that price, and searches the price."""
+
+    def __init__(self, queues: list[list[_Request]], max_front: int) -> None:
+        self.queues = queues
+        self.max_front = max_front
+        self.exact = True
+
+    def at(self, lam: float) -> tuple[float, float]:
+        """(sum of TTFTs, sum of spend) of the dispatch minimising TTFT + lam * spend."""
+        ttft = spend = 0.0
+        for queue in self.queues:
+            t, s = self._device(queue, lam)
+            ttft += t
+            spend += s
+        return ttft, spend
+
+    def _device(self, queue: list[_Request], lam: float) -> tuple[float, float]:
+        # Front: (free at, cost so far, TTFT so far, spend so far), free-at ascending with cost
+        # strictly descending: each state is the cheapest way to leave the device free by then.
+        front: list[tuple[float, float, float, float]] = [(-math.inf, 0.0, 0.0, 0.0)]
+        for r in queue:
+            front = self._step(front, r, lam)
+        best = min(front, key=lambda s: (s[1], s[3]))
+        return best[2], best[3]
+
+    def _step(
+        self,
+        front: list[tuple[float, float, float, float]],
+        r: _Request,
+        lam: float,
+    ) -> list[tuple[float, float, float, float]]:
+        a = r.arrival_s
+        # Every state free by the arrival is the same state: keep the cheapest (the last one).
+        idle = [s for s in front if s[0] <= a]
+        busy = [s for s in front if s[0] > a]
+        if idle:
+            _, cost, ttft, spend = idle[-1]
+            busy.insert(0, (a, cost, ttft, spend))
+        server_price = r.server_ttft_s + lam * r.server_spend
+        to_server = [
+            (f, cost + server_price, ttft + r.server_ttft_s, spend + r.server_spend)
+            for f, cost, ttft, spend in busy
+        ]
+        to_device = []
+        for f, cost, ttft, spend in busy:
+            ttft_i = f - a + r.device_ttft_s
+            to_device.append(
+                (
+                    f + r.device_busy_s,
+                    cost + ttft_i + lam * r.device_spend,
+                    ttft + ttft_i,
+                    spend + r.device_spend,
+                )
+            )
+        merged = _pareto(to_server, to_device)
+        if len(merged) > self.max_front:
+            merged = self._relax(merged)
+        return merged
+
+    def _relax(
+        self, front: list[tuple[float, float, float, float]]
+    ) -> list[tuple[float, float, float, float]]:
+        """Keep the first `max_front - 1` states and merge the rest into an optimistic one."""
+        self.exact = False
+        keep = front[: self.max_front - 1]
+        rest = front[self.max_front - 1 :]
+        f = min(s[0] for s in rest)
+        cheapest = min(rest, key=lambda s: s[1])
+        merged = (f, cheapest[1], cheapest[2], cheapest[3])
+        return [*keep, merged]
+
+    def solve(self, spend_limit: float, n: int) -> QueueBound:
+        ttft0, spend0 = self.at(0.0)
+        if spend0 <= spend_limit * (1 + 1e-12):  # the fastest dispatch fits: exact
+            return QueueBound(ttft0 / n, ttft0 / n, spend_limit, spend0 / n, self.exact)
+        lo, hi = 1e-12, 1.0
+        ttft_hi, spend_hi = self.at(hi)
+        dual = max(ttft0 + 0.0 * (spend0 - spend_limit), ttft_hi + hi * (spend_hi - spend_limit))
+        while spend_hi > spend_limit * (1 + 1e-12):
+            lo, hi = hi, hi * 16.0
+            ttft_hi, spend_hi = self.at(hi)
+            dual = max(dual, ttft_hi + hi * (spend_hi - spend_limit))
+            if hi > 1e300:
+                break
+        feasible = (ttft_hi, spend_hi)
+        for _ in range(_BISECTION_STEPS):
+            mid = math.sqrt(lo * hi)
+            ttft_mid, spend_mid = self.at(mid)
+            dual = max(dual, ttft_mid + mid * (spend_mid - spend_limit))
+            if spend_mid > spend_limit * (1 + 1e-12):
+                lo = mid
+            else:
+                hi = mid
+                feasible = (ttft_mid, spend_mid)
+        return QueueBound(dual / n, feasible[0] / n, spend_limit, feasible[1] / n, self.exact)
+
+
+def _pareto(
+    a: list[tuple[float, float, float, float]], b: list[tuple[float, float, float, float]]
+) -> list[tuple[float, float, float, float]]:
+    """Merge two fronts sorted by free time; keep each state cheaper than every earlier one."""
+    out: list[tuple[float, float, float, float]] = []
+    i = j = 0
+    best = math.inf
+    while i < len(a) or j < len(b):
+        if j >= len(b) or (i < len(a) and (a[i][0], a[i][1]) <= (b[j][0], b[j][1])):
+            s = a[i]
+            i += 1
+        else:
+            s = b[j]
+            j += 1
+        if s[1] < best:
+            if out and out[-1][0] == s[0]:
+                out[-1] = s
+            else:
+                out.append(s)
+            best = s[1]
+    return out
+
+
+def hindsight_queue_bound(sim: Simulator, budget: Budget, spend_limit: float) -> QueueBound:
+    """The bound for a simulator's draws: its requests, devices, prefills and server TTFTs,
+    each option's spend on `budget`'s resource, within a total of `spend_limit`."""
+    trace = sim.trace
+    cm = sim.config.cost_model
+    device_spend: list[float] = []
+    server_spend: list[float] = []
+    busy: list[float] = []
+    for i, prompt in enumerate(trace.prompt_tokens):
+        output = trace.output_tokens[i]
+        for plan, out in ((LOCAL, device_spend), (REMOTE, server_spend)):
+            res = resolve_action(
+                plan,
+                server_ttft_s=sim.server_ttft_s[i],
+                local_begin_s=0.0,
+                prefill_s=sim.prefill_s[i],
+                prompt_tokens=prompt,
+                output_tokens=output,
+                cost_model=cm,
+            )
+            out.append(budget.spend(res.cost))
+        # A device answer holds the device from its prefill to its last token.
+        busy.append(sim.prefill_s[i] + max(output - 1, 0) / sim.device_decode_tok_s[i])
+    return solve_queue_bound(
+        arrival_s=trace.arrival_s,
+        device=sim.assignment,
+        device_ttft_s=sim.prefill_s,
+        device_busy_s=busy,
+        server_ttft_s=sim.server_ttft_s,
+        device_spend=device_spend,
+        server_spend=server_spend,
+        spend_limit=spend_limit,
+    )
