@@ -341,6 +341,13 @@ def bench_sim(
             "--no-references runs (and times) only the named policies"
         ),
     ] = True,
+    device_utilisation: Annotated[
+        float,
+        typer.Option(
+            help="how busy sending every request to the device would keep each device; sizes "
+            "the number of devices (higher: fewer devices, longer device queues)"
+        ),
+    ] = 0.3,
     plots: Annotated[bool, typer.Option(help="write PNG plots (needs matplotlib)")] = True,
     jobs: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     out: Annotated[Path, typer.Option(help="folder for the CSV, JSON and PNG results")] = Path(
@@ -375,6 +382,7 @@ def bench_sim(
             migration=migration is SimMigration.cost,
             pace_tok_s=pace_tok_s,
             references=references,
+            device_utilisation=device_utilisation,
         ).validate()
         loaded = sim.load_bench_trace(options.trace, options.requests)
         _check_writable(out)

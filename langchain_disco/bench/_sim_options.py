@@ -15,7 +15,7 @@ from langchain_disco.errors import ConfigError
 from langchain_disco.scheduling import POLICY_NAMES, CostModel, Resource, _data
 from langchain_disco.sim import SimConfig, Simulator, Trace, load_trace
 from langchain_disco.sim.server_csv import looks_like_file, read_server_measurements
-from langchain_disco.sim.simulator import SimDevice
+from langchain_disco.sim.simulator import DEFAULT_DEVICE_ONLY_UTILISATION, SimDevice
 from langchain_disco.sim.trace import BUNDLED_TRACE
 
 ORACLE = "oracle"
@@ -104,6 +104,9 @@ class SimOptions:
     references: bool = True
     """Also run device-only, server-only and the oracle for the ratio columns; False runs only
     the named policies (to time one alone), and the ratios they lack are NaN."""
+    device_utilisation: float = DEFAULT_DEVICE_ONLY_UTILISATION
+    """How busy device-only dispatch would keep each device: sizes the number of devices
+    (`SimConfig.device_only_utilisation`); higher means longer device queues."""
 
     @property
     def regime_spec(self) -> Regime:
@@ -130,6 +133,11 @@ class SimOptions:
             raise ConfigError(f"--regime {self.regime!r}: choose one of {', '.join(REGIMES)}")
         if self.requests < 1:
             raise ConfigError(f"--requests must be at least 1, got {self.requests}")
+        if not 0.0 < self.device_utilisation <= 1.0:
+            raise ConfigError(
+                f"--device-utilisation must be in (0, 1], got {self.device_utilisation:g} "
+                "(0.3: each device 30% busy if every request went to it)"
+            )
         self._check_sweep()
         self._check_devices()
         self._check_delivery()
@@ -233,6 +241,7 @@ class SimOptions:
             prior_server=_label(prior) if prior is not None else None,
             server_pool=truth.pool if truth is not None else None,
             prior_server_pool=mine.pool if mine is not None else None,
+            device_only_utilisation=self.device_utilisation,
         )
 
     def command(self, out: Path | str | None = None, jobs: int = 1) -> str:
@@ -259,6 +268,8 @@ class SimOptions:
             parts.append(f"--cdf-budget {self.cdf_budget:g}")
         if not self.references:
             parts.append("--no-references")
+        if self.device_utilisation != DEFAULT_DEVICE_ONLY_UTILISATION:
+            parts.append(f"--device-utilisation {self.device_utilisation:g}")
         if self.migration:
             parts.append("--migration cost")
         if self.pace_tok_s is not None:

@@ -400,3 +400,51 @@ def test_bench_sim_without_references_runs_only_the_named_policies(tmp_path: Pat
     (row,) = read_csv(out / "results.csv")
     assert row["policy"] == "generalized"
     assert row["mean_vs_oracle"] == row["mean_vs_single"] == ""  # no reference was run
+
+
+def test_bench_sim_device_utilisation_sizes_the_devices_and_is_checked(tmp_path: Path) -> None:
+    from langchain_disco.bench.sim import SimOptions, run_sim
+    from langchain_disco.errors import ConfigError
+
+    def devices(utilisation: float) -> int:
+        options = SimOptions(
+            requests=300,
+            policies=("generalized",),
+            budgets=(0.5,),
+            device_utilisation=utilisation,
+        )
+        return run_sim(options).n_devices[0]
+
+    assert devices(0.9) < devices(0.3)  # the same arrivals on fewer devices: longer queues
+    options = SimOptions(device_utilisation=0.9)
+    assert "--device-utilisation 0.9" in options.command()
+    assert "--device-utilisation" not in SimOptions().command()
+    with pytest.raises(ConfigError, match=r"--device-utilisation must be in \(0, 1\]"):
+        SimOptions(device_utilisation=1.5).validate()
+    code, output = invoke(
+        "bench", "sim", "--requests", "100", "--device-utilisation", "0", "--no-plots",
+        "--out", str(tmp_path / "x"),
+    )  # fmt: skip
+    assert code != 0 and "--device-utilisation must be in (0, 1]" in output
+
+
+def test_bench_sim_mean_vs_oracle_is_against_the_queue_aware_bound(tmp_path: Path) -> None:
+    """Each policy's ratio uses the bound at its own allowance: never below 1 (it is a lower
+    bound on any FCFS dispatch within that spend), and the oracle row's mean is that bound,
+    above the queue-blind oracle's when the device queue is long."""
+    from langchain_disco.bench.sim import SimOptions, run_sim
+
+    options = SimOptions(
+        requests=1500, policies=("generalized", "oracle"), budgets=(0.5,), device_utilisation=0.9
+    )
+    result = run_sim(options)
+    row = result.row("generalized", 0.5)
+    assert row is not None and row.mean_vs_oracle >= 1.0 - 1e-9
+    from langchain_disco.scheduling import Budget
+    from langchain_disco.sim import Simulator, load_trace
+
+    blind = Simulator(load_trace(limit=1500), options.sim_config(0)).oracle(
+        Budget(share=0.5, resource="server")
+    )
+    oracle = result.row("oracle", 0.5)
+    assert oracle is not None and oracle.mean_ttft_s > 1.05 * blind.mean_ttft_s
