@@ -199,8 +199,10 @@ def stress_section(runs: list[Stress]) -> list[str]:
         "*vs bound* is the policy's mean TTFT over the queue-aware hindsight bound at the "
         "spend the run was allowed (`langchain_disco/sim/queue_bound.py`: no first-come-first-"
         "served dispatch within that spend, knowing every draw in advance, has a lower mean); "
-        "*bound gap* is how far the best real hindsight dispatch found is above that bound "
-        "(the bound is exact up to it). (!) marks a realised share more than "
+        "*bound s* is that bound at the budget's allowance without queueing (the oracle's). "
+        "It is exact up to the duality gap between it and the best real hindsight dispatch "
+        "found, which `sim.queue_bound.QueueBound.gap` reports (3e-4 or less on the "
+        "server-constrained runs checked). (!) marks a realised share more than "
         f"{TOLERANCE:.0%} (relative) away from b.",
         "",
     ]
@@ -231,7 +233,47 @@ def stress_section(runs: list[Stress]) -> list[str]:
                     f"{_pct(row.mean_vs_single)} |"
                 )
         lines.append("")
-    return lines
+    return [*lines, *_stress_reading(runs)]
+
+
+def _stress_reading(runs: list[Stress]) -> list[str]:
+    """The issue's targets, judged on the tables above: generalized within 1.15x of the bound
+    at every b >= 0.3 when queue-heavy, and every budgeted policy within 3% of its budget."""
+    worst: list[tuple[float, str, float]] = []
+    off: list[str] = []
+    for run in runs:
+        for row in run.result.rows:
+            if row.policy in _REFERENCES:
+                continue
+            if row.policy == "generalized" and "queue-heavy" in run.label and row.budget >= 0.3:
+                worst.append((row.mean_vs_oracle, run.label, row.budget))
+            if abs(row.realised_share / row.budget - 1) > TOLERANCE:
+                off.append(
+                    f"{row.policy} at b = {row.budget:g} ({run.label}): {row.realised_share:.3f}"
+                )
+    lines = ["### Reading", ""]
+    if worst:
+        over = sorted(w for w in worst if w[0] > 1.15)
+        top = max(worst)
+        lines.append(
+            f"- `generalized` against the queue-aware bound, queue-heavy, b >= 0.3: within "
+            f"1.15x in {len(worst) - len(over)} of {len(worst)} cells; the worst is "
+            f"{top[0]:.3f}x ({top[1]}, b = {top[2]:g}). Where it is above, it is at the low "
+            "budgets, where the bound (which knows every draw and schedules every device's "
+            "queue in hindsight) keeps the device for requests whose server draw is slow and "
+            "the queue short; the policy prices the wait a request will see, not the delay "
+            "it imposes on the requests that queue behind it."
+        )
+    lines.append(
+        "- Budgets off by more than 3%: "
+        + ("; ".join(off) if off else "none")
+        + ". The paper policies' are their floors: the length threshold always starts the "
+        "device and the wait time the server, so out of their regime they cannot spend less "
+        "(on a device budget the length threshold's least is always-race, share about 1; on "
+        "the unified budget each pays its always-started side). The random split sends whole "
+        "answers to the costly side, so its spend is lumpy."
+    )
+    return [*lines, ""]
 
 
 def _slug(label: str) -> str:
@@ -360,8 +402,10 @@ def regime_details(options: SimOptions, result: SimBenchResult) -> list[str]:
         "Ratios are TTFT(policy) / TTFT(reference) - 1 (negative: faster). *single* is one "
         "endpoint alone: of device-only and server-only, among those whose spend fits the "
         "budget, the one with the better mean TTFT (its mean and its p99); *oracle* is "
-        "the hindsight bound (mean-optimal and p99-optimal solved separately, no queueing). "
-        "TBT is the mean gap between tokens; cost is unified USD per request (x 1e-6).",
+        "the hindsight bound: for the mean, the queue-aware bound at the spend the run "
+        "was allowed (FCFS device queues, `sim/queue_bound.py`); for the p99, the oracle "
+        "without queueing. TBT is the mean gap between tokens; cost is unified USD per "
+        "request (x 1e-6).",
         "",
         "| b | policy | realised share | mean TTFT s | p50 s | p90 s | p99 TTFT s | TBT ms | "
         "max stall s | cost µUSD | mean vs random | p99 vs random | mean vs single | "
@@ -542,7 +586,8 @@ READING = """## Reading (how to interpret these numbers)
   by {device_p99}.
 - The length threshold is close to the mean-optimal oracle in the server-constrained regime
   (see *mean vs oracle*): with a predictable device, knowing the server's TTFT in hindsight
-  buys little on average. The oracle's p99 ignores device queueing, so p99 gaps to it are an
+  buys little on average. The mean is compared with the queue-aware bound; the oracle's p99
+  ignores device queueing, so p99 gaps to it are an
   upper bound on what is left.
 - {generalized}
 - TBT and stalls: dispatch alone does not change how the winner streams; TBT is the winner's
@@ -554,8 +599,8 @@ READING = """## Reading (how to interpret these numbers)
   ends): the realised share at b <= 0.2 moves from one simulator seed to the next,
   {spread} (*Budget tracking across seeds*). A single run's
   p99 is the 100th worst of 10,000 TTFTs, so differences of a few percent between policies
-  there are within what another seed moves; the simulator's device queue is FIFO per device
-  and the oracle has no queue.
+  there are within what another seed moves; the simulator's device queue is FIFO per device,
+  and so is the queue-aware bound's (its p99 counterpart has no queue).
 """
 
 
@@ -617,9 +662,8 @@ def render(
         "",
         f"- command: `{command}` (the first of the three scripts `make bench` runs, then "
         "`benchmarks/bench_migration.py` and `benchmarks/bench_live.py`, which write their own "
-        f"sections below); took {wall_s / 60:.1f} min on this machine. The whole `make bench` "
-        "took 9.7 min on a fresh clone here, `.venv` set-up from the pip cache included. Each "
-        "regime below is one `disco bench sim` run; its command is under its heading.",
+        f"sections below); took {wall_s / 60:.1f} min on this machine. Each regime below is "
+        "one `disco bench sim` run; its command is under its heading.",
         f"- machine: {info['cpu']}, {info['cores']} cores, {info['system']}, Python "
         f"{info['python']}; the replay runs on {jobs} worker process(es).",
         f"- trace: first {first.n_requests:,} requests of the bundled Azure LLM inference trace "
