@@ -39,7 +39,7 @@ _EXAMPLES: tuple[tuple[str, str], ...] = (
     ("A week has", "A week has seven days, from Monday to Sunday."),
 )
 _END_OF_SENTENCE = [".", "\n"]
-_SUMMARY = "\n\nIn short, the water cycle"
+_SUMMARY = "\n\nIn short, the water cycle is"
 
 # Prompts of very different lengths: the device's TTFT grows with the prompt (prefill),
 # the server's barely does. That is what the race exploits.
