@@ -124,10 +124,14 @@ class _Lagrangian:
         self.max_front = max_front
         self.exact = True
 
-    def at(self, lam: float) -> tuple[float, float]:
-        """(sum of TTFTs, sum of spend) of the dispatch minimising TTFT + lam * spend."""
+    def at(self, lam: float, *, cheapest: bool = False) -> tuple[float, float]:
+        """(sum of TTFTs, sum of spend) of the dispatch minimising TTFT + lam * spend; with
+        `cheapest`, of the fastest dispatch among those spending least (each request on its
+        cheaper option, both where they spend the same)."""
         ttft = spend = 0.0
         for queue in self.queues:
+            if cheapest:
+                queue = [_cheaper_only(r) for r in queue]
             t, s = self._device(queue, lam)
             ttft += t
             spend += s
@@ -195,15 +199,17 @@ class _Lagrangian:
         lo, hi = 1e-12, 1.0
         ttft_hi, spend_hi = self.at(hi)
         dual = max(ttft0 + 0.0 * (spend0 - spend_limit), ttft_hi + hi * (spend_hi - spend_limit))
-        while spend_hi > spend_limit * (1 + 1e-12):
+        while spend_hi > spend_limit * (1 + 1e-12) and hi < 1e290:
             lo, hi = hi, hi * 16.0
             ttft_hi, spend_hi = self.at(hi)
             dual = max(dual, ttft_hi + hi * (spend_hi - spend_limit))
-            if hi > 1e300:
-                break
         feasible = (ttft_hi, spend_hi)
+        if spend_hi > spend_limit * (1 + 1e-12):
+            # Spend differences too small for any finite price to tell apart: the least
+            # spending dispatch is the only candidate (and fits if anything does).
+            feasible = self.at(0.0, cheapest=True)
         for _ in range(_BISECTION_STEPS):
-            mid = math.sqrt(lo * hi)
+            mid = math.sqrt(lo) * math.sqrt(hi)  # lo * hi may overflow
             ttft_mid, spend_mid = self.at(mid)
             dual = max(dual, ttft_mid + mid * (spend_mid - spend_limit))
             if spend_mid > spend_limit * (1 + 1e-12):
@@ -212,6 +218,19 @@ class _Lagrangian:
                 hi = mid
                 feasible = (ttft_mid, spend_mid)
         return QueueBound(dual / n, feasible[0] / n, spend_limit, feasible[1] / n, self.exact)
+
+
+def _cheaper_only(r: _Request) -> _Request:
+    """`r` with its costlier option made unusable (both kept when they spend the same)."""
+    if r.device_spend < r.server_spend:
+        return _Request(
+            r.arrival_s, r.device_ttft_s, r.device_busy_s, math.inf, r.device_spend, math.inf
+        )
+    if r.server_spend < r.device_spend:
+        return _Request(
+            r.arrival_s, math.inf, r.device_busy_s, r.server_ttft_s, math.inf, r.server_spend
+        )
+    return r
 
 
 def _pareto(

@@ -29,7 +29,7 @@ def _brute(reqs: list[tuple[float, int, float, float, float, float, float]], lim
             else:
                 total += srv
                 spend += ss
-        if spend <= limit * (1 + 1e-12) + 1e-12:
+        if spend <= limit * (1 + 1e-12):  # the tolerance the solver uses
             best = min(best, total)
     return best
 
@@ -100,3 +100,20 @@ def test_queueing_raises_the_bound_above_the_oracle_that_ignores_it():
         bound = hindsight_queue_bound(sim, budget, oracle.spend_limit)
         assert bound.gap < 0.01  # the duality gap is stated and small
         assert lo <= bound.mean_ttft_s / oracle.mean_ttft_s < hi
+
+
+def test_spend_differences_below_any_finite_price_still_give_a_feasible_dispatch():
+    """Found by the property test: a device option spending 3e-307 against a free server,
+    with nothing to spend, needed a price no float holds."""
+    bound = solve_queue_bound(
+        arrival_s=[0.0],
+        device=[0],
+        device_ttft_s=[1.0],
+        device_busy_s=[1.0],
+        server_ttft_s=[2.0],
+        device_spend=[3.0517976077830554e-307],
+        server_spend=[0.0],
+        spend_limit=0.0,
+    )
+    assert bound.feasible_mean_ttft_s == 2.0 and bound.mean_spend == 0.0
+    assert bound.mean_ttft_s <= 2.0
