@@ -66,10 +66,9 @@ def solve_oracle(
     for i in range(n):
 
         def resolve(action: Plan, i: int = i) -> Resolution:
-            return resolve_action(
+            return resolve_idle(
                 action,
                 server_ttft_s=server_ttft_s[i],
-                local_begin_s=0.0,
                 prefill_s=device_ttft_s[i],
                 prompt_tokens=prompt_tokens[i],
                 output_tokens=output_tokens[i],
@@ -95,6 +94,28 @@ def solve_oracle(
         spend_limit=limit,
         mean_spend=spent / n,
         ttft_s=ttft,
+    )
+
+
+def resolve_idle(
+    action: Plan,
+    *,
+    server_ttft_s: float,
+    prefill_s: float,
+    prompt_tokens: int,
+    output_tokens: int,
+    cost_model: CostModel,
+) -> Resolution:
+    """What `action` would do for one request on an idle device, knowing its draws: the
+    hindsight bounds' per-request options."""
+    return resolve_action(
+        action,
+        server_ttft_s=server_ttft_s,
+        local_begin_s=0.0,
+        prefill_s=prefill_s,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        cost_model=cost_model,
     )
 
 

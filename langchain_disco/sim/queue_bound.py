@@ -25,8 +25,9 @@ mean TTFT of any FCFS dispatch within the spend, however clever. The schedule ch
 lowest price whose spend fits is a real dispatch, so `feasible_mean_ttft_s` is an *upper
 bound* on that optimum; `gap` is how far apart the two are (the duality gap of a knapsack of
 thousands of items: a fraction of a percent). A front larger than `max_front` is relaxed by
-merging its costliest states into an optimistic one (earliest free time, lowest cost): D stays a
-lower bound, and `exact` says whether that ever happened.
+merging its latest-free states into an optimistic one (the earliest free time among them, the
+lowest cost): D stays a lower bound, no real dispatch is known (NaN), and `exact` says whether
+that ever happened.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from langchain_disco.scheduling.budget import Budget
-from langchain_disco.scheduling.estimates import LOCAL, REMOTE, resolve_action
+from langchain_disco.scheduling.estimates import LOCAL, REMOTE
+from langchain_disco.sim.oracle import resolve_idle
 
 if TYPE_CHECKING:
     from langchain_disco.sim.simulator import Simulator
@@ -53,10 +55,11 @@ class QueueBound:
     mean_ttft_s: float
     """Lower bound: no FCFS dispatch within `spend_limit` has a lower mean TTFT."""
     feasible_mean_ttft_s: float
-    """Mean TTFT of a real hindsight dispatch within `spend_limit` (an upper bound on the best)."""
+    """Mean TTFT of a real hindsight dispatch within `spend_limit` (an upper bound on the best);
+    NaN when a front was relaxed (`exact` False), since a relaxed state is no real schedule."""
     spend_limit: float
     mean_spend: float
-    """Per request, of that feasible dispatch."""
+    """Per request, of that feasible dispatch (NaN with it)."""
     exact: bool
     """No device's front was relaxed: each price's programme was solved exactly."""
 
@@ -183,22 +186,21 @@ class _Lagrangian:
     def _relax(
         self, front: list[tuple[float, float, float, float]]
     ) -> list[tuple[float, float, float, float]]:
-        """Keep the first `max_front - 1` states and merge the rest into an optimistic one."""
+        """Keep the first `max_front - 1` states and merge the rest into an optimistic one:
+        free as early as the first of them, as cheap as the last (the front is sorted so)."""
         self.exact = False
         keep = front[: self.max_front - 1]
-        rest = front[self.max_front - 1 :]
-        f = min(s[0] for s in rest)
-        cheapest = min(rest, key=lambda s: s[1])
-        merged = (f, cheapest[1], cheapest[2], cheapest[3])
-        return [*keep, merged]
+        first, last = front[self.max_front - 1], front[-1]
+        return [*keep, (first[0], *last[1:])]
 
     def solve(self, spend_limit: float, n: int) -> QueueBound:
         ttft0, spend0 = self.at(0.0)
         if spend0 <= spend_limit * (1 + 1e-12):  # the fastest dispatch fits: exact
-            return QueueBound(ttft0 / n, ttft0 / n, spend_limit, spend0 / n, self.exact)
+            feasible = (ttft0, spend0) if self.exact else (math.nan, math.nan)
+            return QueueBound(ttft0 / n, feasible[0] / n, spend_limit, feasible[1] / n, self.exact)
         lo, hi = 1e-12, 1.0
         ttft_hi, spend_hi = self.at(hi)
-        dual = max(ttft0 + 0.0 * (spend0 - spend_limit), ttft_hi + hi * (spend_hi - spend_limit))
+        dual = max(ttft0, ttft_hi + hi * (spend_hi - spend_limit))  # D(0) and D(1)
         while spend_hi > spend_limit * (1 + 1e-12) and hi < 1e290:
             lo, hi = hi, hi * 16.0
             ttft_hi, spend_hi = self.at(hi)
@@ -217,6 +219,8 @@ class _Lagrangian:
             else:
                 hi = mid
                 feasible = (ttft_mid, spend_mid)
+        if not self.exact:  # a relaxed state is no real schedule
+            feasible = (math.nan, math.nan)
         return QueueBound(dual / n, feasible[0] / n, spend_limit, feasible[1] / n, self.exact)
 
 
@@ -247,11 +251,8 @@ def _pareto(
         else:
             s = b[j]
             j += 1
-        if s[1] < best:
-            if out and out[-1][0] == s[0]:
-                out[-1] = s
-            else:
-                out.append(s)
+        if s[1] < best:  # a later state with the same free time costs more: dropped
+            out.append(s)
             best = s[1]
     return out
 
@@ -267,10 +268,9 @@ def hindsight_queue_bound(sim: Simulator, budget: Budget, spend_limit: float) ->
     for i, prompt in enumerate(trace.prompt_tokens):
         output = trace.output_tokens[i]
         for plan, out in ((LOCAL, device_spend), (REMOTE, server_spend)):
-            res = resolve_action(
+            res = resolve_idle(
                 plan,
                 server_ttft_s=sim.server_ttft_s[i],
-                local_begin_s=0.0,
                 prefill_s=sim.prefill_s[i],
                 prompt_tokens=prompt,
                 output_tokens=output,

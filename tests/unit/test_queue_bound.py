@@ -76,6 +76,35 @@ def test_bound_brackets_the_exact_optimum(raw, fraction):
         assert math.isclose(bound.mean_ttft_s, best, rel_tol=1e-9, abs_tol=1e-9)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_request, min_size=2, max_size=8), st.floats(0, 1))
+def test_a_relaxed_front_is_still_a_lower_bound(raw, fraction):
+    """With a front cut to 2 states the optimistic merge must keep the bound below the exact
+    optimum, and no feasible dispatch is claimed once it happened."""
+    reqs, t = [], 0.0
+    for gap, _, pre, decode, srv, ds, ss in raw:
+        t += gap * 0.01  # bunched arrivals on one device: long fronts
+        reqs.append((t, 0, pre, pre + decode, srv, ds, ss))
+    cheapest = sum(min(r[5], r[6]) for r in reqs)
+    dearest = sum(max(r[5], r[6]) for r in reqs)
+    limit = cheapest + fraction * (dearest - cheapest)
+    columns = list(zip(*reqs, strict=True))
+    bound = solve_queue_bound(
+        arrival_s=columns[0],
+        device=columns[1],
+        device_ttft_s=columns[2],
+        device_busy_s=columns[3],
+        server_ttft_s=columns[4],
+        device_spend=columns[5],
+        server_spend=columns[6],
+        spend_limit=limit,
+        max_front=2,
+    )
+    assert bound.mean_ttft_s <= _brute(reqs, limit) / len(reqs) * (1 + 1e-9) + 1e-9
+    if not bound.exact:
+        assert math.isnan(bound.feasible_mean_ttft_s)
+
+
 def test_with_nothing_to_spend_the_bound_is_the_simulated_device_queue():
     """A server budget of 0 leaves only the device, so the bound must be exactly what the
     simulator's FCFS device queues give device-only dispatch: the two queue models agree."""
