@@ -45,7 +45,11 @@ class Reservoir:
         self._prefix: list[float] = [0.0]
         self._dirty = True
         self._prefix_dirty = True
-        for x in samples:
+        # Until the reservoir is full, `add` only appends (no draw): the same state, in bulk.
+        items = [float(x) for x in samples]
+        self._items = items[:capacity]
+        self.n_seen = len(self._items)
+        for x in items[capacity:]:
             self.add(x)
 
     def add(self, x: float) -> None:

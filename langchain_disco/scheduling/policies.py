@@ -389,6 +389,7 @@ class WaitTime(_Budgeted):
 
 
 _Offsets = tuple[float | None, float | None]
+_Candidate = tuple[_Offsets, float, float, float, tuple[float, float, float]]
 
 
 def _action_for(offsets: _Offsets) -> Plan:
@@ -439,8 +440,9 @@ class Generalized(_Budgeted):
 
     def _candidates(
         self, ctx: DispatchContext, prompt: int, q: float, output: float
-    ) -> list[tuple[_Offsets, float, float, float]]:
-        """(offsets, E[TTFT], E[spend], E[unified USD]) of every candidate action."""
+    ) -> list[_Candidate]:
+        """Every candidate action's offsets, objective TTFT (E[TTFT] plus the tail term), E[spend]
+        and E[unified USD], and its plain (E[TTFT], E[server USD], E[device J])."""
         xs, prefix = ctx.profiles.server.distribution(prompt).view()
         n = len(xs)
         prefill = ctx.profiles.device.predict_ttft_s(prompt)
@@ -460,13 +462,15 @@ class Generalized(_Budgeted):
         tau = self._tau()
         kappa = self.tail_weight / (1.0 - TAIL_LEVEL)
         out = []
+        tail = bool(kappa) and not math.isinf(tau)
         for local_at, remote_at in offsets:
-            ttft, usd, joules = expect(local_at, remote_at, xs, prefix, prefill, q, units)
-            if kappa and not math.isinf(tau):
+            plain = expect(local_at, remote_at, xs, prefix, prefill, q, units)
+            ttft, usd, joules = plain
+            if tail:
                 ttft += kappa * expect_excess(local_at, remote_at, xs, prefix, prefill, q, tau)
             unified = usd + joules * usd_per_j  # CostModel.total, inlined: the hot loop
             spend = usd if resource == "server" else joules if resource == "device" else unified
-            out.append(((local_at, remote_at), ttft, spend, unified))
+            out.append(((local_at, remote_at), ttft, spend, unified, plain))
         return out
 
     def _tau(self) -> float:
@@ -499,7 +503,7 @@ class Generalized(_Budgeted):
         base = 0.0
         for (prompt, q), (floor, _) in zip(sample, bounds, strict=True):
             candidates = self._candidates(ctx, prompt, q, output)
-            points = sorted((spend, ttft) for _, ttft, spend, _ in candidates)
+            points = sorted((c[2], c[1]) for c in candidates)
             hull: list[tuple[float, float]] = []
             for spend, ttft in points:
                 if hull and ttft >= hull[-1][1]:
@@ -571,19 +575,10 @@ class Generalized(_Budgeted):
             scores = [k[0] for k in keyed]
         cm = ctx.cost_model
         expected: list[ActionEstimate] = []
-        for (offsets, _, _, _), score in zip(ranked, scores, strict=True):
+        for (offsets, _, _, _, (ttft, usd, joules)), score in zip(ranked, scores, strict=True):
             action = _action_for(offsets)
             if expected and action.action == expected[0].action:
                 continue
-            local_at, remote_at = offsets
-            ttft, usd, joules = expect(
-                local_at,
-                remote_at,
-                *ctx.profiles.server.distribution(prompt).view(),
-                ctx.profiles.device.predict_ttft_s(prompt),
-                q,
-                unit_costs(cm, prompt, output),
-            )
             cost = cm.total(usd, joules)
             expected.append(ActionEstimate(action.action, ttft, cost, action.starts, score))
             if len(expected) == 2:

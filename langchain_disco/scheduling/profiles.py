@@ -19,6 +19,7 @@ simulator both call it, so both learn the same way.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Iterable
@@ -121,7 +122,7 @@ class DeviceProfile:
         # were measured kept a wrong prior's misfits (clipped at 4.0) forever.
         self._prior_ratios: list[float] = [1.0]
         self._recent: deque[tuple[int, float]] = deque(maxlen=_SPREAD_CAPACITY)
-        self._spread_cache: tuple[int, Reservoir] | None = None
+        self._spread_cache: tuple[int, list[float]] | None = None
         self.n_ttft = 0
         self.n_decode = 0
 
@@ -241,24 +242,33 @@ class DeviceProfile:
         spread: clipped at 4x either way.
         """
         ratios = self._ratios()
-        return [ratios.quantile((i + 0.5) / points) for i in range(points)]
+        n = len(ratios)
+        # Reservoir.quantile's nearest rank, on the sorted ratios.
+        return [ratios[min(max(1, math.ceil((i + 0.5) / points * n - 1e-9)), n) - 1]
+                for i in range(points)]
 
-    def _ratios(self) -> Reservoir:
+    def _ratios(self) -> list[float]:
+        """The sorted ratios `spread` takes its quantiles of, cached until the next TTFT."""
         version = self.n_ttft
         if self._spread_cache is not None and self._spread_cache[0] == version:
             return self._spread_cache[1]
+        # predict_ttft_s inlined (this runs after every device observation, over 256 TTFTs).
+        a, b = self._theta
+        b = max(b, _MIN_SLOPE)
+        lo, hi, least = 1 / _SPREAD_MAX_RATIO, _SPREAD_MAX_RATIO, _SPREAD_MIN_PREDICTED_S
         ratios = []
         for tokens, ttft_s in self._recent:
-            predicted = self.predict_ttft_s(tokens)
-            if predicted >= _SPREAD_MIN_PREDICTED_S:
-                ratios.append(
-                    min(max(ttft_s / predicted, 1 / _SPREAD_MAX_RATIO), _SPREAD_MAX_RATIO)
-                )
+            predicted = a + b * tokens / _KTOK
+            if predicted < _MIN_TTFT_S:
+                predicted = _MIN_TTFT_S
+            if predicted >= least:
+                r = ttft_s / predicted
+                ratios.append(lo if r < lo else hi if r > hi else r)
         if len(ratios) < _SPREAD_MIN_RECENT:
             ratios += self._prior_ratios
-        out = Reservoir(ratios, capacity=len(ratios), seed=3)
-        self._spread_cache = (version, out)
-        return out
+        ratios.sort()
+        self._spread_cache = (version, ratios)
+        return ratios
 
     @classmethod
     def prior(cls, device: str) -> DeviceProfile:
