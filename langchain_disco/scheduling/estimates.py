@@ -156,7 +156,7 @@ def estimate_action(
     if not xs:
         raise ValueError("the server TTFT distribution has no samples")
     units = _unit_costs(cost_model, prompt_tokens, output_tokens)
-    ttft, server_usd, device_j = expect(
+    ttft, server_usd, device_j, _ = expect(
         action.local_at_s, action.remote_at_s, xs, prefix, prefill_s, queue_wait_s, units
     )
     return ActionEstimate(
@@ -179,18 +179,29 @@ def expect(
     prefill_s: float,
     queue_wait_s: float,
     units: tuple[float, float, float, float],
-) -> tuple[float, float, float]:
+    tau_s: float = math.inf,
+) -> tuple[float, float, float, float]:
     """The core of `estimate_action` on a sorted sample `xs` and its prefix sums:
-    (E[TTFT], E[server USD], E[device J]). Hot path of the policies: no allocation."""
+    (E[TTFT], E[server USD], E[device J], E[(TTFT - tau)+]), the last how far the action is
+    expected to land beyond `tau_s` (a tail target; 0 when it is infinite). Hot path of the
+    policies: no allocation, and the tail term reuses the bisections of the mean, by
+    (min(X, d) - tau)+ = min(X, d) - min(X, d, tau).
+    """
     t_d, t_s = local_at_s, remote_at_s
     n = len(xs)
     prefill_s = max(prefill_s, _MIN_PREFILL_S)
     q = max(queue_wait_s, 0.0)
     s_in, s_out, e_pre, e_dec = units
+    tail = tau_s != math.inf
     if t_s is None:  # the device alone
-        return q + prefill_s, 0.0, e_pre + e_dec
+        ttft = q + prefill_s
+        return ttft, 0.0, e_pre + e_dec, max(ttft - tau_s, 0.0) if tail else 0.0
     if t_d is None:  # the server alone
-        return prefix[-1] / n, s_in + s_out, 0.0
+        mean = prefix[-1] / n
+        if not tail:
+            return mean, s_in + s_out, 0.0, 0.0
+        k = bisect_left(xs, tau_s)
+        return mean, s_in + s_out, 0.0, mean - (prefix[k] + tau_s * (n - k)) / n
     if t_s == 0.0:  # server now, device at t_d (a race when t_d == 0)
         begin = t_d if t_d > q else q
         d = begin + prefill_s
@@ -201,61 +212,34 @@ def expect(
         i = bisect_left(xs, begin, 0, k)
         burnt = (prefix[k] - prefix[i] - begin * (k - i)) / n
         device_j = e_pre * burnt / prefill_s + (1.0 - p_server) * (e_pre + e_dec)
-        return ttft, s_in + s_out * p_server, device_j
+        excess = 0.0
+        if tail and tau_s < d:
+            j = bisect_left(xs, tau_s)
+            excess = ttft - (prefix[j] + tau_s * (n - j)) / n
+        return ttft, s_in + s_out * p_server, device_j, excess
     # Device now, server at t_s if the device has not answered by then.
     d = q + prefill_s
     if d <= t_s:
-        return d, 0.0, e_pre + e_dec
+        return d, 0.0, e_pre + e_dec, max(d - tau_s, 0.0) if tail else 0.0
     horizon = d - t_s
     k = bisect_left(xs, horizon)
     p_server = k / n
-    ttft = t_s + (prefix[k] + horizon * (n - k)) / n
+    e_min = (prefix[k] + horizon * (n - k)) / n
+    ttft = t_s + e_min
     # The server wins at t_s + S; the device ran from q until then (if S > q - t_s).
     lo = q - t_s
     i = bisect_left(xs, lo, 0, k) if lo > 0 else 0
     burnt = (prefix[k] - prefix[i] - lo * (k - i)) / n
     device_j = e_pre * burnt / prefill_s + (1.0 - p_server) * (e_pre + e_dec)
-    return ttft, s_in + s_out * p_server, device_j
-
-
-def expect_excess(
-    local_at_s: float | None,
-    remote_at_s: float | None,
-    xs: list[float],
-    prefix: list[float],
-    prefill_s: float,
-    queue_wait_s: float,
-    tau_s: float,
-) -> float:
-    """E[(TTFT - tau)+]: how far the action is expected to land beyond `tau` (a tail target).
-
-    Uses (min(X, d) - tau)+ = min(X, d) - min(X, d, tau), so it costs two `E[min]` lookups.
-    """
-    if math.isinf(tau_s):
-        return 0.0
-    n = len(xs)
-
-    def e_min(x: float) -> float:
-        k = bisect_left(xs, x)
-        return (prefix[k] + x * (n - k)) / n
-
-    t_d, t_s = local_at_s, remote_at_s
-    prefill_s = max(prefill_s, _MIN_PREFILL_S)
-    q = max(queue_wait_s, 0.0)
-    if t_s is None:
-        return max(q + prefill_s - tau_s, 0.0)
-    if t_d is None:
-        return prefix[-1] / n - e_min(tau_s)
-    if t_s == 0.0:
-        d = max(t_d, q) + prefill_s
-        return e_min(d) - e_min(min(d, tau_s))
-    d = q + prefill_s
-    if d <= t_s:
-        return max(d - tau_s, 0.0)
-    horizon = d - t_s
-    if tau_s <= t_s:
-        return t_s - tau_s + e_min(horizon)
-    return e_min(horizon) - e_min(min(horizon, tau_s - t_s))
+    excess = 0.0
+    if tail:
+        if tau_s <= t_s:
+            excess = t_s - tau_s + e_min
+        elif tau_s - t_s < horizon:
+            cut = tau_s - t_s
+            j = bisect_left(xs, cut)
+            excess = e_min - (prefix[j] + cut * (n - j)) / n
+    return ttft, s_in + s_out * p_server, device_j, excess
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,6 @@ from langchain_disco.scheduling.estimates import (
     REMOTE,
     estimate_action,
     expect,
-    expect_excess,
     local_then_remote,
     remote_then_local,
     unit_costs,
@@ -462,12 +461,15 @@ class Generalized(_Budgeted):
         tau = self._tau()
         kappa = self.tail_weight / (1.0 - TAIL_LEVEL)
         out = []
-        tail = bool(kappa) and not math.isinf(tau)
+        if not kappa:
+            tau = math.inf
         for local_at, remote_at in offsets:
-            plain = expect(local_at, remote_at, xs, prefix, prefill, q, units)
-            ttft, usd, joules = plain
-            if tail:
-                ttft += kappa * expect_excess(local_at, remote_at, xs, prefix, prefill, q, tau)
+            ttft, usd, joules, excess = expect(
+                local_at, remote_at, xs, prefix, prefill, q, units, tau
+            )
+            plain = (ttft, usd, joules)
+            if tau != math.inf:
+                ttft += kappa * excess
             unified = usd + joules * usd_per_j  # CostModel.total, inlined: the hot loop
             spend = usd if resource == "server" else joules if resource == "device" else unified
             out.append(((local_at, remote_at), ttft, spend, unified, plain))

@@ -32,7 +32,7 @@ from langchain_disco.scheduling.estimates import (
     RACE,
     REMOTE,
     estimate_action,
-    expect_excess,
+    expect,
     local_then_remote,
     remote_then_local,
     resolve_action,
@@ -130,7 +130,8 @@ def test_estimates_are_the_exact_mean_of_resolved_outcomes(
     assert estimate.cost.server_usd == pytest.approx(sum(o.cost.server_usd for o in outcomes) / n)
     assert estimate.cost.device_j == pytest.approx(sum(o.cost.device_j for o in outcomes) / n)
     xs, prefix = server.view()
-    excess = expect_excess(action.local_at_s, action.remote_at_s, xs, prefix, prefill, queue, tau)
+    units = (0.0, 0.0, 0.0, 0.0)
+    *_, excess = expect(action.local_at_s, action.remote_at_s, xs, prefix, prefill, queue, units, tau)
     assert excess == pytest.approx(sum(max(o.ttft_s - tau, 0) for o in outcomes) / n, abs=1e-9)
 
 
