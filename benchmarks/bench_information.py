@@ -14,9 +14,10 @@ true prefill time, but not the server's draw, priced against the run's spend lik
 relaxation's optimum, which weak duality makes a lower bound for such policies). Device queues
 are left out, so it is run where there is none to speak of (2% device-only utilisation): with
 a queue, a raced device that waits burns less energy than this model charges, and the
-reference is no bound. Where it
-sits close to the clairvoyant bound, `generalized`'s remaining distance is policy error (what
-it learns and how it prices), not what it cannot know.
+reference is no bound. Where it sits close to the clairvoyant bound, knowing the server's draws
+is worth little, and what is left to `generalized` is policy error or the one thing both
+references still know: each request's answer length (what a server answer costs), which no
+policy knows in advance.
 """
 
 from __future__ import annotations
@@ -154,7 +155,10 @@ def section(rows: list[_Row], command: str) -> str:
         f"{UTILISATION:.0%} device utilisation) against two references at the spend each run "
         "was allowed: the *clairvoyant* queue-aware bound (knows every server draw) and the "
         "*non-anticipating* one (knows the server's true distribution and the device's time, "
-        "not the draw; no queue). Where the two sit together, what is left is policy error.",
+        "not the draw; no queue). Where the two sit together, knowing the draws is worth "
+        "little, and what is left is policy error or what both still know: each request's "
+        "answer length, which sets what a server answer costs and which no policy knows in "
+        "advance.",
         "",
         "| regime | budget | generalized mean TTFT (s) | non-anticipating bound | clairvoyant "
         "bound | x non-anticipating | x clairvoyant | realised share | server draws' luck (s) |",
