@@ -398,3 +398,42 @@ def test_a_wrong_prior_leaves_no_misfit_in_the_spread() -> None:
         device.observe(prompt, (0.5 + prompt / 30) * rng.uniform(0.9, 1.1))
     spread = device.spread()
     assert min(spread) > 0.85 and max(spread) < 1.15, spread
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 8000), st.floats(1e-3, 120.0), st.booleans()),
+        min_size=0,
+        max_size=300,
+    ),
+    st.sampled_from([4, 8, 16]),
+    st.booleans(),
+)
+def test_device_spread_is_the_quantiles_of_ratios_to_the_current_line(
+    observations: list[tuple[int, float, bool]], points: int, fast: bool
+) -> None:
+    """The spread, computed inline and cached for speed, is its definition: nearest-rank
+    quantiles of the recent unselected TTFTs' ratios to the line as it is now (predictions under
+    10 ms left out, clipped at 4x either way), the prior's ratios joining while fewer than 16."""
+    device = (
+        DeviceProfile("fast", overhead_s=0.0, prefill_tok_s=50_000.0, decode_tok_s=100.0)
+        if fast  # predictions of a few ms for short prompts: some below the 10 ms cut
+        else DeviceProfile.prior("Galaxy S25")
+    )
+    recent: list[tuple[int, float]] = []
+    for prompt, seconds, selected in observations:
+        ttft = seconds / 600 if fast else seconds
+        device.observe(prompt, ttft, selected=selected)
+        if not selected:
+            recent = [*recent, (prompt, ttft)][-256:]
+        ratios = [
+            min(max(t / device.predict_ttft_s(p), 0.25), 4.0)
+            for p, t in recent
+            if device.predict_ttft_s(p) >= 0.01
+        ]
+        if len(ratios) < 16:
+            ratios += device.to_dict()["spread_prior"]
+        reference = Reservoir(ratios, capacity=len(ratios))
+        expected = [reference.quantile((i + 0.5) / points) for i in range(points)]
+        assert device.spread(points) == expected
