@@ -244,8 +244,10 @@ class DeviceProfile:
         ratios = self._ratios()
         n = len(ratios)
         # Reservoir.quantile's nearest rank, on the sorted ratios.
-        return [ratios[min(max(1, math.ceil((i + 0.5) / points * n - 1e-9)), n) - 1]
-                for i in range(points)]
+        return [
+            ratios[min(max(1, math.ceil((i + 0.5) / points * n - 1e-9)), n) - 1]
+            for i in range(points)
+        ]
 
     def _ratios(self) -> list[float]:
         """The sorted ratios `spread` takes its quantiles of, cached until the next TTFT."""

@@ -131,7 +131,9 @@ def test_estimates_are_the_exact_mean_of_resolved_outcomes(
     assert estimate.cost.device_j == pytest.approx(sum(o.cost.device_j for o in outcomes) / n)
     xs, prefix = server.view()
     units = (0.0, 0.0, 0.0, 0.0)
-    *_, excess = expect(action.local_at_s, action.remote_at_s, xs, prefix, prefill, queue, units, tau)
+    *_, excess = expect(
+        action.local_at_s, action.remote_at_s, xs, prefix, prefill, queue, units, tau
+    )
     assert excess == pytest.approx(sum(max(o.ttft_s - tau, 0) for o in outcomes) / n, abs=1e-9)
 
 
