@@ -5,6 +5,7 @@ What each one measures, and why: docs/concepts.md (Metrics; billing in "What is 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -151,32 +152,33 @@ class RequestReport:
         endpoints = []
         # A migration or failover target's first token is a continuation's, not a dispatch
         # TTFT: it must not be learned as one (a raced-then-cancelled device would look slow).
-        taken_over = {e["to"] for e in self.events if e.get("event") in ("migration", "failover")}
+        taken_over: Collection[str] = (
+            {e["to"] for e in self.events if e.get("event") in ("migration", "failover")}
+            if self.events
+            else ()
+        )
+        planned = plan.endpoints
+        delivered = 0
         for role, run in self.endpoints.items():
-            if run.started_s is None or role not in plan.endpoints:
+            delivered += run.delivered_chunks
+            if run.started_s is None or role not in planned:
                 continue
             first_token_s = None if role in taken_over else run.first_token_s
             endpoints.append(
-                EndpointOutcome(
-                    endpoint=role,
-                    started_s=run.started_s,
-                    first_token_s=first_token_s,
-                    ended_s=run.ended_s,
-                    queue_wait_s=run.queue_wait_s,
-                    input_tokens=run.input_tokens,
-                    output_tokens=run.output_tokens,
-                    decode_tok_s=_decode_tok_s(run, first_token_s),
-                    failed=run.outcome == "failed",
+                EndpointOutcome.of(
+                    role,
+                    run.started_s,
+                    first_token_s,
+                    run.ended_s,
+                    run.queue_wait_s,
+                    run.input_tokens,
+                    run.output_tokens,
+                    _decode_tok_s(run, first_token_s),
+                    run.outcome == "failed",
                 )
             )
-        return RequestOutcome(
-            request=request,
-            plan=plan,
-            endpoints=tuple(endpoints),
-            winner=self.winner,
-            ttft_s=self.ttft_s,
-            output_tokens=sum(r.delivered_chunks for r in self.endpoints.values()),
-            cost=self.cost,
+        return RequestOutcome.of(
+            request, plan, tuple(endpoints), self.winner, self.ttft_s, delivered, self.cost
         )
 
     def to_dict(self) -> dict[str, Any]:

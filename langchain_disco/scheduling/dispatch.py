@@ -16,9 +16,18 @@ The budgeted policies live in `policies.py`; this module holds the seam and the 
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    Protocol,
+    TypeVar,
+    overload,
+    runtime_checkable,
+)
 
 from langchain_disco.scheduling.cost import Cost, CostModel
 from langchain_disco.scheduling.roles import Role
@@ -43,6 +52,27 @@ class RequestFeatures:
     expected_output_tokens: float | None = None
     """Predicted answer length; `None` lets a policy ask the output-length profile."""
 
+    @classmethod
+    def of(
+        cls,
+        prompt_tokens: int,
+        max_tokens: int | None,
+        local_queue: int,
+        local_queue_wait_s: float,
+        expected_output_tokens: float | None = None,
+    ) -> RequestFeatures:
+        """The same as the constructor, faster (see `_frozen`): for a replay's every request."""
+        return _frozen(
+            cls,
+            {
+                "prompt_tokens": prompt_tokens,
+                "max_tokens": max_tokens,
+                "local_queue": local_queue,
+                "local_queue_wait_s": local_queue_wait_s,
+                "expected_output_tokens": expected_output_tokens,
+            },
+        )
+
 
 @dataclass(frozen=True)
 class Start:
@@ -62,6 +92,35 @@ class ActionEstimate:
     starts: tuple[Start, ...] = ()
     score: float | None = None
     """The policy's objective (lower is better), when it ranks actions by one."""
+
+
+_T = TypeVar("_T")
+
+
+class _derived(Generic[_T]):
+    """A figure derived from a frozen plan's fields, kept in the instance (as
+    `functools.cached_property` does, without its lock). `Plan.__post_init__` sets them all;
+    this computes one for an instance built without it (e.g. unpickled from an older copy)."""
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _derived[_T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> _T | _derived[_T]:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
 
 
 @dataclass(frozen=True)
@@ -85,28 +144,56 @@ class Plan:
             raise ValueError(f"a plan starts each endpoint at most once, got {roles}")
         if any(s.at_s < 0 for s in self.starts):
             raise ValueError("start offsets must be >= 0")
+        # The derived figures, while the starts are at hand (each endpoint starts once).
+        local_at_s = remote_at_s = None
+        for start in self.starts:
+            if start.endpoint == "local":
+                local_at_s = start.at_s
+            elif start.endpoint == "remote":
+                remote_at_s = start.at_s
+        derived = self.__dict__
+        derived["endpoints"] = tuple(roles)
+        derived["local_at_s"] = local_at_s
+        derived["remote_at_s"] = remote_at_s
 
-    @property
+    @_derived
     def endpoints(self) -> tuple[Role, ...]:
+        """The endpoints the plan starts, in start order."""
         return tuple(s.endpoint for s in self.starts)
+
+    def _offset(self, endpoint: Role) -> float | None:
+        return next((s.at_s for s in self.starts if s.endpoint == endpoint), None)
 
     def offset(self, endpoint: Role) -> float | None:
         """When `endpoint` is planned to start (`None`: never)."""
-        return next((s.at_s for s in self.starts if s.endpoint == endpoint), None)
+        if endpoint == "local":
+            return self.local_at_s
+        if endpoint == "remote":
+            return self.remote_at_s
+        return self._offset(endpoint)
 
-    @functools.cached_property
+    @_derived
     def local_at_s(self) -> float | None:
         """When the device starts, in seconds after arrival (`None`: it never starts)."""
-        return self.offset("local")
+        return self._offset("local")
 
-    @functools.cached_property
+    @_derived
     def remote_at_s(self) -> float | None:
         """When the server starts, in seconds after arrival (`None`: it never starts)."""
-        return self.offset("remote")
+        return self._offset("remote")
 
     def because(self, reason: str, expected: tuple[ActionEstimate, ...] = ()) -> Plan:
         """This plan, chosen for `reason` (with the estimates behind the choice)."""
-        return replace(self, reason=reason, expected=expected)
+        if type(self) is not Plan:
+            return replace(self, reason=reason, expected=expected)
+        # `replace` without re-checking the starts this plan was built (and checked) with; the
+        # figures derived from them come along.
+        plan = object.__new__(Plan)
+        state = plan.__dict__
+        state.update(self.__dict__)
+        state["reason"] = reason
+        state["expected"] = expected
+        return plan
 
     @classmethod
     def at(cls, action: str, local_at_s: float | None, remote_at_s: float | None) -> Plan:
@@ -143,6 +230,35 @@ class EndpointOutcome:
     decode_tok_s: float | None = None
     failed: bool = False
 
+    @classmethod
+    def of(
+        cls,
+        endpoint: Role,
+        started_s: float,
+        first_token_s: float | None,
+        ended_s: float | None,
+        queue_wait_s: float,
+        input_tokens: int,
+        output_tokens: int,
+        decode_tok_s: float | None,
+        failed: bool,
+    ) -> EndpointOutcome:
+        """The same as the constructor, faster (see `_frozen`)."""
+        return _frozen(
+            cls,
+            {
+                "endpoint": endpoint,
+                "started_s": started_s,
+                "first_token_s": first_token_s,
+                "ended_s": ended_s,
+                "queue_wait_s": queue_wait_s,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "decode_tok_s": decode_tok_s,
+                "failed": failed,
+            },
+        )
+
 
 @dataclass(frozen=True)
 class RequestOutcome:
@@ -160,6 +276,61 @@ class RequestOutcome:
     chosen: Plan | None = None
     """The policy's own plan object, when the engine executed another (an endpoint that could
     not serve the request was dropped): the key its spend accounting committed under."""
+
+    @classmethod
+    def of(
+        cls,
+        request: RequestFeatures,
+        plan: Plan,
+        endpoints: tuple[EndpointOutcome, ...],
+        winner: Role | None,
+        ttft_s: float | None,
+        output_tokens: int,
+        cost: Cost,
+        chosen: Plan | None = None,
+    ) -> RequestOutcome:
+        """The same as the constructor, faster (see `_frozen`)."""
+        return _frozen(
+            cls,
+            {
+                "request": request,
+                "plan": plan,
+                "endpoints": endpoints,
+                "winner": winner,
+                "ttft_s": ttft_s,
+                "output_tokens": output_tokens,
+                "cost": cost,
+                "chosen": chosen,
+            },
+        )
+
+
+_F = TypeVar("_F")
+
+
+def _frozen(cls: type[_F], state: dict[str, Any]) -> _F:
+    """The instance of frozen dataclass `cls` whose fields are `state` (all of them, in field
+    order): what its `__init__` builds, without one `object.__setattr__` per field. For the
+    records built per request (`of`), whose classes have no `__post_init__`."""
+    obj = object.__new__(cls)
+    object.__setattr__(obj, "__dict__", state)
+    return obj
+
+
+def _check_of(example: object) -> None:
+    """Fail at import if an `of` no longer sets exactly its class's fields, in order."""
+    names = tuple(f.name for f in fields(type(example)))  # type: ignore[arg-type]
+    if tuple(vars(example)) != names:
+        raise TypeError(f"{type(example).__name__}.of must set the fields {names}")
+
+
+_check_of(RequestFeatures.of(0, None, 0, 0.0))
+_check_of(EndpointOutcome.of("local", 0.0, None, None, 0.0, 0, 0, None, False))
+_check_of(
+    RequestOutcome.of(
+        RequestFeatures(0), Plan((Start("local"),), "local"), (), None, None, 0, Cost()
+    )
+)
 
 
 @runtime_checkable

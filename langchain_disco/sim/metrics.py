@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -12,24 +12,70 @@ def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in [0, 100]): the smallest value with >= q% at or below it."""
     if not values:
         return math.nan
-    ordered = sorted(values)
+    return _nearest_rank(sorted(values), q)
+
+
+def _nearest_rank(ordered: Sequence[float], q: float) -> float:
+    """`percentile` of values already sorted (not empty)."""
     rank = max(1, math.ceil(q / 100.0 * len(ordered) - 1e-9))
     return ordered[min(rank, len(ordered)) - 1]
 
 
 def weighted_percentile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
     """Nearest-rank percentile where each value counts `weight` times (e.g. TBT gaps)."""
-    pairs = sorted((v, w) for v, w in zip(values, weights, strict=True) if w > 0)
-    total = sum(w for _, w in pairs)
+    return _weighted_percentile(lambda: zip(values, weights, strict=True), q)
+
+
+_EXACT_TOTAL = 2**53
+"""Below this, a float adds integer weights exactly, in any grouping."""
+
+
+def _weighted_percentile(pairs: Callable[[], Iterable[tuple[float, float]]], q: float) -> float:
+    """`weighted_percentile` of the (value, weight) pairs `pairs()` iterates (afresh per call).
+
+    Integer weights of nonzero float values (gap counts) are summed per distinct value first:
+    the same answer as sorting every pair (the running total is exact at each value's end, and
+    the value crossing the target is the same), in memory for the distinct values only.
+    """
+    totals = _weight_totals(pairs())
+    if totals is None:
+        ordered = sorted((v, w) for v, w in pairs() if w > 0)
+        total = sum(w for _, w in ordered)
+        if not total:
+            return math.nan
+        target = q / 100.0 * total - 1e-9
+        seen = 0.0
+        for v, w in ordered:
+            seen += w
+            if seen >= target:
+                return v
+        return ordered[-1][0]
+    total = sum(totals.values())
     if not total:
         return math.nan
     target = q / 100.0 * total - 1e-9
     seen = 0.0
-    for v, w in pairs:
-        seen += w
+    for v in sorted(totals):
+        seen += totals[v]
         if seen >= target:
             return v
-    return pairs[-1][0]
+    return max(totals)
+
+
+def _weight_totals(pairs: Iterable[tuple[float, float]]) -> dict[float, int] | None:
+    """The positive integer weight of each distinct value; None unless every weighted value is
+    a nonzero, non-NaN float (0.0 and -0.0 are equal keys but distinct answers) with an
+    integer weight, and the total is exact as a float."""
+    totals: dict[float, int] = {}
+    get = totals.get
+    for v, w in pairs:
+        if w > 0:
+            if type(w) is not int or type(v) is not float or not v or v != v:
+                return None
+            totals[v] = get(v, 0) + w
+    if sum(totals.values()) >= _EXACT_TOTAL:
+        return None
+    return totals
 
 
 @dataclass(frozen=True)
@@ -93,25 +139,33 @@ def summarize(
     n = len(ttft_s)
     headroom = sum(ceiling) - sum(floor)
     if tbt_runs is None:
-        gaps = [max(o - 1, 0) for o in output_tokens]
+        # Each request's gaps, counted afresh per pass rather than kept (a list per request).
+        def gap_counts() -> Iterator[int]:
+            return (max(o - 1, 0) for o in output_tokens)
+
         values: Sequence[float] = tbt_s
     else:
         values = [gap for runs in tbt_runs for gap, _ in runs]
-        gaps = [count for runs in tbt_runs for _, count in runs]
-    n_gaps = sum(gaps)
+        counts = [count for runs in tbt_runs for _, count in runs]
+
+        def gap_counts() -> Iterator[int]:
+            return iter(counts)
+
+    n_gaps = sum(gap_counts())
     base = unified_usd if cost_without_migration_usd is None else cost_without_migration_usd
     stalls = stall_added_s or [0.0]
+    ordered_ttft = sorted(ttft_s) if ttft_s else ()
     return RunMetrics(
         n=n,
         mean_ttft_s=sum(ttft_s) / n if n else math.nan,
-        p50_ttft_s=percentile(ttft_s, 50),
-        p90_ttft_s=percentile(ttft_s, 90),
-        p99_ttft_s=percentile(ttft_s, 99),
-        mean_tbt_s=sum(t * g for t, g in zip(values, gaps, strict=True)) / n_gaps
+        p50_ttft_s=_nearest_rank(ordered_ttft, 50) if ordered_ttft else math.nan,
+        p90_ttft_s=_nearest_rank(ordered_ttft, 90) if ordered_ttft else math.nan,
+        p99_ttft_s=_nearest_rank(ordered_ttft, 99) if ordered_ttft else math.nan,
+        mean_tbt_s=sum(t * g for t, g in zip(values, gap_counts(), strict=True)) / n_gaps
         if n_gaps
         else math.nan,
-        p99_tbt_s=weighted_percentile(values, gaps, 99),
-        max_stall_s=max((t for t, g in zip(values, gaps, strict=True) if g), default=0.0),
+        p99_tbt_s=_weighted_percentile(lambda: zip(values, gap_counts(), strict=True), 99),
+        max_stall_s=max((t for t, g in zip(values, gap_counts(), strict=True) if g), default=0.0),
         mean_cost_usd=sum(unified_usd) / n if n else math.nan,
         mean_server_usd=sum(server_usd) / n if n else math.nan,
         mean_device_j=sum(device_j) / n if n else math.nan,

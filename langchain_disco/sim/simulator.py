@@ -45,12 +45,13 @@ and `max_tokens` (the answer cap the policies are told, as live requests tell th
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from langchain_disco.report import EndpointRun, RequestReport
 from langchain_disco.scheduling import _data
@@ -93,6 +94,8 @@ from langchain_disco.sim.trace import Trace
 from langchain_disco.sim.virtual import Opening
 
 DEFAULT_DEVICE_ONLY_UTILISATION = 0.3
+_CACHE_SIZE = 1 << 16
+"""Entries a replay keeps of the figures requests share (floors, gap runs)."""
 
 
 @dataclass(frozen=True)
@@ -275,34 +278,65 @@ class Simulator:
         if replay is not None and len(replay) != n:
             raise ValueError(f"server_replay has {len(replay)} entries for {n} requests")
         rng = random.Random(config.seed)
+        draw = rng.randrange
+        device = self.device
+        ratios, decodes = device.ratios, device.decode_tok_s
+        n_samples, n_rows = len(samples), len(ratios)
+        self._samples = samples
         self.server_ttft_s: list[float] = []
         self.server_gap_s: list[float] = []
         self.prefill_s: list[float] = []
         self.device_decode_tok_s: list[float] = []
+        server_ttft, server_gap = self.server_ttft_s.append, self.server_gap_s.append
+        prefill, decode = self.prefill_s.append, self.device_decode_tok_s.append
+        prefill_of: dict[tuple[int, int], float] = {}
+        """Prefill by (prompt tokens, measured row): one float per pair a tiled trace repeats."""
         for i, prompt in enumerate(trace.prompt_tokens):
-            ttft_s, gap_s = samples[rng.randrange(len(samples))]
+            ttft_s, gap_s = samples[draw(n_samples)]
             seen = replay[i] if replay is not None else None
             if seen is not None:
                 ttft_s, gap_s = seen
-            self.server_ttft_s.append(ttft_s)
-            self.server_gap_s.append(gap_s)
-            j = rng.randrange(len(self.device.ratios))
-            self.prefill_s.append(self.device.mean_prefill_s(prompt) * self.device.ratios[j])
-            self.device_decode_tok_s.append(self.device.decode_tok_s[j])
-        # A migrated request's server continuation: one more measured request, from its own
-        # stream so that the draws above stay what they were before migration was modelled.
-        more = random.Random(f"disco-sim-continuation-{config.seed}")
-        self.continuation_ttft_s: list[float] = []
-        self.continuation_gap_s: list[float] = []
-        for _ in range(n):
-            ttft_s, gap_s = samples[more.randrange(len(samples))]
-            self.continuation_ttft_s.append(ttft_s)
-            self.continuation_gap_s.append(gap_s)
+            server_ttft(ttft_s)
+            server_gap(gap_s)
+            j = draw(n_rows)
+            key = (prompt, j)
+            prefill_s = prefill_of.get(key)
+            if prefill_s is None:
+                prefill_s = device.mean_prefill_s(prompt) * ratios[j]
+                if len(prefill_of) < _CACHE_SIZE:
+                    prefill_of[key] = prefill_s
+            prefill(prefill_s)
+            decode(decodes[j])
         self.n_devices = config.n_devices or self._auto_devices()
         if config.assignment == "random":
             self.assignment = [rng.randrange(self.n_devices) for _ in range(n)]
         else:
             self.assignment = [i % self.n_devices for i in range(n)]
+
+    @functools.cached_property
+    def _continuations(self) -> tuple[list[float], list[float]]:
+        """A migrated request's server continuation: one more measured request, from its own
+        stream so that the draws above stay what they were before migration was modelled
+        (drawn when first asked for: only a replay that can migrate needs them)."""
+        samples = self._samples
+        draw = random.Random(f"disco-sim-continuation-{self.config.seed}").randrange
+        ttfts: list[float] = []
+        gaps: list[float] = []
+        for _ in range(len(self.trace)):
+            ttft_s, gap_s = samples[draw(len(samples))]
+            ttfts.append(ttft_s)
+            gaps.append(gap_s)
+        return ttfts, gaps
+
+    @functools.cached_property
+    def continuation_ttft_s(self) -> list[float]:
+        """Per request, the TTFT of its server continuation (see `_continuations`)."""
+        return self._continuations[0]
+
+    @functools.cached_property
+    def continuation_gap_s(self) -> list[float]:
+        """Per request, the inter-token gap of its server continuation."""
+        return self._continuations[1]
 
     def _auto_devices(self) -> int:
         trace = self.trace
@@ -373,8 +407,29 @@ def _server_pool(config: SimConfig) -> list[tuple[float, float]]:
     return [(row.ttft_s, row.inter_token_s) for row in samples]
 
 
-@dataclass(frozen=True)
-class _Answer:
+def _sharer() -> Callable[[float], float]:
+    """A function returning one object per float value: the per-request figures recur (a
+    tiled trace repeats its requests, server times are drawn from measured ones), and a
+    million-request result keeps one list entry, not one float object, per request. Zeros (0.0
+    equals -0.0) and anything but a float are returned as they are; at most `_CACHE_SIZE`
+    values are kept, so values that never recur cost a bounded table."""
+    seen: dict[float, float] = {}
+    known = seen.get
+
+    def share(x: float) -> float:
+        if type(x) is not float or not x:
+            return x
+        y = known(x)
+        if y is None:
+            if len(seen) < _CACHE_SIZE:
+                seen[x] = x
+            return x
+        return y
+
+    return share
+
+
+class _Answer(NamedTuple):
     """When the answer and its winner's stream end, and what the request cost."""
 
     done: float
@@ -445,56 +500,79 @@ class _TraceReplay:
         self.remote_tokens = [0] * n
         self.cost_without = [0.0] * n
         self.tbt_runs: list[tuple[GapRun, ...]] = [()] * n
+        self.shared_runs: dict[tuple[GapRun, ...], tuple[GapRun, ...]] = {}
+        self.share = {
+            name: _sharer()
+            for name in ("ttft", "server_usd", "device_j", "unified", "spend", "ceiling")
+        }
+        """Per result list, one object per recurring value (see `_sharer`)."""
+        self.device_gap: dict[float, float] = {}
+        """1 / decode rate, per measured rate (the gap of a device answer)."""
         self.first_migration: MigratedStream | None = None
 
     def execute(self) -> SimResult:
         sim, trace = self.sim, self.sim.trace
-        cm = sim.config.cost_model
+        cfg = sim.config
+        cm = cfg.cost_model
         budget = self.budget
+        arrivals, prompts, outputs = trace.arrival_s, trace.prompt_tokens, trace.output_tokens
+        assignment, server_ttft, prefill = sim.assignment, sim.server_ttft_s, sim.prefill_s
+        max_tokens, interruptible = cfg.max_tokens, cfg.device_prefill_interruptible
+        pending, feedback, devices, free_at = self.pending, self.feedback, self.jobs, self.free_at
+        profiles, policy, ctx = self.profiles, self.policy, self.ctx
+        floors, ceilings, share_ceiling = self.floor, self.ceiling, self.share["ceiling"]
+        floor_of: dict[tuple[int, int], float] = {}
+        """Floors by (prompt, answer) tokens: a tiled trace repeats them (bounded, for one that
+        does not)."""
+        heappop, heappush, finish, hedge = heapq.heappop, heapq.heappush, self._finish, self._hedge
         for i in range(len(trace)):
-            t = trace.arrival_s[i]
-            while self.pending and self.pending[0][0] <= t:
-                self._hedge(heapq.heappop(self.pending))
-            while self.feedback and self.feedback[0][0] <= t:
-                outcome = heapq.heappop(self.feedback)[2]
-                self.profiles.observe(outcome)
-                self.policy.observe(outcome)
-            k = sim.assignment[i]
-            jobs = [job for job in self.jobs[k] if job.leave > t]
-            self.jobs[k] = jobs
-            prompt, o = trace.prompt_tokens[i], trace.output_tokens[i]
-            features = RequestFeatures(
-                prompt_tokens=prompt,
-                max_tokens=sim.config.max_tokens,
-                local_queue=len(jobs),
-                local_queue_wait_s=predict_queue_wait_s(
-                    (job.state(t) for job in jobs),
-                    self.profiles.device,
-                    self.profiles.output_lengths,
-                ),
-            )
-            plan = self.policy.plan(features, self.ctx)
-            queue_s = max(self.free_at[k] - t, 0.0)
+            t = arrivals[i]
+            while pending and pending[0][0] <= t:
+                hedge(heappop(pending))
+            while feedback and feedback[0][0] <= t:
+                outcome = heappop(feedback)[2]
+                profiles.observe(outcome)
+                policy.observe(outcome)
+            k = assignment[i]
+            jobs = devices[k]
+            wait_s = 0.0  # what `predict_queue_wait_s` says of an empty device
+            if jobs:
+                jobs = [job for job in jobs if job.leave > t]
+                devices[k] = jobs
+                if jobs:
+                    wait_s = predict_queue_wait_s(
+                        (job.state(t) for job in jobs), profiles.device, profiles.output_lengths
+                    )
+            prompt, o = prompts[i], outputs[i]
+            features = RequestFeatures.of(prompt, max_tokens, len(jobs), wait_s)
+            plan = policy.plan(features, ctx)
+            queue_s = max(free_at[k] - t, 0.0)
             if budget is not None:
                 race = resolve_action(
                     RACE,
-                    server_ttft_s=sim.server_ttft_s[i],
+                    server_ttft_s=server_ttft[i],
                     local_begin_s=queue_s,
-                    prefill_s=sim.prefill_s[i],
+                    prefill_s=prefill[i],
                     prompt_tokens=prompt,
                     output_tokens=o,
                     cost_model=cm,
-                    prefill_interruptible=sim.config.device_prefill_interruptible,
+                    prefill_interruptible=interruptible,
                 )
-                self.floor[i] = budget.floor(prompt, o, cm)
-                self.ceiling[i] = max(budget.spend(race.cost), self.floor[i])
+                key = (prompt, o)
+                floor = floor_of.get(key)
+                if floor is None:
+                    floor = budget.floor(prompt, o, cm)
+                    if len(floor_of) < _CACHE_SIZE:
+                        floor_of[key] = floor
+                floors[i] = floor
+                ceilings[i] = share_ceiling(max(budget.spend(race.cost), floor))
             wait = plan.local_at_s
-            if wait is None or wait == 0.0 or sim.server_ttft_s[i] < wait:
-                self._finish(i, features, plan, max(wait or 0.0, queue_s))
+            if wait is None or wait == 0.0 or server_ttft[i] < wait:
+                finish(i, features, plan, max(wait or 0.0, queue_s))
             else:  # the device hedge fires later: queue it in time order
-                heapq.heappush(self.pending, (t + wait, i, i, features, plan))
-        while self.pending:
-            self._hedge(heapq.heappop(self.pending))
+                heappush(pending, (t + wait, i, i, features, plan))
+        while pending:
+            hedge(heappop(pending))
         return self._result(trace)
 
     def _hedge(self, item: tuple[float, int, int, RequestFeatures, Plan]) -> None:
@@ -506,29 +584,38 @@ class _TraceReplay:
 
     def _finish(self, i: int, features: RequestFeatures, plan: Plan, local_begin: float) -> None:
         sim = self.sim
-        t = sim.trace.arrival_s[i]
-        o = sim.trace.output_tokens[i]
+        cfg, trace = sim.config, sim.trace
+        t = trace.arrival_s[i]
+        o = trace.output_tokens[i]
         res = resolve_action(
             plan,
             server_ttft_s=sim.server_ttft_s[i],
             local_begin_s=local_begin,
             prefill_s=sim.prefill_s[i],
-            prompt_tokens=sim.trace.prompt_tokens[i],
+            prompt_tokens=trace.prompt_tokens[i],
             output_tokens=o,
-            cost_model=sim.config.cost_model,
-            prefill_interruptible=sim.config.device_prefill_interruptible,
+            cost_model=cfg.cost_model,
+            prefill_interruptible=cfg.device_prefill_interruptible,
         )
-        gap = 1.0 / sim.device_decode_tok_s[i] if res.winner == "local" else sim.server_gap_s[i]
+        winner = res.winner
+        if winner == "local":
+            decode = sim.device_decode_tok_s[i]
+            gap = self.device_gap.get(decode)
+            if gap is None:
+                gap = self.device_gap[decode] = 1.0 / decode
+        else:
+            gap = sim.server_gap_s[i]
         play, target_begin = self._play(i, features, res, gap) if self.streaming else (None, None)
         answer = _Answer.of(t, o, res, gap, play, paced=self.pace_tok_s is not None)
         report = RequestReport(
-            plan.action, plan.reason, winner=res.winner, ttft_s=res.ttft_s, cost=answer.cost
+            plan.action, plan.reason, winner=winner, ttft_s=res.ttft_s, cost=answer.cost
         )
+        runs = report.endpoints
         if res.local_started:
-            report.endpoints["local"] = self._book_local(i, plan, res, answer, local_begin)
+            runs["local"] = self._book_local(i, plan, res, answer, local_begin)
         if res.remote_started:
-            report.endpoints["remote"] = self._remote_run(i, plan, res, answer)
-        report.endpoints[res.winner].delivered_chunks = o
+            runs["remote"] = self._remote_run(i, plan, res, answer)
+        runs[winner].delivered_chunks = o
         if play is not None and target_begin is not None and play.target_end_s is not None:
             k = sim.assignment[i]
             self._occupy_for_target(k, t, play, target_begin, sim.device_decode_tok_s[i])
@@ -588,19 +675,33 @@ class _TraceReplay:
     ) -> None:
         """Keep request `i`'s figures for the run's result."""
         o = self.sim.trace.output_tokens[i]
-        self.ttft[i] = res.ttft_s
+        share = self.share
+        self.ttft[i] = share["ttft"](res.ttft_s)
         self.tbt[i] = gap
-        self.server_usd[i] = cost.server_usd
-        self.device_j[i] = cost.device_j
-        self.unified[i] = cost.unified_usd
-        self.cost_without[i] = res.cost.unified_usd
+        self.server_usd[i] = share["server_usd"](cost.server_usd)
+        self.device_j[i] = share["device_j"](cost.device_j)
+        self.unified[i] = unified = share["unified"](cost.unified_usd)
+        without = res.cost.unified_usd
+        self.cost_without[i] = unified if without is cost.unified_usd else share["unified"](without)
         if self.budget is not None:
-            self.spend[i] = self.budget.spend(cost)
+            self.spend[i] = share["spend"](self.budget.spend(cost))
         self.winner[i] = res.winner
         self.action[i] = plan.action
         source_tokens, target_tokens = o, 0
         if play is None:
-            self.tbt_runs[i] = ((gap, o - 1),) if o > 1 else ()
+            if o > 1:
+                # One run per request: the same (gap, count) pairs recur (a tiled trace, the
+                # same measured gaps), so equal runs share one tuple.
+                runs: tuple[GapRun, ...] = ((gap, o - 1),)
+                shared = self.shared_runs
+                known = shared.get(runs)
+                if known is not None:
+                    runs = known
+                elif len(shared) < _CACHE_SIZE:
+                    shared[runs] = runs
+                self.tbt_runs[i] = runs
+            else:
+                self.tbt_runs[i] = ()
         else:
             self._record_playout(i, res, play)
             source_tokens, target_tokens = play.source_tokens, play.target_tokens

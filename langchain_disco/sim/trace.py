@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
+from itertools import chain, islice, repeat
 from pathlib import Path
 
 BUNDLED_TRACE = "azure_llm_2023_conv.csv"
@@ -54,17 +55,19 @@ class Trace:
             raise ValueError("cannot repeat an empty trace")
         gap = self.span_s / max(len(self) - 1, 1)
         period = self.span_s + gap
-        arrivals: list[float] = []
-        prompts: list[int] = []
-        outputs: list[int] = []
-        k = 0
-        while len(arrivals) < n:
-            offset = k * period
-            arrivals.extend(a + offset for a in self.arrival_s)
-            prompts.extend(self.prompt_tokens)
-            outputs.extend(self.output_tokens)
-            k += 1
-        return Trace(tuple(arrivals[:n]), tuple(prompts[:n]), tuple(outputs[:n]), self.name)
+        n = max(n, 0)
+        tiles = -(-n // len(self))
+        # Built straight into the tuples, without whole-tile lists to cut at `n`.
+        offsets = [k * period for k in range(tiles)]
+        arrivals = (a + offset for offset in offsets for a in self.arrival_s)
+        prompts = chain.from_iterable(repeat(self.prompt_tokens, tiles))
+        outputs = chain.from_iterable(repeat(self.output_tokens, tiles))
+        return Trace(
+            tuple(islice(arrivals, n)),
+            tuple(islice(prompts, n)),
+            tuple(islice(outputs, n)),
+            self.name,
+        )
 
 
 def _seconds(value: str) -> float:
