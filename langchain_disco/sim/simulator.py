@@ -95,7 +95,8 @@ from langchain_disco.sim.virtual import Opening
 
 DEFAULT_DEVICE_ONLY_UTILISATION = 0.3
 _CACHE_SIZE = 1 << 16
-"""Entries a replay keeps of the figures requests share (floors, gap runs)."""
+"""Entries a replay keeps, per table, of the figures its requests share (floors, prefills, gap
+runs, result floats): a tiled trace repeats them; one that does not costs a bounded table."""
 
 
 @dataclass(frozen=True)
@@ -429,6 +430,20 @@ def _sharer() -> Callable[[float], float]:
     return share
 
 
+class _Sharers:
+    """One `_sharer` per float list of the result."""
+
+    __slots__ = ("ceiling", "device_j", "server_usd", "spend", "ttft", "unified")
+
+    def __init__(self) -> None:
+        self.ttft = _sharer()
+        self.server_usd = _sharer()
+        self.device_j = _sharer()
+        self.unified = _sharer()
+        self.spend = _sharer()
+        self.ceiling = _sharer()
+
+
 class _Answer(NamedTuple):
     """When the answer and its winner's stream end, and what the request cost."""
 
@@ -501,11 +516,7 @@ class _TraceReplay:
         self.cost_without = [0.0] * n
         self.tbt_runs: list[tuple[GapRun, ...]] = [()] * n
         self.shared_runs: dict[tuple[GapRun, ...], tuple[GapRun, ...]] = {}
-        self.share = {
-            name: _sharer()
-            for name in ("ttft", "server_usd", "device_j", "unified", "spend", "ceiling")
-        }
-        """Per result list, one object per recurring value (see `_sharer`)."""
+        self.share = _Sharers()
         self.device_gap: dict[float, float] = {}
         """1 / decode rate, per measured rate (the gap of a device answer)."""
         self.first_migration: MigratedStream | None = None
@@ -520,7 +531,7 @@ class _TraceReplay:
         max_tokens, interruptible = cfg.max_tokens, cfg.device_prefill_interruptible
         pending, feedback, devices, free_at = self.pending, self.feedback, self.jobs, self.free_at
         profiles, policy, ctx = self.profiles, self.policy, self.ctx
-        floors, ceilings, share_ceiling = self.floor, self.ceiling, self.share["ceiling"]
+        floors, ceilings, share_ceiling = self.floor, self.ceiling, self.share.ceiling
         floor_of: dict[tuple[int, int], float] = {}
         """Floors by (prompt, answer) tokens: a tiled trace repeats them (bounded, for one that
         does not)."""
@@ -676,22 +687,24 @@ class _TraceReplay:
         """Keep request `i`'s figures for the run's result."""
         o = self.sim.trace.output_tokens[i]
         share = self.share
-        self.ttft[i] = share["ttft"](res.ttft_s)
+        self.ttft[i] = share.ttft(res.ttft_s)
         self.tbt[i] = gap
-        self.server_usd[i] = share["server_usd"](cost.server_usd)
-        self.device_j[i] = share["device_j"](cost.device_j)
-        self.unified[i] = unified = share["unified"](cost.unified_usd)
+        self.server_usd[i] = share.server_usd(cost.server_usd)
+        self.device_j[i] = share.device_j(cost.device_j)
+        self.unified[i] = unified = share.unified(cost.unified_usd)
         without = res.cost.unified_usd
-        self.cost_without[i] = unified if without is cost.unified_usd else share["unified"](without)
+        self.cost_without[i] = unified if without is cost.unified_usd else share.unified(without)
         if self.budget is not None:
-            self.spend[i] = share["spend"](self.budget.spend(cost))
+            self.spend[i] = share.spend(self.budget.spend(cost))
         self.winner[i] = res.winner
         self.action[i] = plan.action
         source_tokens, target_tokens = o, 0
         if play is None:
-            if o > 1:
-                # One run per request: the same (gap, count) pairs recur (a tiled trace, the
-                # same measured gaps), so equal runs share one tuple.
+            if o <= 1:
+                self.tbt_runs[i] = ()
+            elif type(gap) is float and gap:
+                # The same (gap, count) run recurs (a tiled trace, the same measured gaps):
+                # equal runs share one tuple (see `_sharer` for why not zeros or non-floats).
                 runs: tuple[GapRun, ...] = ((gap, o - 1),)
                 shared = self.shared_runs
                 known = shared.get(runs)
@@ -701,7 +714,7 @@ class _TraceReplay:
                     shared[runs] = runs
                 self.tbt_runs[i] = runs
             else:
-                self.tbt_runs[i] = ()
+                self.tbt_runs[i] = ((gap, o - 1),)
         else:
             self._record_playout(i, res, play)
             source_tokens, target_tokens = play.source_tokens, play.target_tokens
