@@ -99,6 +99,8 @@ class _Budgeted:
         self._recent: deque[tuple[int, float]] = deque(maxlen=4 * sample_size)
         self._ctx: DispatchContext | None = None
         self._until_calibration = 0
+        self._committed: ActionEstimate | None = None
+        """The estimate to commit for the plan being made, when not its first one."""
 
     # -- the seam ---------------------------------------------------------------------------
 
@@ -116,7 +118,10 @@ class _Budgeted:
         else:
             plan = self._decide(request, ctx, output, share)
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
-        expected = plan.expected[0] if plan.expected else _estimate(plan, ctx, prompt, q, output)
+        expected = self._committed or (
+            plan.expected[0] if plan.expected else _estimate(plan, ctx, prompt, q, output)
+        )
+        self._committed = None
         floor, ceiling = self.budget.bounds(ctx, prompt, q, output)
         self.controller.commit(plan, self._spend(expected), floor, ceiling)
         return plan
@@ -588,6 +593,14 @@ class Generalized(_Budgeted):
         best = _action_for(ranked[0][0])
         reason = f"min E[TTFT] + mu*spend, mu={mu:.3g}s (share {share:.3f})"
         if self._fills(share):
+            # The plan's estimates lead with the race it now is; the controller still commits
+            # the displaced plan's expected spend (as measured and tuned; the race's real spend
+            # settles it when the request ends).
+            self._committed = expected[0]
+            race = next(c for c in candidates if c[0] == (0.0, 0.0))
+            ttft, usd, joules = race[4]
+            estimate = ActionEstimate(RACE.action, ttft, cm.total(usd, joules), RACE.starts)
+            expected = [estimate, *(e for e in expected if e.action != RACE.action)][:2]
             best = RACE
             reason = f"spend above what buys expected TTFT goes to racing (share {share:.3f})"
         return best.because(reason, tuple(expected))
