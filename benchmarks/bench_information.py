@@ -32,7 +32,7 @@ from langchain_disco.bench._measure import machine_info
 from langchain_disco.bench._page import replace_section
 from langchain_disco.bench._sim_options import REGIMES, SimOptions
 from langchain_disco.scheduling import Budget
-from langchain_disco.scheduling.estimates import expect, unit_costs
+from langchain_disco.scheduling.estimates import expect, lower_hull, unit_costs
 from langchain_disco.scheduling.policies import Generalized
 from langchain_disco.sim import Simulator, load_trace
 from langchain_disco.sim.queue_bound import hindsight_queue_bound
@@ -68,22 +68,9 @@ def request_hulls(sim: Simulator, budget: Budget) -> list[_Hull]:
         points = []
         for local_at, remote_at in offsets:
             ttft, usd, joules, _ = expect(local_at, remote_at, xs, prefix, prefill, 0.0, units)
-            spend = budget.spend(cm.total(usd, joules))
-            points.append((spend, ttft))
-        points.sort()
-        hull: _Hull = []
-        for spend, ttft in points:
-            if hull and ttft >= hull[-1][1]:
-                continue
-            while len(hull) >= 2 and _on_or_above(hull[-2], hull[-1], (spend, ttft)):
-                hull.pop()
-            hull.append((spend, ttft))
-        hulls.append(hull)
+            points.append((budget.spend(cm.total(usd, joules)), ttft))
+        hulls.append(lower_hull(points))
     return hulls
-
-
-def _on_or_above(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> bool:
-    return (b[1] - a[1]) * (c[0] - a[0]) >= (c[1] - a[1]) * (b[0] - a[0])
 
 
 def information_bound(hulls: list[_Hull], spend_limit: float) -> float:

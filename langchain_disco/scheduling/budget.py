@@ -90,16 +90,20 @@ class Budget:
         prompt_tokens: int,
         queue_wait_s: float,
         output_tokens: float,
+        device_prompt_tokens: int | None = None,
     ) -> tuple[float, float]:
-        """(floor, expected ceiling) for one request: the range a share interpolates."""
+        """(floor, expected ceiling) for one request: the range a share interpolates.
+        `device_prompt_tokens`: what the device would prefill (default: the whole prompt)."""
+        device = prompt_tokens if device_prompt_tokens is None else device_prompt_tokens
         race = estimate_action(
             RACE,
             server=ctx.profiles.server.distribution(prompt_tokens),
-            prefill_s=ctx.profiles.device.predict_ttft_s(prompt_tokens),
+            prefill_s=ctx.profiles.device.predict_ttft_s(device),
             queue_wait_s=queue_wait_s,
             prompt_tokens=prompt_tokens,
             output_tokens=output_tokens,
             cost_model=ctx.cost_model,
+            device_prompt_tokens=device_prompt_tokens,
         )
         floor = self.expected_floor(ctx, prompt_tokens, output_tokens)
         return floor, max(self.spend(race.cost), floor)
@@ -131,6 +135,8 @@ class Budget:
         """
         request = outcome.request
         prompt = request.prompt_tokens
+        device = request.device_prompt_tokens
+        device_in = None if device == prompt else device
         profiles = ctx.profiles
         if outcome.winner is not None:
             output = float(outcome.output_tokens)
@@ -163,7 +169,7 @@ class Budget:
             prefills = [prefill]
         else:  # unknown: average over the device's learned spread, above what was seen (the
             # spend is not linear in its TTFT: a device that wins a race decodes the answer)
-            spread = [profiles.device.predict_ttft_s(prompt) * r for r in profiles.device.spread()]
+            spread = [profiles.device.predict_ttft_s(device) * r for r in profiles.device.spread()]
             prefills = [p for p in spread if p > prefill_at_least] or [
                 max(max(spread), prefill_at_least)
             ]
@@ -186,6 +192,7 @@ class Budget:
                     prompt_tokens=prompt,
                     output_tokens=output,
                     cost_model=ctx.cost_model,
+                    device_prompt_tokens=device_in,
                 ).cost
             else:
                 race_cost = estimate_action(
@@ -196,6 +203,7 @@ class Budget:
                     prompt_tokens=prompt,
                     output_tokens=output,
                     cost_model=ctx.cost_model,
+                    device_prompt_tokens=device_in,
                 ).cost
             spends.append(self.spend(race_cost))
         return floor, max(sum(spends) / len(spends), floor)

@@ -16,6 +16,7 @@ The budgeted policies live in `policies.py`; this module holds the seam and the 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import (
@@ -51,6 +52,16 @@ class RequestFeatures:
     """Predicted wait before the local model could begin this request's prefill."""
     expected_output_tokens: float | None = None
     """Predicted answer length; `None` lets a policy ask the output-length profile."""
+    local_cached_tokens: int = 0
+    """Of `prompt_tokens`, those the device holds in its KV cache (an earlier turn's prefix):
+    its prefill evaluates only the rest (`device_prompt_tokens`)."""
+
+    @property
+    def device_prompt_tokens(self) -> int:
+        """The prompt tokens the device would evaluate: those it has not cached (at least one,
+        the last, which llama.cpp always evaluates)."""
+        cached = self.local_cached_tokens
+        return max(self.prompt_tokens - cached, 1) if cached > 0 else self.prompt_tokens
 
     @classmethod
     def of(
@@ -60,17 +71,13 @@ class RequestFeatures:
         local_queue: int,
         local_queue_wait_s: float,
         expected_output_tokens: float | None = None,
+        local_cached_tokens: int = 0,
     ) -> RequestFeatures:
         """The same as the constructor, faster (see `_frozen`): for a replay's every request."""
         return _frozen(
             cls,
-            {
-                "prompt_tokens": prompt_tokens,
-                "max_tokens": max_tokens,
-                "local_queue": local_queue,
-                "local_queue_wait_s": local_queue_wait_s,
-                "expected_output_tokens": expected_output_tokens,
-            },
+            *(prompt_tokens, max_tokens, local_queue, local_queue_wait_s),
+            *(expected_output_tokens, local_cached_tokens),
         )
 
 
@@ -229,6 +236,9 @@ class EndpointOutcome:
     output_tokens: int = 0
     decode_tok_s: float | None = None
     failed: bool = False
+    cached_input_tokens: int = 0
+    """Of `input_tokens`, those the endpoint read from its cache instead of evaluating (a
+    device's KV cache, a provider's prompt cache)."""
 
     @classmethod
     def of(
@@ -242,21 +252,13 @@ class EndpointOutcome:
         output_tokens: int,
         decode_tok_s: float | None,
         failed: bool,
+        cached_input_tokens: int = 0,
     ) -> EndpointOutcome:
         """The same as the constructor, faster (see `_frozen`)."""
         return _frozen(
             cls,
-            {
-                "endpoint": endpoint,
-                "started_s": started_s,
-                "first_token_s": first_token_s,
-                "ended_s": ended_s,
-                "queue_wait_s": queue_wait_s,
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "decode_tok_s": decode_tok_s,
-                "failed": failed,
-            },
+            *(endpoint, started_s, first_token_s, ended_s, queue_wait_s),
+            *(input_tokens, output_tokens, decode_tok_s, failed, cached_input_tokens),
         )
 
 
@@ -290,47 +292,39 @@ class RequestOutcome:
         chosen: Plan | None = None,
     ) -> RequestOutcome:
         """The same as the constructor, faster (see `_frozen`)."""
-        return _frozen(
-            cls,
-            {
-                "request": request,
-                "plan": plan,
-                "endpoints": endpoints,
-                "winner": winner,
-                "ttft_s": ttft_s,
-                "output_tokens": output_tokens,
-                "cost": cost,
-                "chosen": chosen,
-            },
-        )
+        return _frozen(cls, request, plan, endpoints, winner, ttft_s, output_tokens, cost, chosen)
 
 
 _F = TypeVar("_F")
 
 
-def _frozen(cls: type[_F], state: dict[str, Any]) -> _F:
-    """The instance of frozen dataclass `cls` whose fields are `state` (all of them, in field
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def _frozen(cls: type[_F], *values: Any) -> _F:
+    """The instance of frozen dataclass `cls` whose fields are `values` (all of them, in field
     order): what its `__init__` builds, without one `object.__setattr__` per field. For the
     records built per request (`of`), whose classes have no `__post_init__`."""
     obj = object.__new__(cls)
-    object.__setattr__(obj, "__dict__", state)
+    object.__setattr__(obj, "__dict__", dict(zip(_field_names(cls), values, strict=True)))
     return obj
 
 
-def _check_of(example: object) -> None:
-    """Fail at import if an `of` no longer sets exactly its class's fields, in order."""
-    names = tuple(f.name for f in fields(type(example)))  # type: ignore[arg-type]
-    if tuple(vars(example)) != names:
-        raise TypeError(f"{type(example).__name__}.of must set the fields {names}")
+def _check_of(cls: type[RequestFeatures | EndpointOutcome | RequestOutcome]) -> None:
+    """Fail at import if `cls.of` no longer takes exactly its class's fields, in order."""
+    if tuple(inspect.signature(cls.of).parameters) != _field_names(cls):
+        raise TypeError(f"{cls.__name__}.of must take the fields {_field_names(cls)}")
 
 
-_check_of(RequestFeatures.of(0, None, 0, 0.0))
-_check_of(EndpointOutcome.of("local", 0.0, None, None, 0.0, 0, 0, None, False))
-_check_of(
-    RequestOutcome.of(
-        RequestFeatures(0), Plan((Start("local"),), "local"), (), None, None, 0, Cost()
-    )
-)
+for _cls in (RequestFeatures, EndpointOutcome, RequestOutcome):
+    _check_of(_cls)
 
 
 @runtime_checkable

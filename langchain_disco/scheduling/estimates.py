@@ -71,13 +71,18 @@ class Resolution:
 
 
 def _unit_costs(
-    cost_model: CostModel, prompt_tokens: float, output_tokens: float
+    cost_model: CostModel,
+    prompt_tokens: float,
+    output_tokens: float,
+    device_prompt_tokens: float | None = None,
 ) -> tuple[float, float, float, float]:
-    """(server input USD, server output USD, device prefill J, device decode J)."""
+    """(server input USD, server output USD, device prefill J, device decode J); the device
+    prefills `device_prompt_tokens` (what it has not cached; default all of the prompt)."""
+    device_in = prompt_tokens if device_prompt_tokens is None else device_prompt_tokens
     return (
         cost_model.server_usd(prompt_tokens, 0),
         cost_model.server_usd(0, output_tokens),
-        cost_model.device_j(prompt_tokens, 0),
+        cost_model.device_j(device_in, 0),
         cost_model.device_j(0, output_tokens),
     )
 
@@ -96,6 +101,7 @@ def resolve_action(
     output_tokens: float,
     cost_model: CostModel,
     prefill_interruptible: bool = True,
+    device_prompt_tokens: float | None = None,
 ) -> Resolution:
     """Play one request out given the server's TTFT and when the device could begin prefill.
 
@@ -117,7 +123,9 @@ def resolve_action(
         device_token = inf
     remote_wins = server_token < device_token
     ttft = min(server_token, device_token)
-    s_in, s_out, e_pre, e_dec = _unit_costs(cost_model, prompt_tokens, output_tokens)
+    s_in, s_out, e_pre, e_dec = _unit_costs(
+        cost_model, prompt_tokens, output_tokens, device_prompt_tokens
+    )
     server_usd = (s_in + (s_out if remote_wins else 0.0)) if remote_started else 0.0
     device_j = 0.0
     if local_started:
@@ -149,13 +157,15 @@ def estimate_action(
     prompt_tokens: float,
     output_tokens: float,
     cost_model: CostModel,
+    device_prompt_tokens: float | None = None,
 ) -> ActionEstimate:
     """E[`resolve_action`] over the server TTFT distribution; the device begins at
-    max(its offset, `queue_wait_s`). `output_tokens` is the expected answer length."""
+    max(its offset, `queue_wait_s`). `output_tokens` is the expected answer length;
+    `device_prompt_tokens` what the device prefills (default: the whole prompt)."""
     xs, prefix = server.view()
     if not xs:
         raise ValueError("the server TTFT distribution has no samples")
-    units = _unit_costs(cost_model, prompt_tokens, output_tokens)
+    units = _unit_costs(cost_model, prompt_tokens, output_tokens, device_prompt_tokens)
     ttft, server_usd, device_j, _ = expect(
         action.local_at_s, action.remote_at_s, xs, prefix, prefill_s, queue_wait_s, units
     )
@@ -165,10 +175,13 @@ def estimate_action(
 
 
 def unit_costs(
-    cost_model: CostModel, prompt_tokens: float, output_tokens: float
+    cost_model: CostModel,
+    prompt_tokens: float,
+    output_tokens: float,
+    device_prompt_tokens: float | None = None,
 ) -> tuple[float, float, float, float]:
     """(server input USD, server output USD, device prefill J, device decode J) of a request."""
-    return _unit_costs(cost_model, prompt_tokens, output_tokens)
+    return _unit_costs(cost_model, prompt_tokens, output_tokens, device_prompt_tokens)
 
 
 def expect(
@@ -253,6 +266,24 @@ class DeviceJob:
     produced_tokens: int = 0
     """Output tokens generated so far (0 until its first token)."""
     max_tokens: int | None = None
+
+
+def lower_hull(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The lower convex hull of (spend, TTFT) points, cheapest first: the actions worth taking
+    at some price of spend, each faster than the one before at a falling price per second."""
+    hull: list[tuple[float, float]] = []
+    for spend, ttft in sorted(points):
+        if hull and ttft >= hull[-1][1]:
+            continue  # costs more, no faster
+        while len(hull) >= 2 and _above(hull[-2], hull[-1], (spend, ttft)):
+            hull.pop()
+        hull.append((spend, ttft))
+    return hull
+
+
+def _above(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> bool:
+    """Whether b lies on or above the segment a-c (so it is not on the lower hull)."""
+    return (b[1] - a[1]) * (c[0] - a[0]) >= (c[1] - a[1]) * (b[0] - a[0])
 
 
 def predict_queue_wait_s(

@@ -46,6 +46,7 @@ from langchain_disco.scheduling.estimates import (
     estimate_action,
     expect,
     local_then_remote,
+    lower_hull,
     remote_then_local,
     unit_costs,
 )
@@ -66,16 +67,25 @@ def _expected_output(request: RequestFeatures, ctx: DispatchContext) -> float:
 
 
 def _estimate(
-    action: Plan, ctx: DispatchContext, prompt_tokens: int, queue_wait_s: float, output: float
+    action: Plan,
+    ctx: DispatchContext,
+    prompt_tokens: int,
+    queue_wait_s: float,
+    output: float,
+    device_tokens: int | None = None,
 ) -> ActionEstimate:
+    """`estimate_action` from the profiles; the device prefills `device_tokens` (what it has
+    not cached; default the whole prompt)."""
+    device = prompt_tokens if device_tokens is None else device_tokens
     return estimate_action(
         action,
         server=ctx.profiles.server.distribution(prompt_tokens),
-        prefill_s=ctx.profiles.device.predict_ttft_s(prompt_tokens),
+        prefill_s=ctx.profiles.device.predict_ttft_s(device),
         queue_wait_s=queue_wait_s,
         prompt_tokens=prompt_tokens,
         output_tokens=output,
         cost_model=ctx.cost_model,
+        device_prompt_tokens=device_tokens,
     )
 
 
@@ -99,8 +109,6 @@ class _Budgeted:
         self._recent: deque[tuple[int, float]] = deque(maxlen=4 * sample_size)
         self._ctx: DispatchContext | None = None
         self._until_calibration = 0
-        self._committed: ActionEstimate | None = None
-        """The estimate to commit for the plan being made, when not its first one."""
 
     # -- the seam ---------------------------------------------------------------------------
 
@@ -114,15 +122,15 @@ class _Budgeted:
         share = self.controller.target_share()
         output = _expected_output(request, ctx)
         if self.budget.share == 1.0:
-            plan = RACE.because("budget share 1: always race")
+            plan, committed = RACE.because("budget share 1: always race"), None
         else:
-            plan = self._decide(request, ctx, output, share)
+            plan, committed = self._decide(request, ctx, output, share)
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
-        expected = self._committed or (
-            plan.expected[0] if plan.expected else _estimate(plan, ctx, prompt, q, output)
+        device = _device_tokens(request)
+        expected = committed or (
+            plan.expected[0] if plan.expected else _estimate(plan, ctx, prompt, q, output, device)
         )
-        self._committed = None
-        floor, ceiling = self.budget.bounds(ctx, prompt, q, output)
+        floor, ceiling = self.budget.bounds(ctx, prompt, q, output, device)
         self.controller.commit(plan, self._spend(expected), floor, ceiling)
         return plan
 
@@ -169,7 +177,9 @@ class _Budgeted:
 
     def _decide(
         self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
-    ) -> Plan:
+    ) -> tuple[Plan, ActionEstimate | None]:
+        """The plan for this request and the estimate whose spend the controller commits
+        (`None`: the plan's first estimate)."""
         raise NotImplementedError
 
     def _spend(self, estimate: ActionEstimate) -> float:
@@ -235,9 +245,9 @@ class RandomSplit(_Budgeted):
             return LOCAL, REMOTE
         if self.budget.resource == "device":
             return REMOTE, LOCAL
-        q = request.local_queue_wait_s
-        local = _estimate(LOCAL, ctx, request.prompt_tokens, q, output)
-        remote = _estimate(REMOTE, ctx, request.prompt_tokens, q, output)
+        q, device = request.local_queue_wait_s, _device_tokens(request)
+        local = _estimate(LOCAL, ctx, request.prompt_tokens, q, output, device)
+        remote = _estimate(REMOTE, ctx, request.prompt_tokens, q, output, device)
         return (LOCAL, REMOTE) if self._spend(local) <= self._spend(remote) else (REMOTE, LOCAL)
 
     def _build_table(
@@ -261,7 +271,7 @@ class RandomSplit(_Budgeted):
 
     def _decide(
         self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
-    ) -> Plan:
+    ) -> tuple[Plan, ActionEstimate | None]:
         draw = self._rng.random()
         cheap, costly = self._pair(request, ctx, output)
         if self.race:
@@ -269,7 +279,7 @@ class RandomSplit(_Budgeted):
         else:
             p = min(share * self._per_share, 1.0)
             chosen = costly if draw < p else cheap
-        return chosen.because(f"random draw {draw:.3f} vs p={p:.3f}")
+        return chosen.because(f"random draw {draw:.3f} vs p={p:.3f}"), None
 
 
 class LengthThreshold(_Budgeted):
@@ -313,16 +323,21 @@ class LengthThreshold(_Budgeted):
 
     def _decide(
         self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
-    ) -> Plan:
+    ) -> tuple[Plan, ActionEstimate | None]:
         threshold = self.threshold(share)
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
-        race = _estimate(RACE, ctx, prompt, q, output)
-        local = _estimate(LOCAL, ctx, prompt, q, output)
-        if prompt >= threshold:
-            why = f"prompt {prompt} >= L_b={threshold:.0f} (share {share:.3f})"
-            return RACE.because(why, (race, local))
-        why = f"prompt {prompt} < L_b={threshold:.0f} (share {share:.3f})"
-        return LOCAL.because(why, (local, race))
+        device = _device_tokens(request)
+        race = _estimate(RACE, ctx, prompt, q, output, device)
+        local = _estimate(LOCAL, ctx, prompt, q, output, device)
+        # The length the device would prefill: a follow-up turn whose prefix it has cached is
+        # as short for it as its new part.
+        length = prompt if device is None else device
+        what = f"prompt {prompt}" if device is None else f"uncached prompt {device}"
+        if length >= threshold:
+            why = f"{what} >= L_b={threshold:.0f} (share {share:.3f})"
+            return RACE.because(why, (race, local)), None
+        why = f"{what} < L_b={threshold:.0f} (share {share:.3f})"
+        return LOCAL.because(why, (local, race)), None
 
 
 class WaitTime(_Budgeted):
@@ -383,13 +398,15 @@ class WaitTime(_Budgeted):
 
     def _decide(
         self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
-    ) -> Plan:
-        w = self.wait(request.prompt_tokens, share)
-        action = remote_then_local(w)
+    ) -> tuple[Plan, ActionEstimate | None]:
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
-        chosen = _estimate(action, ctx, prompt, q, output)
-        other = _estimate(REMOTE if action is not REMOTE else RACE, ctx, prompt, q, output)
-        return action.because(f"device waits {w:.2f}s (share {share:.3f})", (chosen, other))
+        device = _device_tokens(request)
+        w = self.wait(prompt if device is None else device, share)
+        action = remote_then_local(w)
+        chosen = _estimate(action, ctx, prompt, q, output, device)
+        other = _estimate(REMOTE if action is not REMOTE else RACE, ctx, prompt, q, output, device)
+        why = f"device waits {w:.2f}s (share {share:.3f})"
+        return action.because(why, (chosen, other)), None
 
 
 _Offsets = tuple[float | None, float | None]
@@ -443,14 +460,21 @@ class Generalized(_Budgeted):
         self._fill = 0.0
 
     def _candidates(
-        self, ctx: DispatchContext, prompt: int, q: float, output: float
+        self,
+        ctx: DispatchContext,
+        prompt: int,
+        q: float,
+        output: float,
+        device_tokens: int | None = None,
     ) -> list[_Candidate]:
         """Every candidate action's offsets, objective TTFT (E[TTFT] plus the tail term), E[spend]
-        and E[unified USD], and its plain (E[TTFT], E[server USD], E[device J])."""
+        and E[unified USD], and its plain (E[TTFT], E[server USD], E[device J]); the device
+        prefills `device_tokens` (default: the whole prompt)."""
         xs, prefix = ctx.profiles.server.distribution(prompt).view()
         n = len(xs)
-        prefill = ctx.profiles.device.predict_ttft_s(prompt)
-        units = unit_costs(ctx.cost_model, prompt, output)
+        device = prompt if device_tokens is None else device_tokens
+        prefill = ctx.profiles.device.predict_ttft_s(device)
+        units = unit_costs(ctx.cost_model, prompt, output, device_tokens)
         offsets: list[_Offsets] = [(0.0, None), (None, 0.0), (0.0, 0.0)]
         for p in WAIT_LEVELS:
             wait = xs[max(1, math.ceil(p * n - 1e-9)) - 1]
@@ -510,14 +534,7 @@ class Generalized(_Budgeted):
         base = 0.0
         for (prompt, q), (floor, _) in zip(sample, bounds, strict=True):
             candidates = self._candidates(ctx, prompt, q, output)
-            points = sorted((c[2], c[1]) for c in candidates)
-            hull: list[tuple[float, float]] = []
-            for spend, ttft in points:
-                if hull and ttft >= hull[-1][1]:
-                    continue  # costs more, no faster
-                while len(hull) >= 2 and _above(hull[-2], hull[-1], (spend, ttft)):
-                    hull.pop()
-                hull.append((spend, ttft))
+            hull = lower_hull((c[2], c[1]) for c in candidates)
             base += hull[0][0] - floor
             for (s0, t0), (s1, t1) in itertools.pairwise(hull):
                 if s1 > s0:
@@ -556,11 +573,14 @@ class Generalized(_Budgeted):
 
     def _decide(
         self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
-    ) -> Plan:
+    ) -> tuple[Plan, ActionEstimate | None]:
         mu = self.price(share)
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
-        candidates = self._candidates(ctx, prompt, q, output)
-        device_ttft = max(q, 0.0) + ctx.profiles.device.predict_ttft_s(prompt)
+        device = _device_tokens(request)
+        candidates = self._candidates(ctx, prompt, q, output, device)
+        device_ttft = max(q, 0.0) + ctx.profiles.device.predict_ttft_s(
+            prompt if device is None else device
+        )
 
         def bound(offsets: _Offsets) -> float:
             """A sure upper bound on the TTFT: the device's, if it is started at all. Among
@@ -591,19 +611,20 @@ class Generalized(_Budgeted):
             if len(expected) == 2:
                 break
         best = _action_for(ranked[0][0])
+        committed = None
         reason = f"min E[TTFT] + mu*spend, mu={mu:.3g}s (share {share:.3f})"
         if self._fills(share):
             # The plan's estimates lead with the race it now is; the controller still commits
             # the displaced plan's expected spend (as measured and tuned; the race's real spend
             # settles it when the request ends).
-            self._committed = expected[0]
+            committed = expected[0]
             race = next(c for c in candidates if c[0] == (0.0, 0.0))
             ttft, usd, joules = race[4]
             estimate = ActionEstimate(RACE.action, ttft, cm.total(usd, joules), RACE.starts)
             expected = [estimate, *(e for e in expected if e.action != RACE.action)][:2]
             best = RACE
             reason = f"spend above what buys expected TTFT goes to racing (share {share:.3f})"
-        return best.because(reason, tuple(expected))
+        return best.because(reason, tuple(expected)), committed
 
     def _fills(self, share: float) -> bool:
         """Whether this request races to spend what no price buys.
@@ -625,15 +646,16 @@ class Generalized(_Budgeted):
         return False
 
 
+def _device_tokens(request: RequestFeatures) -> int | None:
+    """What the device would prefill of this request, when it has part of it cached (None:
+    all of it, the common case, which keeps every estimate as it was without a cache)."""
+    return request.device_prompt_tokens if request.local_cached_tokens > 0 else None
+
+
 def _tie(x: float) -> float:
     """`x` rounded to 9 significant digits, so that expectations equal up to floating-point
     noise compare equal and the next key decides."""
     return float(f"{x:.9g}")
-
-
-def _above(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> bool:
-    """Whether b lies on or above the segment a-c (so it is not on the lower hull)."""
-    return (b[1] - a[1]) * (c[0] - a[0]) >= (c[1] - a[1]) * (b[0] - a[0])
 
 
 POLICY_NAMES = (

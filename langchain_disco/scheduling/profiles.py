@@ -41,7 +41,7 @@ from langchain_disco.scheduling._validate import (
 from langchain_disco.scheduling.empirical import DEFAULT_CAPACITY, Reservoir
 
 if TYPE_CHECKING:
-    from langchain_disco.scheduling.dispatch import RequestOutcome
+    from langchain_disco.scheduling.dispatch import EndpointOutcome, RequestOutcome
 
 DEFAULT_DEVICE_PRIOR = "2-core x86 cloud VM"
 """The embedded default: Gemma 3 270M through llama-cpp-python on a 2-core x86 machine."""
@@ -748,7 +748,11 @@ class Profiles:
                     seen = 1.0 - dist.cdf(run.first_token_s - remote_at)
                     weight = min(1.0 / max(seen, 1.0 / (len(dist) + 1)), self.device.max_weight)
                 self.device.observe(
-                    prompt, ttft, run.decode_tok_s, weight=weight, selected=selected
+                    _evaluated(prompt, run),
+                    ttft,
+                    run.decode_tok_s,
+                    weight=weight,
+                    selected=selected,
                 )
         if outcome.winner is not None and outcome.output_tokens > 0:
             self.output_lengths.observe(outcome.output_tokens)
@@ -779,6 +783,17 @@ class Profiles:
             ),
             continuation=_verdicts_from(fields.optional("continuation")),
         )
+
+
+def _evaluated(prompt_tokens: int, run: EndpointOutcome) -> int:
+    """The prompt tokens a device run evaluated: `prompt_tokens` less the share the run read
+    from its KV cache (as the endpoint counted them; the request's own count may be an
+    estimate on another scale). A cached turn is learned as the short prefill it was, never as
+    the whole prompt prefilled fast (which taught a line that predicted 1 ms for 900 tokens)."""
+    cached, total = run.cached_input_tokens, run.input_tokens
+    if cached <= 0 or total <= 0:
+        return prompt_tokens
+    return max(round(prompt_tokens * (1.0 - min(cached, total) / total)), 1)
 
 
 def _verdicts_from(data: object) -> dict[str, dict[str, Any]]:
