@@ -7,7 +7,13 @@ from importlib import metadata
 
 from langchain_disco.chat_models import DiscoChatModel
 from langchain_disco.config import DiscoSettings
-from langchain_disco.endpoints.base import Capabilities, Endpoint, GenerationParams, StreamStats
+from langchain_disco.endpoints.base import (
+    Capabilities,
+    Endpoint,
+    GenerationParams,
+    PromptCacheView,
+    StreamStats,
+)
 from langchain_disco.endpoints.llama_cpp import LlamaCppEndpoint
 from langchain_disco.errors import (
     AllEndpointsFailedError,
@@ -72,6 +78,7 @@ __all__ = [
     "LocalOnly",
     "OpenAIEndpoint",
     "Plan",
+    "PromptCacheView",
     "Race",
     "RemoteOnly",
     "RequestFeatures",

@@ -15,14 +15,17 @@ from dataclasses import fields, replace
 from typing import Any
 
 from langchain_disco.config import DiscoSettings
-from langchain_disco.endpoints.base import Endpoint
+from langchain_disco.endpoints.base import Endpoint, PromptCacheView
 from langchain_disco.report import RequestReport
 from langchain_disco.scheduling.budget import Budget
 from langchain_disco.scheduling.cost import CostModel
 from langchain_disco.scheduling.dispatch import (
     DispatchContext,
     DispatchPolicy,
+    LocalOnly,
     Plan,
+    Race,
+    RemoteOnly,
     RequestFeatures,
     RequestOutcome,
     policy_for_mode,
@@ -98,9 +101,15 @@ class LiveScheduler:
         return DispatchContext(profiles=self.profiles, cost_model=self.cost_model)
 
     def features(
-        self, prompt_tokens: int, max_tokens: int | None, local: Endpoint | None
+        self,
+        prompt_tokens: int,
+        max_tokens: int | None,
+        local: Endpoint | None,
+        local_cache: PromptCacheView | None = None,
     ) -> RequestFeatures:
-        """What the policy sees: prompt size, and the wait behind the device's queue."""
+        """What the policy sees: prompt size, the wait behind the device's queue, and the share
+        of the prompt the device has cached (`local_cache`, in the device's own tokens, applied
+        to `prompt_tokens` so both stay on one scale)."""
         pending = local.pending if local is not None else 0
         busy = local.busy if local is not None else False
         wait = 0.0
@@ -112,12 +121,22 @@ class LiveScheduler:
             ]
             profiles = self.profiles
             wait = predict_queue_wait_s(jobs, profiles.device, profiles.output_lengths)
+        cached = 0
+        if local_cache is not None and local_cache.cached_tokens > 0:
+            cached = min(round(prompt_tokens * local_cache.cached_share()), prompt_tokens - 1)
         return RequestFeatures(
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
             local_queue=pending,
             local_queue_wait_s=wait,
+            local_cached_tokens=max(cached, 0),
         )
+
+    @property
+    def weighs_requests(self) -> bool:
+        """Whether the policy looks at a request before planning it (the fixed modes do not,
+        so nothing need be measured for them)."""
+        return not isinstance(self.policy, (LocalOnly, RemoteOnly, Race))
 
     def plan(self, features: RequestFeatures) -> Plan:
         with self._lock:

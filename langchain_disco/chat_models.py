@@ -472,8 +472,14 @@ class DiscoChatModel(BaseChatModel):
         engine = self._engine_for_run()
         scheduler = self.scheduler
         params = self._params(stop, **kwargs)
+        local_cache = None
+        if self.local is not None and scheduler.weighs_requests:
+            local_cache = self.local.prompt_cache(messages, params)
         features = scheduler.features(
-            _estimate_tokens(messages, self.local or self.remote), params.max_tokens, self.local
+            _estimate_tokens(messages, self.local or self.remote),
+            params.max_tokens,
+            self.local,
+            local_cache,
         )
         chosen = scheduler.plan(features)
         run = engine.run(

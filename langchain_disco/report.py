@@ -175,6 +175,7 @@ class RequestReport:
                     run.output_tokens,
                     _decode_tok_s(run, first_token_s),
                     run.outcome == "failed",
+                    run.cached_input_tokens,
                 )
             )
         return RequestOutcome.of(

@@ -179,6 +179,20 @@ class StreamStats:
         return self.input_tokens * self.billed_attempts
 
 
+@dataclass(frozen=True)
+class PromptCacheView:
+    """How much of a prompt an endpoint holds in its cache, as it would be when the request
+    started now: both counts in the endpoint's own tokens."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    """Of `prompt_tokens`, those it would read from its cache instead of evaluating."""
+
+    def cached_share(self) -> float:
+        """The cached fraction of the prompt (0 for an empty one)."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens > 0 else 0.0
+
+
 class Endpoint(ABC):
     """A place that can generate: the local llama.cpp model, a remote API, any chat model."""
 
@@ -213,6 +227,13 @@ class Endpoint(ABC):
     def busy(self) -> bool:
         """Whether a generation is running right now (its prefill may be part-way)."""
         return False
+
+    def prompt_cache(
+        self, messages: Sequence[BaseMessage], params: GenerationParams
+    ) -> PromptCacheView | None:
+        """How much of this request's prompt the endpoint has cached right now, if it can
+        tell without waiting (None: it cannot; dispatch then takes nothing to be cached)."""
+        return None
 
     def estimate_input_tokens(self, messages: Sequence[BaseMessage]) -> int:
         """A cheap estimate of the prompt size in tokens (about 4 characters per token)."""

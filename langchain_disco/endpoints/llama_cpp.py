@@ -44,6 +44,7 @@ from langchain_disco.endpoints.base import (
     Capabilities,
     Endpoint,
     GenerationParams,
+    PromptCacheView,
     StreamItem,
     StreamStats,
     ToolCallChunk,
@@ -143,6 +144,9 @@ class LlamaCppEndpoint(Endpoint):
         self._busy = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
+        self._kv_tokens: list[int] = []
+        """The tokens in the KV cache after the last generation (replaced whole, never changed
+        in place, so another thread may read it without a lock)."""
         self.model_name = Path(str(model_path)).stem if model_path else "gemma-3-270m-q4_k_m"
 
     # -- observability -------------------------------------------------------------------
@@ -235,6 +239,25 @@ class LlamaCppEndpoint(Endpoint):
             messages = with_tools_preamble(list(messages), params)
         return len(_prompt_tokens(llama, self.render_prompt(messages)))
 
+    def prompt_cache(
+        self, messages: Sequence[BaseMessage], params: GenerationParams
+    ) -> PromptCacheView | None:
+        """The prompt as this model would evaluate it and how much of it its KV cache holds:
+        the common prefix with what the last generation left there (an earlier turn of the
+        conversation, a cancelled race's prefill). Runs on the calling thread (rendering and
+        tokenizing only read the model). None before the model is loaded, or while other
+        generations are queued or running: they replace the cache before this one would start.
+        """
+        llama = self._llama
+        if llama is None or self.pending:
+            return None
+        try:
+            plan = self._plan(messages, params)
+        except ValueError:  # a request the device cannot serve: nothing to predict
+            return None
+        tokens = _prompt_tokens(llama, self.render_prompt(plan.messages))
+        return PromptCacheView(len(tokens), _common_prefix(self._kv_tokens, tokens[:-1]))
+
     def _loaded(self) -> Any:
         if self._llama is None:
             self._executor.submit(self._ensure_loaded).result()
@@ -314,7 +337,7 @@ class LlamaCppEndpoint(Endpoint):
             llama = self._ensure_loaded()
             plan = self._plan(messages, params)
             tokens, max_tokens = self._fit_prompt(llama, plan, prefix, stats)
-            if not _prefill(llama, tokens, stop):
+            if not _prefill(llama, tokens, stop, stats):
                 return  # cancelled during the prefill: stopped within one chunk
             completion = self._start_completion(llama, tokens, max_tokens, plan)
             call_text = _relay(completion, stats, stop, emit, calling=plan.calling)
@@ -324,6 +347,9 @@ class LlamaCppEndpoint(Endpoint):
         except BaseException as exc:  # reported to the consumer, not lost on this thread
             emit(exc)
         finally:
+            llama = self._llama
+            if llama is not None:
+                self._kv_tokens = llama.input_ids[: llama.n_tokens].tolist()
             self._busy.clear()
             self._add_pending(-1)
             emit(_DONE)
@@ -388,7 +414,7 @@ PREFILL_CHUNK_TOKENS = 128
 """The prompt is evaluated this many tokens at a time, checking for cancellation in between."""
 
 
-def _prefill(llama: Any, tokens: list[int], stop: threading.Event) -> bool:
+def _prefill(llama: Any, tokens: list[int], stop: threading.Event, stats: StreamStats) -> bool:
     """Evaluate all of `tokens` but the last, `PREFILL_CHUNK_TOKENS` at a time; False if stopped.
 
     llama.cpp checks for cancellation only between tokens *generated*: a race loser cancelled
@@ -396,21 +422,28 @@ def _prefill(llama: Any, tokens: list[int], stop: threading.Event) -> bool:
     local request queued behind dead work. Evaluated here in chunks, the prefill stops within
     one chunk; `create_completion` then finds the prompt in the KV cache (its prefix match) and
     evaluates only the last token. What was evaluated before a stop stays cached, so a later
-    request with the same prefix (a migration, the next turn) reuses it.
+    request with the same prefix (a migration, the next turn) reuses it. The reused tokens are
+    counted in `stats.cached_input_tokens`.
     """
     body = tokens[:-1]
-    cached = llama.input_ids[: llama.n_tokens].tolist()
-    keep = 0
-    for a, b in zip(cached, body, strict=False):
-        if a != b:
-            break
-        keep += 1
+    keep = _common_prefix(llama.input_ids[: llama.n_tokens].tolist(), body)
+    stats.cached_input_tokens = keep
     llama.n_tokens = keep  # `eval` drops the KV cache past this point
     for start in range(keep, len(body), PREFILL_CHUNK_TOKENS):
         if stop.is_set():
             return False
         llama.eval(body[start : start + PREFILL_CHUNK_TOKENS])
     return not stop.is_set()
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _relay(

@@ -520,8 +520,11 @@ class RequestCore:
             if row.ended_s is None:
                 row.ended_s = now - self.t0
             _absorb_stats(row, run_stats)
-            side = billed["remote" if self.endpoints[stream.role].kind == "remote" else "local"]
-            side[0] += run_stats.billed_input_tokens
+            remote = self.endpoints[stream.role].kind == "remote"
+            side = billed["remote" if remote else "local"]
+            # A device spends prefill energy only on what it evaluated, not on its KV cache.
+            cached = 0 if remote else min(run_stats.cached_input_tokens, run_stats.input_tokens)
+            side[0] += run_stats.billed_input_tokens - cached
             side[1] += run_stats.output_tokens
         if self.finisher is not None:
             # The answer's finish reason, not that of an earlier run on the same endpoint
