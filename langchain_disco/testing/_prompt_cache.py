@@ -21,6 +21,8 @@ block i's key hashes block i's text with block i-1's key, so a key names a whole
 vLLM's and Mooncake's block hashes do). The cache holds at most `max_blocks` keys and forgets the
 least recently used first. The TTFT model: `prefill_s(uncached)` = uncached tokens /
 `prefill_tok_s`, added to the sampled (queueing and network) TTFT of the latency profile.
+A prompt is stored when it arrives, not once its prefill is done: a twin sent while the first is
+still waiting already hits, which a real provider may not do.
 """
 
 from __future__ import annotations
