@@ -40,6 +40,22 @@ in no repr, log line or error message.
 
 The cost-model defaults (prices, device energy, exchange rate) and the profiles are explained in
 [concepts](concepts.md#budget); `disco profile show` prints what the profile cache learned.
+
+## Prompt caching: the cached-input price
+
+Hosted APIs cache prompt prefixes and bill the cached part of a prompt at a discount: OpenAI
+reports it as `usage.prompt_tokens_details.cached_tokens`, DeepSeek as
+`prompt_cache_hit_tokens`, and the remote endpoint reads either. Those tokens are billed at
+`DISCO_PRICE_CACHED_IN_PER_MTOK`, the rest of the prompt at `DISCO_PRICE_IN_PER_MTOK`. The
+default, USD 0.075 per 1M tokens, is half the input price: gpt-4o-mini-2024-07-18 in OpenAI's
+announcement "Prompt Caching in the API" (https://openai.com/index/api-prompt-caching/,
+2024-10-01). A cached price above the input price is refused (no provider charges more for a
+cache hit); when only the input price is set, below USD 0.075 (0 for a self-hosted server), the
+cached price follows it. Nothing cached, nothing changes: the bill is input x input price.
+The tokens counted as cached are the provider's own report, once per billed attempt, at most the
+prompt; the report and `usage_metadata["input_token_details"]["cache_read"]` show them.
+
+## Variables
 """
 
 

@@ -165,6 +165,35 @@ def serve(
             "vllm, deepseek, restart (ignores the prefill); see docs/servers.md"
         ),
     ] = "lenient",
+    prompt_cache: Annotated[
+        bool,
+        typer.Option(
+            help="emulate a provider's prompt cache: a repeated prefix is faster and reported "
+            "as cached in usage (docs/servers.md, 'Prompt caching')"
+        ),
+    ] = False,
+    prompt_cache_block_tokens: Annotated[
+        int, typer.Option(min=1, help="cached in increments of this many tokens (OpenAI: 128)")
+    ] = 128,
+    prompt_cache_min_tokens: Annotated[
+        int, typer.Option(min=0, help="shorter prompts and hits are not cached (OpenAI: 1024)")
+    ] = 1024,
+    prompt_cache_max_blocks: Annotated[
+        int, typer.Option(min=1, help="blocks kept; the least recently used is evicted first")
+    ] = 4096,
+    prefill_tok_s: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="modelled prefill rate of the uncached part, tokens/s (0: no delay)"
+        ),
+    ] = 10_000.0,
+    usage_shape: Annotated[
+        str,
+        typer.Option(
+            help="how usage reports cached tokens: openai (prompt_tokens_details.cached_tokens) "
+            "or deepseek (prompt_cache_hit_tokens, prompt_cache_miss_tokens)"
+        ),
+    ] = "openai",
 ) -> None:
     """Serve the loopback OpenAI-compatible API (a real llama.cpp model, or echo) until Ctrl-C."""
     _require_demo_extra("serve", embedded_model=backend is Backend.llama and model_path is None)
@@ -185,6 +214,12 @@ def serve(
             backend=backend.value,
             echo_tok_s=echo_tok_s,
             dialect=dialect,  # type: ignore[arg-type]  # checked by serve(), ConfigError
+            prompt_cache=prompt_cache,
+            prompt_cache_block_tokens=prompt_cache_block_tokens,
+            prompt_cache_min_tokens=prompt_cache_min_tokens,
+            prompt_cache_max_blocks=prompt_cache_max_blocks,
+            prefill_tok_s=prefill_tok_s,
+            usage_shape=usage_shape,  # type: ignore[arg-type]  # checked by PromptCache
         )
     except DiscoError as exc:
         raise _fail(exc) from None

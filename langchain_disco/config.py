@@ -14,7 +14,8 @@ from pathlib import Path, PurePath
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from langchain_disco.errors import ConfigError
@@ -138,6 +139,12 @@ class DiscoSettings(BaseSettings):
     price_out_per_mtok: float = Field(
         0.60, ge=0, description="USD per 1M output tokens, a non-negative number"
     )
+    price_cached_in_per_mtok: float = Field(
+        0.075,
+        ge=0,
+        description="USD per 1M input tokens the provider read from its prompt cache, a "
+        "non-negative number no larger than DISCO_PRICE_IN_PER_MTOK",
+    )
     device_energy_prefill_j_per_token: float = Field(
         0.01, ge=0, description="joules per prompt token on the device, a non-negative number"
     )
@@ -242,6 +249,29 @@ class DiscoSettings(BaseSettings):
             raise ValueError("contains whitespace, which no URL has")
         return url
 
+    @model_validator(mode="after")
+    def _cached_price_at_most_input_price(self) -> DiscoSettings:
+        """A provider's cache never costs more than sending the prompt: a cached price above
+        the input price is a mistake when set, and the default yields to an input price set
+        below it (0 for a self-hosted server, which then bills cached input at 0 too)."""
+        if self.price_cached_in_per_mtok <= self.price_in_per_mtok:
+            return self
+        if "price_cached_in_per_mtok" not in self.model_fields_set:
+            # Straight into __dict__: the default yielding is not the user setting a value.
+            self.__dict__["price_cached_in_per_mtok"] = self.price_in_per_mtok
+            return self
+        raise PydanticCustomError(
+            "cached_price_above_input_price",
+            "above the input price {in_var}={price_in} (price_in_per_mtok); prompt caching "
+            "discounts input, so a cached token cannot cost more than an uncached one",
+            {
+                "field": "price_cached_in_per_mtok",
+                "value": self.price_cached_in_per_mtok,
+                "in_var": env_var("price_in_per_mtok"),
+                "price_in": self.price_in_per_mtok,
+            },
+        )
+
     @field_validator("approximate_continuation_prompt")
     @classmethod
     def _has_partial(cls, prompt: str | None) -> str | None:
@@ -286,10 +316,12 @@ def config_error_from(exc: ValidationError) -> ConfigError:
     """One readable error naming each bad variable, what was wrong and what to set instead."""
     lines = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        # A check across fields has no location; its context names the field it blames.
+        ctx = err.get("ctx") or {}
+        field = str(err["loc"][0]) if err["loc"] else str(ctx.get("field", "?"))
         info = DiscoSettings.model_fields.get(field)
         hint = info.description if info is not None and info.description else "see the docs"
-        shown = _shown(field, err.get("input"))
+        shown = _shown(field, ctx["value"] if "value" in ctx else err.get("input"))
         msg = err["msg"].removeprefix("Value error, ")  # our validators' own sentences
         lines.append(f"{env_var(field)}={shown} ({field}): {msg}. Fix: set {hint}.")
     return ConfigError("invalid langchain-disco configuration:\n  " + "\n  ".join(lines))

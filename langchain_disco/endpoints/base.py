@@ -178,6 +178,16 @@ class StreamStats:
             return self.input_tokens
         return self.input_tokens * self.billed_attempts
 
+    @property
+    def billed_cached_input_tokens(self) -> int:
+        """Of `billed_input_tokens`, those the provider read from its prompt cache: the cached
+        count it reported, at most the prompt, once per billed attempt (only the last attempt's
+        usage is known; an earlier one sent the same prompt)."""
+        cached = min(max(self.cached_input_tokens, 0), self.input_tokens)
+        if self.billed_attempts is None:
+            return cached
+        return cached * self.billed_attempts
+
 
 @dataclass(frozen=True)
 class PromptCacheView:

@@ -512,7 +512,8 @@ class RequestCore:
             row.cached_input_tokens = row.reasoning_tokens = 0
             row.queue_wait_s = 0.0
             row.delivered_chunks = self.pacer.delivered.get(row.name, 0)
-        billed: dict[str, list[int]] = {"remote": [0, 0], "local": [0, 0]}
+        # Per side: billed input, output, and (remote) the billed input read from its cache.
+        billed: dict[str, list[int]] = {"remote": [0, 0, 0], "local": [0, 0, 0]}
         for stream, run_stats in zip(self.streams, stats, strict=True):
             row = self._row(stream.role)
             if row.outcome == "pending":
@@ -526,6 +527,8 @@ class RequestCore:
             cached = 0 if remote else min(run_stats.cached_input_tokens, run_stats.input_tokens)
             side[0] += run_stats.billed_input_tokens - cached
             side[1] += run_stats.output_tokens
+            if remote:
+                side[2] += run_stats.billed_cached_input_tokens
         if self.finisher is not None:
             # The answer's finish reason, not that of an earlier run on the same endpoint
             # (a migration probe stopped after one token, say).
@@ -533,6 +536,7 @@ class RequestCore:
         report.cost = self.cost_model.cost(
             server_in=billed["remote"][0],
             server_out=billed["remote"][1],
+            server_cached_in=billed["remote"][2],
             device_in=billed["local"][0],
             device_out=billed["local"][1],
         )

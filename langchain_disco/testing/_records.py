@@ -50,6 +50,10 @@ class RequestRecord:
     tokens_sent: int = 0
     text_sent: str = ""
     prompt_tokens: int = 0
+    cached_tokens: int = 0
+    """Of the prompt, the tokens the emulated prompt cache served (as reported in usage)."""
+    prefill_delay_s: float = 0.0
+    """Of `ttft_delay_s`, the modelled prefill of the uncached part (prompt cache only)."""
     completion_tokens: int = 0
     """Tokens the generator produced (may exceed `tokens_sent` when the client left early)."""
     generation_stopped: bool | None = None

@@ -276,9 +276,11 @@ class ChunkFactory:
     def finish(self, finish_reason: str) -> dict[str, Any]:
         return self.delta({}, finish_reason)
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    def usage(
+        self, prompt_tokens: int, completion_tokens: int, cache: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         chunk = self._chunk([])
-        chunk["usage"] = usage_dict(prompt_tokens, completion_tokens)
+        chunk["usage"] = usage_dict(prompt_tokens, completion_tokens, cache)
         return chunk
 
 
@@ -292,14 +294,17 @@ def tool_call_dict(call: ToolCallChunk, *, streamed: bool = False) -> dict[str, 
     return {"index": call.index, **body} if streamed else body
 
 
-def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-    """OpenAI's usage object; like llama-server's (observed), with the prompt tokens served from
-    a cache, none here (the loopback keeps no prompt cache)."""
+def usage_dict(
+    prompt_tokens: int, completion_tokens: int, cache: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """OpenAI's usage object, like llama-server's, with the prompt tokens served from a cache:
+    `cache` holds those fields in the emulated provider's shape (`PromptCache.usage_fields`);
+    without the prompt cache, ``prompt_tokens_details.cached_tokens`` is 0."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        **(cache if cache is not None else {"prompt_tokens_details": {"cached_tokens": 0}}),
     }
 
 
@@ -311,8 +316,9 @@ def completion_body(
     prompt_tokens: int,
     completion_tokens: int,
     tool_calls: list[ToolCallChunk] | None = None,
+    cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A non-streamed ``chat.completion`` object."""
+    """A non-streamed ``chat.completion`` object (`cache`: as for `usage_dict`)."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if tool_calls:
         message["tool_calls"] = [tool_call_dict(c) for c in tool_calls]
@@ -331,7 +337,7 @@ def completion_body(
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": usage_dict(prompt_tokens, completion_tokens),
+        "usage": usage_dict(prompt_tokens, completion_tokens, cache),
     }
 
 

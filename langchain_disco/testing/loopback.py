@@ -22,6 +22,12 @@ from typing import Any
 import httpx
 
 from langchain_disco.errors import DiscoError
+from langchain_disco.testing._prompt_cache import (
+    DEFAULT_BLOCK_TOKENS,
+    DEFAULT_MAX_BLOCKS,
+    DEFAULT_MIN_TOKENS,
+    DEFAULT_PREFILL_TOK_S,
+)
 from langchain_disco.testing.echo import DEFAULT_ECHO_TOK_S
 
 READY_PREFIX = "DISCO_LOOPBACK_READY"
@@ -43,6 +49,9 @@ class LoopbackServer:
 
     `backend="echo"` replaces the llama.cpp model with `EchoEndpoint` (deterministic words at
     `echo_tok_s` tokens/s, no model to load), for benchmarks of the client's own overhead.
+    `prompt_cache=True` emulates a provider's prompt cache (`testing._prompt_cache`): a prompt
+    sharing a long prefix with a recent one is reported as cached in usage (`usage_shape`
+    "openai" or "deepseek") and its TTFT adds only the uncached part's prefill.
     """
 
     def __init__(
@@ -59,6 +68,12 @@ class LoopbackServer:
         backend: str = "llama",
         echo_tok_s: float = DEFAULT_ECHO_TOK_S,
         dialect: str = "lenient",
+        prompt_cache: bool = False,
+        prompt_cache_block_tokens: int = DEFAULT_BLOCK_TOKENS,
+        prompt_cache_min_tokens: int = DEFAULT_MIN_TOKENS,
+        prompt_cache_max_blocks: int = DEFAULT_MAX_BLOCKS,
+        prefill_tok_s: float = DEFAULT_PREFILL_TOK_S,
+        usage_shape: str = "openai",
     ) -> None:
         self.host = host
         self.model_name = model_name
@@ -87,6 +102,20 @@ class LoopbackServer:
         ]
         if model_path is not None:
             self._args += ["--model-path", str(model_path)]
+        if prompt_cache:
+            self._args += [
+                "--prompt-cache",
+                "--prompt-cache-block-tokens",
+                str(prompt_cache_block_tokens),
+                "--prompt-cache-min-tokens",
+                str(prompt_cache_min_tokens),
+                "--prompt-cache-max-blocks",
+                str(prompt_cache_max_blocks),
+                "--prefill-tok-s",
+                repr(float(prefill_tok_s)),
+                "--usage-shape",
+                usage_shape,
+            ]
         self._process: subprocess.Popen[str] | None = None
         self._port: int | None = None
         self._ready = threading.Event()
@@ -222,6 +251,15 @@ class LoopbackServer:
     def clear_requests(self) -> None:
         """Empty the request log (indexes start again at 0)."""
         self._call("DELETE", "/_disco/requests")
+
+    def prompt_cache_state(self) -> dict[str, Any]:
+        """What the emulated prompt cache holds: ``blocks``, ``max_blocks``, ``evictions``..."""
+        state: dict[str, Any] = self._call("GET", "/_disco/prompt-cache")
+        return state
+
+    def clear_prompt_cache(self) -> None:
+        """Forget every cached prefix (a cold provider cache)."""
+        self._call("DELETE", "/_disco/prompt-cache")
 
     def wait_for_request_status(
         self,

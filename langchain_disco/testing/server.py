@@ -6,9 +6,11 @@
 the client's own overhead and hundreds of concurrent streams. It speaks the chat-completions
 protocol the official SDK expects (streamed and not, with usage), accepts the continuation
 dialects of vLLM, DeepSeek and llama.cpp server, delays and paces tokens like a measured hosted
-API (`LatencyProfile`), injects faults on demand (``/_disco/faults``) and logs every request
-(``/_disco/requests``). `serve` runs it under uvicorn; `main` is the command line of
-``python -m langchain_disco.testing``, which `LoopbackServer` starts in a subprocess.
+API (`LatencyProfile`), optionally emulates a provider's prompt cache (`PromptCache`: a repeated
+prefix is served faster and reported as cached in usage, ``/_disco/prompt-cache``), injects
+faults on demand (``/_disco/faults``) and logs every request (``/_disco/requests``). `serve`
+runs it under uvicorn; `main` is the command line of ``python -m langchain_disco.testing``,
+which `LoopbackServer` starts in a subprocess.
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ from langchain_disco.endpoints.base import (
     ToolCallChunk,
 )
 from langchain_disco.errors import ConfigError, DiscoError
+from langchain_disco.testing._prompt_cache import (
+    DEFAULT_BLOCK_TOKENS,
+    DEFAULT_MAX_BLOCKS,
+    DEFAULT_MIN_TOKENS,
+    DEFAULT_PREFILL_TOK_S,
+    USAGE_SHAPES,
+    PromptCache,
+    UsageShape,
+    prompt_text,
+)
 from langchain_disco.testing._records import RequestLog, RequestRecord
 from langchain_disco.testing._streaming import STOP_TIMEOUT_S, deliver
 from langchain_disco.testing._wire import (
@@ -104,8 +116,22 @@ class _Server:
     rng: random.Random
     model_name: str
     dialect: Dialect = "lenient"
+    prompt_cache: PromptCache | None = None
     faults: FaultQueue = field(default_factory=FaultQueue)
     log: RequestLog = field(default_factory=RequestLog)
+
+    def usage_cache_fields(
+        self, record: RequestRecord, prompt_tokens: int
+    ) -> dict[str, Any] | None:
+        """The cached-token fields of this request's usage (None: no prompt cache emulated).
+
+        The cache counts `CHARS_PER_TOKEN` characters per token; the generator counts the real
+        prompt, so the cached count is clamped to it, and the log keeps what was reported.
+        """
+        if self.prompt_cache is None:
+            return None
+        record.cached_tokens = min(record.cached_tokens, prompt_tokens)
+        return self.prompt_cache.usage_fields(prompt_tokens, record.cached_tokens)
 
 
 @dataclass(frozen=True)
@@ -152,12 +178,14 @@ def create_app(
     seed: int = 0,
     model_name: str = "loopback",
     dialect: Dialect = "lenient",
+    prompt_cache: PromptCache | None = None,
 ) -> FastAPI:
     """The loopback API around `generator`; latency samples come from `Random(seed)` in order.
 
-    `dialect` picks which real server's continuation behaviour it plays (`_wire.Dialect`).
+    `dialect` picks which real server's continuation behaviour it plays (`_wire.Dialect`);
+    `prompt_cache` (off by default) emulates a provider's prompt-prefix cache.
     """
-    server = _Server(generator, latency, random.Random(seed), model_name, dialect)
+    server = _Server(generator, latency, random.Random(seed), model_name, dialect, prompt_cache)
     app = FastAPI(title="langchain-disco loopback", docs_url=None, redoc_url=None)
 
     @app.get("/v1/models")
@@ -178,6 +206,15 @@ def create_app(
         fault = server.faults.take()
         ttft_s, inter_token_s = server.latency.sample(server.rng)
         first_delay_s = ttft_s + (fault.seconds if isinstance(fault, DelayFault) else 0.0)
+        cached_tokens, prefill_s = 0, 0.0
+        if server.prompt_cache is not None and not isinstance(fault, ErrorStatusFault):
+            # A request rejected with an error status never reaches the model or its cache.
+            lookup = server.prompt_cache.admit(
+                prompt_text([(m.role, m.text()) for m in wire_messages], prefix)
+            )
+            cached_tokens = lookup.cached_tokens
+            prefill_s = server.prompt_cache.prefill_s(lookup.uncached_tokens)
+            first_delay_s += prefill_s
         params = body.params()
         users = [m for m in wire_messages if m.role == "user"]
         record = server.log.add(
@@ -191,6 +228,8 @@ def create_app(
             max_tokens=params.max_tokens,
             ttft_delay_s=first_delay_s,
             inter_token_s=inter_token_s,
+            cached_tokens=cached_tokens,
+            prefill_delay_s=prefill_s,
             fault=None if fault is None else fault.model_dump(),
             body=body.model_dump(mode="json", exclude_unset=True),
         )
@@ -233,6 +272,19 @@ def create_app(
     @app.get("/_disco/faults")
     async def armed_faults() -> dict[str, Any]:
         return {"armed": server.faults.pending()}
+
+    @app.get("/_disco/prompt-cache")
+    async def prompt_cache_state() -> Response:
+        if server.prompt_cache is None:
+            return _error(404, "the prompt cache is off: start the server with --prompt-cache")
+        return JSONResponse(server.prompt_cache.state())
+
+    @app.delete("/_disco/prompt-cache")
+    async def clear_prompt_cache() -> Response:
+        if server.prompt_cache is None:
+            return _error(404, "the prompt cache is off: start the server with --prompt-cache")
+        server.prompt_cache.clear()
+        return JSONResponse(server.prompt_cache.state())
 
     @app.get("/_disco/requests")
     async def list_requests() -> list[dict[str, Any]]:
@@ -286,7 +338,8 @@ async def _sse_events(server: _Server, job: _Job) -> AsyncIterator[dict[str, str
                 record.note_sent(job.echo)
         yield _event(chunks.finish(finish_reason_of(stats.finish_reason)))
         if request.include_usage:
-            yield _event(chunks.usage(stats.input_tokens, stats.output_tokens))
+            cache = server.usage_cache_fields(record, stats.input_tokens)
+            yield _event(chunks.usage(stats.input_tokens, stats.output_tokens, cache))
         yield {"data": "[DONE]"}
         record.finish("completed")
     except (asyncio.CancelledError, GeneratorExit):
@@ -335,6 +388,7 @@ async def _complete(server: _Server, job: _Job) -> Response:
             stats.input_tokens,
             stats.output_tokens,
             calls,
+            server.usage_cache_fields(record, stats.input_tokens),
         )
     )
 
@@ -420,11 +474,19 @@ def serve(
     backend: str = "llama",
     echo_tok_s: float = DEFAULT_ECHO_TOK_S,
     dialect: Dialect = "lenient",
+    prompt_cache: bool = False,
+    prompt_cache_block_tokens: int = DEFAULT_BLOCK_TOKENS,
+    prompt_cache_min_tokens: int = DEFAULT_MIN_TOKENS,
+    prompt_cache_max_blocks: int = DEFAULT_MAX_BLOCKS,
+    prefill_tok_s: float = DEFAULT_PREFILL_TOK_S,
+    usage_shape: UsageShape = "openai",
 ) -> None:
     """Serve the loopback API until interrupted (blocking).
 
     `backend="llama"` generates with a real llama.cpp model; `backend="echo"` with the
     model-free `EchoEndpoint` at `echo_tok_s` tokens/s (model options are then ignored).
+    `prompt_cache=True` emulates a provider's prompt cache (`PromptCache`, the
+    ``prompt_cache_*``, `prefill_tok_s` and `usage_shape` options; ignored otherwise).
     `port=0` picks a free port; `on_ready(port)` is called once the model is loaded and the
     socket accepts requests. `n_threads=1` by default, so a local model in the client process
     still gets a core of its own on a small machine.
@@ -435,7 +497,23 @@ def serve(
         raise ConfigError(
             f"unknown continuation dialect {dialect!r}: use one of {', '.join(DIALECTS)}"
         )
-    app = create_app(generator, latency=latency, seed=seed, model_name=model_name, dialect=dialect)
+    cache = None
+    if prompt_cache:
+        cache = PromptCache(
+            block_tokens=prompt_cache_block_tokens,
+            min_tokens=prompt_cache_min_tokens,
+            max_blocks=prompt_cache_max_blocks,
+            prefill_tok_s=prefill_tok_s,
+            usage_shape=usage_shape,
+        )
+    app = create_app(
+        generator,
+        latency=latency,
+        seed=seed,
+        model_name=model_name,
+        dialect=dialect,
+        prompt_cache=cache,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -545,6 +623,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="lenient",
         help="which real server's continuation behaviour to play (llamacpp echoes the prefill)",
     )
+    cache = parser.add_argument_group(
+        "prompt cache", "emulate a provider's prompt-prefix cache (off unless --prompt-cache)"
+    )
+    cache.add_argument(
+        "--prompt-cache",
+        action="store_true",
+        help="serve a repeated prompt prefix faster and report it as cached in usage",
+    )
+    cache.add_argument(
+        "--prompt-cache-block-tokens",
+        type=int,
+        default=DEFAULT_BLOCK_TOKENS,
+        help="cached in increments of this many tokens (OpenAI: 128)",
+    )
+    cache.add_argument(
+        "--prompt-cache-min-tokens",
+        type=int,
+        default=DEFAULT_MIN_TOKENS,
+        help="shorter prompts and hits are not cached (OpenAI: 1024)",
+    )
+    cache.add_argument(
+        "--prompt-cache-max-blocks",
+        type=int,
+        default=DEFAULT_MAX_BLOCKS,
+        help="blocks kept; the least recently used is evicted first",
+    )
+    cache.add_argument(
+        "--prefill-tok-s",
+        type=float,
+        default=DEFAULT_PREFILL_TOK_S,
+        help="modelled prefill rate of the uncached part, tokens/s, added to the TTFT (0: none)",
+    )
+    cache.add_argument(
+        "--usage-shape",
+        choices=USAGE_SHAPES,
+        default="openai",
+        help="openai: prompt_tokens_details.cached_tokens; deepseek: prompt_cache_hit_tokens "
+        "and prompt_cache_miss_tokens",
+    )
     args = parser.parse_args(argv)
 
     def announce(port: int) -> None:
@@ -564,6 +681,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend=args.backend,
             echo_tok_s=args.echo_tok_s,
             dialect=args.dialect,
+            prompt_cache=args.prompt_cache,
+            prompt_cache_block_tokens=args.prompt_cache_block_tokens,
+            prompt_cache_min_tokens=args.prompt_cache_min_tokens,
+            prompt_cache_max_blocks=args.prompt_cache_max_blocks,
+            prefill_tok_s=args.prefill_tok_s,
+            usage_shape=args.usage_shape,
         )
     except DiscoError as exc:
         print(f"error: {exc}", file=sys.stderr)

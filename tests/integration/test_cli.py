@@ -60,6 +60,14 @@ def test_serve_with_an_unknown_backend_is_a_usage_error() -> None:
     assert_clean_failure(*invoke("serve", "--backend", "gpt"), "--backend")
 
 
+def test_serve_with_an_unknown_usage_shape_names_the_valid_ones() -> None:
+    assert_clean_failure(
+        *invoke("serve", "--backend", "echo", "--prompt-cache", "--usage-shape", "anthropic"),
+        "unknown usage shape 'anthropic'",
+        "openai, deepseek",
+    )
+
+
 def test_serve_help_lists_every_fault_switch() -> None:
     code, output = invoke("serve", "--help")
     assert code == 0, output

@@ -103,3 +103,50 @@ def test_api_key_never_appears_in_repr_errors_or_logs(
         load_settings(remote_api_key=SECRET, price_out_per_mtok=-5, remote_max_retries="x")
     assert SECRET not in str(err.value)
     assert SECRET not in caplog.text
+
+
+def test_cached_input_price_is_read_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCO_PRICE_CACHED_IN_PER_MTOK", "0.01")
+    assert load_settings().price_cached_in_per_mtok == 0.01
+    assert load_settings().model_dump()["price_cached_in_per_mtok"] == 0.01
+
+
+def test_negative_cached_input_price_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(price_cached_in_per_mtok=-0.5)
+    message = str(err.value)
+    assert "DISCO_PRICE_CACHED_IN_PER_MTOK=-0.5 (price_cached_in_per_mtok)" in message
+    assert "greater than or equal to 0" in message
+
+
+def test_cached_price_above_the_input_price_names_both_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISCO_PRICE_CACHED_IN_PER_MTOK", "0.5")
+    with pytest.raises(ConfigError) as err:
+        load_settings(price_in_per_mtok=0.3)
+    message = str(err.value)
+    assert "DISCO_PRICE_CACHED_IN_PER_MTOK=0.5 (price_cached_in_per_mtok)" in message
+    assert "above the input price DISCO_PRICE_IN_PER_MTOK=0.3" in message
+    assert "Fix: set" in message
+
+
+def test_the_default_cached_price_yields_to_a_lower_input_price() -> None:
+    """A self-hosted server priced at 0 keeps working without a cached price of its own."""
+    settings = load_settings(price_in_per_mtok=0.0)
+    assert settings.price_cached_in_per_mtok == 0.0
+    assert load_settings(**settings.model_dump()).price_cached_in_per_mtok == 0.0
+    assert load_settings(price_in_per_mtok=0.27).price_cached_in_per_mtok == 0.075
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cost_model_from (langchain_disco/_live_scheduler.py, the device side's file) does "
+    "not pass price_cached_in_per_mtok to CostModel yet; remove this mark with that one line",
+)
+def test_the_cached_input_price_reaches_the_models_cost_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISCO_PRICE_CACHED_IN_PER_MTOK", "0.01")
+    model = DiscoChatModel(mode="remote", remote_base_url="http://127.0.0.1:9/v1", failover=False)
+    assert model.scheduler.cost_model.price_cached_in_per_mtok == 0.01

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from langchain_disco.endpoints.base import ToolCallChunk
+from langchain_disco.endpoints.base import StreamStats, ToolCallChunk
 from langchain_disco.engine import (
     CancelStream,
     EndpointInfo,
@@ -345,3 +345,31 @@ def test_billing_counts_what_each_stream_processed() -> None:
     assert request.report.endpoints["remote"].delivered_chunks == len(ANSWER)
     assert result.stats[1].finish_reason == "stop"
     assert request.report.endpoints["remote"].finish_reason == "stop"
+
+
+def _settled_remote(stats: StreamStats) -> RequestReport:
+    request = core(REMOTE)
+    request.begin(0.0)
+    request.settle(1.0, [stats])
+    return request.report
+
+
+def test_a_remote_answer_read_from_the_provider_cache_is_billed_at_the_discount() -> None:
+    stats = StreamStats(input_tokens=2000, output_tokens=10, cached_input_tokens=1536)
+    stats.attempts = stats.billed_attempts = 1
+    report = _settled_remote(stats)
+    cm = CostModel()
+    assert report.cached_input_tokens == 1536
+    assert report.cost.server_usd == pytest.approx(
+        (0.15 * (2000 - 1536) + 0.075 * 1536 + 0.60 * 10) / 1e6
+    )
+    assert report.cost.server_usd < cm.server_usd(2000, 10)
+
+
+def test_cached_tokens_are_billed_once_per_billed_attempt_like_the_prompt() -> None:
+    stats = StreamStats(input_tokens=2000, output_tokens=10, cached_input_tokens=1536)
+    stats.attempts, stats.billed_attempts = 3, 2  # a 503, then two accepted sends
+    report = _settled_remote(stats)
+    assert report.cost.server_usd == pytest.approx(
+        CostModel().server_usd(2 * 2000, 10, cached_input=2 * 1536)
+    )

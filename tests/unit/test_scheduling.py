@@ -51,3 +51,32 @@ def test_invalid_plans_are_rejected() -> None:
         Plan((Start("local"), Start("local", 1.0)), action="dup")
     with pytest.raises(ValueError, match=">= 0"):
         Plan((Start("remote", -1.0),), action="neg")
+
+
+def test_cached_input_is_billed_at_the_cached_price() -> None:
+    model = CostModel(price_in_per_mtok=2.0, price_cached_in_per_mtok=0.5, price_out_per_mtok=8.0)
+    assert model.server_usd(1000, 100, cached_input=768) == pytest.approx(
+        (2.0 * 232 + 0.5 * 768 + 8.0 * 100) / 1e6
+    )
+    cost = model.cost(server_in=1000, server_out=100, server_cached_in=768)
+    assert cost.server_usd == pytest.approx(model.server_usd(1000, 100, 768))
+
+
+def test_the_default_cached_price_is_half_the_default_input_price() -> None:
+    model = CostModel()
+    assert model.price_cached_in_per_mtok == pytest.approx(model.price_in_per_mtok / 2)
+    assert model.server_usd(1_000_000, 0, cached_input=1_000_000) == pytest.approx(0.075)
+
+
+def test_nothing_cached_bills_exactly_as_before() -> None:
+    model = CostModel()
+    assert model.server_usd(1234, 56) == model.server_usd(1234, 56, cached_input=0)
+    assert model.server_usd(1234, 56) == (0.15 * 1234 + 0.60 * 56) / 1e6
+
+
+def test_cached_input_is_clamped_to_the_prompt_it_is_part_of() -> None:
+    model = CostModel(price_in_per_mtok=2.0, price_cached_in_per_mtok=0.5, price_out_per_mtok=8.0)
+    assert model.server_usd(100, 0, cached_input=500) == model.server_usd(100, 0, cached_input=100)
+    assert model.server_usd(100, 0, cached_input=-5) == model.server_usd(100, 0)
+    # Tokens taken off a bill (negative input) have nothing cached in them.
+    assert model.server_usd(-100, 0, cached_input=50) == pytest.approx(-2.0 * 100 / 1e6)
