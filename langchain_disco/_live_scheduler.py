@@ -48,6 +48,7 @@ def cost_model_from(s: DiscoSettings) -> CostModel:
     return CostModel(
         price_in_per_mtok=s.price_in_per_mtok,
         price_out_per_mtok=s.price_out_per_mtok,
+        price_cached_in_per_mtok=s.price_cached_in_per_mtok,
         energy_prefill_j_per_token=s.device_energy_prefill_j_per_token,
         energy_decode_j_per_token=s.device_energy_decode_j_per_token,
         usd_per_j=s.usd_per_j,

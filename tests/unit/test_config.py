@@ -139,11 +139,6 @@ def test_the_default_cached_price_yields_to_a_lower_input_price() -> None:
     assert load_settings(price_in_per_mtok=0.27).price_cached_in_per_mtok == 0.075
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cost_model_from (langchain_disco/_live_scheduler.py, the device side's file) does "
-    "not pass price_cached_in_per_mtok to CostModel yet; remove this mark with that one line",
-)
 def test_the_cached_input_price_reaches_the_models_cost_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
