@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import logging
 import uuid
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
@@ -44,7 +45,7 @@ from langchain_disco._live_scheduler import (
     policy_from_settings,
 )
 from langchain_disco.config import DiscoSettings, load_settings
-from langchain_disco.endpoints.base import Endpoint, GenerationParams
+from langchain_disco.endpoints.base import Endpoint, GenerationParams, PromptCacheView
 from langchain_disco.engine import Delivery, Engine, EngineEvent, EngineOptions
 from langchain_disco.errors import ConfigError
 from langchain_disco.scheduling.dispatch import DispatchPolicy
@@ -75,6 +76,8 @@ _CALL_KWARGS = frozenset(
     }
 )  # fmt: skip
 """The keywords a call (or `bind`) may pass; any other is refused, never dropped."""
+
+logger = logging.getLogger(__name__)
 
 
 class DiscoChatModel(BaseChatModel):
@@ -472,9 +475,9 @@ class DiscoChatModel(BaseChatModel):
         engine = self._engine_for_run()
         scheduler = self.scheduler
         params = self._params(stop, **kwargs)
-        local_cache = None
-        if self.local is not None and scheduler.weighs_requests:
-            local_cache = self.local.prompt_cache(messages, params)
+        local_cache = (
+            _prompt_cache(self.local, messages, params) if scheduler.weighs_requests else None
+        )
         features = scheduler.features(
             _estimate_tokens(messages, self.local or self.remote),
             params.max_tokens,
@@ -764,6 +767,21 @@ def _dispatch(
         return
     sync_manager = CallbackManager.configure(*_configure_args(run, model))
     sync_manager.on_custom_event(event.name, event.data, run_id=run.run_id)
+
+
+def _prompt_cache(
+    local: Endpoint | None, messages: Sequence[BaseMessage], params: GenerationParams
+) -> PromptCacheView | None:
+    """What the device has cached of this prompt; advisory, so a failure to tell (a template
+    that cannot render these messages, an endpoint's own bug) only means "nothing known": the
+    request is planned as if nothing were cached, never failed for it."""
+    if local is None:
+        return None
+    try:
+        return local.prompt_cache(messages, params)
+    except Exception as exc:  # advisory: any failure means "unknown"
+        logger.debug("%s could not tell its prompt cache: %r", local.name, exc)
+        return None
 
 
 def _estimate_tokens(messages: Sequence[BaseMessage], endpoint: Endpoint | None) -> int:

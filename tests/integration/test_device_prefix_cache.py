@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from langchain_disco import DiscoChatModel, LlamaCppEndpoint
-from langchain_disco.endpoints.base import GenerationParams, StreamStats
+from langchain_disco.endpoints.base import GenerationParams, PromptCacheView, StreamStats
 from langchain_disco.testing import LoopbackServer
+from tests._faulty import Recording
 
 pytestmark = pytest.mark.llama
 
@@ -123,3 +125,20 @@ async def _fresh_ttft(local: LlamaCppEndpoint, messages: list[BaseMessage]) -> f
             break
     assert stats.cached_input_tokens < 8
     return time.monotonic() - start - stats.queue_wait_s
+
+
+class _CacheThatFails(Recording):
+    def prompt_cache(
+        self, messages: Sequence[BaseMessage], params: GenerationParams
+    ) -> PromptCacheView | None:
+        raise RuntimeError("the template cannot render this")
+
+
+async def test_a_device_that_cannot_tell_its_cache_is_planned_as_if_nothing_were_cached(
+    local_endpoint: LlamaCppEndpoint, server: LoopbackServer
+) -> None:
+    model = _chat_model(_CacheThatFails(local_endpoint), server)
+    reply = await model.ainvoke("Hello there.")
+    report = reply.response_metadata["disco_report"]
+    assert report["winner"] in ("local", "remote") and reply.content
+    assert "uncached" not in report["reason"]
