@@ -316,7 +316,7 @@ class LlamaCppEndpoint(Endpoint):
                 # Running: it sees `stop` before its next token. Waiting here (at most one
                 # token) means that when a cancelled stream is gone, so is its work. (On a
                 # closed loop nothing can be awaited; the worker stops by itself.)
-                await asyncio.shield(asyncio.wrap_future(future))
+                await _outlast_cancellations(asyncio.wrap_future(future))
 
     def _generate(
         self,
@@ -412,6 +412,22 @@ class LlamaCppEndpoint(Endpoint):
 
 PREFILL_CHUNK_TOKENS = 128
 """The prompt is evaluated this many tokens at a time, checking for cancellation in between."""
+
+
+async def _outlast_cancellations(work: asyncio.Future[None]) -> None:
+    """Wait for `work` even when the waiting task is cancelled again meanwhile (a race's loser
+    cancelled, then the whole request closed): a second cancellation that ended the wait would
+    leave the worker thread running behind a stream that reports itself gone. A cancellation
+    that arrived while waiting is raised once the work is done, so it is never lost.
+    """
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _prefill(llama: Any, tokens: list[int], stop: threading.Event, stats: StreamStats) -> bool:

@@ -69,6 +69,37 @@ async def test_cancelling_the_consumer_stops_generation_within_a_token(
     assert stats.finish_reason is None
 
 
+async def test_a_stream_cancelled_again_while_it_stops_still_waits_for_its_worker(
+    local_endpoint: LlamaCppEndpoint,
+) -> None:
+    # A race cancels its loser, then closing the request cancels every task again: the second
+    # cancellation lands while the stream waits for its worker to stop. (Seen in CI: the
+    # request was gone and the device still generating.)
+    params = GenerationParams(max_tokens=400, **GREEDY)  # type: ignore[arg-type]
+    got_three = asyncio.Event()
+
+    async def consume() -> None:
+        n = 0
+        async for _ in local_endpoint.stream(MESSAGES, params, StreamStats()):
+            n += 1
+            if n == 3:
+                got_three.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(got_three.wait(), 30)
+    cancels = 0
+    async with asyncio.timeout(30):
+        while not task.done():  # noqa: ASYNC110 - cancel at every loop step until it is done
+            task.cancel()
+            cancels += 1
+            await asyncio.sleep(0)
+    assert cancels >= 2  # the stream did wait for its worker after the first one
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not local_endpoint.busy
+    assert local_endpoint.pending == 0
+
+
 async def test_requests_queue_behind_a_running_generation_and_report_the_wait(
     local_endpoint: LlamaCppEndpoint,
 ) -> None:
