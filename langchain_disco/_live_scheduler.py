@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from langchain_disco.config import DiscoSettings
@@ -33,6 +34,12 @@ from langchain_disco.scheduling.dispatch import (
 from langchain_disco.scheduling.estimates import DeviceJob, predict_queue_wait_s
 from langchain_disco.scheduling.policies import policy_from_name
 from langchain_disco.scheduling.profiles import Profiles
+from langchain_disco.scheduling.server_cache import (
+    NO_MATCH,
+    PrefixMatch,
+    PromptPrefixes,
+    ServerPrefixCache,
+)
 from langchain_disco.scheduling.store import ProfileStore
 
 logger = logging.getLogger(__name__)
@@ -42,6 +49,16 @@ SAVE_EVERY = 20
 MAX_UNSAVED = 10_000
 """Outcomes kept for the next save while saving fails (a read-only cache directory, a lock
 held elsewhere); beyond it the oldest are left out of the file (never out of memory)."""
+
+
+@dataclass(frozen=True)
+class ServerPrefixQuery:
+    """A request's prompt prefixes, when it was planned, and what the server was expected to
+    hold of them: what `LiveScheduler.learn` needs to remember the prompt and learn the rate."""
+
+    prefixes: PromptPrefixes
+    at_s: float
+    match: PrefixMatch = NO_MATCH
 
 
 def cost_model_from(s: DiscoSettings) -> CostModel:
@@ -91,6 +108,9 @@ class LiveScheduler:
         # observations.
         self._unsaved: deque[RequestOutcome] = deque(maxlen=MAX_UNSAVED)
         self._unsaved_verdicts: dict[str, dict[str, Any]] = {}
+        self.server_cache = ServerPrefixCache()
+        """The prompts recently sent to the server and its learned prompt-cache hit rate
+        (in memory: a provider keeps a prefix for minutes, not across restarts)."""
 
     @property
     def profiles(self) -> Profiles:
@@ -107,10 +127,12 @@ class LiveScheduler:
         max_tokens: int | None,
         local: Endpoint | None,
         local_cache: PromptCacheView | None = None,
+        server_prefix: ServerPrefixQuery | None = None,
     ) -> RequestFeatures:
-        """What the policy sees: prompt size, the wait behind the device's queue, and the share
+        """What the policy sees: prompt size, the wait behind the device's queue, the share
         of the prompt the device has cached (`local_cache`, in the device's own tokens, applied
-        to `prompt_tokens` so both stay on one scale)."""
+        to `prompt_tokens` so both stay on one scale), and what the provider is expected to
+        read from its prompt cache (`server_prefix`, from `server_prefix_query`)."""
         pending = local.pending if local is not None else 0
         busy = local.busy if local is not None else False
         wait = 0.0
@@ -125,13 +147,24 @@ class LiveScheduler:
         cached = 0
         if local_cache is not None and local_cache.cached_tokens > 0:
             cached = min(round(prompt_tokens * local_cache.cached_share()), prompt_tokens - 1)
+        remote_cached = 0
+        if server_prefix is not None:
+            remote_cached = min(server_prefix.match.expected_cached_tokens, prompt_tokens - 1)
         return RequestFeatures(
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
             local_queue=pending,
             local_queue_wait_s=wait,
             local_cached_tokens=max(cached, 0),
+            remote_cached_tokens=max(remote_cached, 0),
         )
+
+    def server_prefix_query(self, prefixes: PromptPrefixes) -> ServerPrefixQuery:
+        """What the server is expected to hold of a prompt with these prefixes, now."""
+        now = time.monotonic()
+        with self._lock:
+            match = self.server_cache.match(prefixes, now)
+        return ServerPrefixQuery(prefixes, now, match)
 
     @property
     def weighs_requests(self) -> bool:
@@ -150,12 +183,15 @@ class LiveScheduler:
         plan: Plan,
         report: RequestReport,
         executed: Plan | None = None,
+        server_prefix: ServerPrefixQuery | None = None,
     ) -> None:
         """Feed one finished (or abandoned) request to the profiles and the policy.
 
         `plan` is the policy's own plan object; `executed` the one the engine ran, when it
         differs (an endpoint that could not serve the request was dropped): the profiles learn
-        what was executed, the policy's spend accounting finds its own plan.
+        what was executed, the policy's spend accounting finds its own plan. With
+        `server_prefix`, a prompt the server was sent is remembered, and the cached tokens it
+        reported teach the hit rate.
         """
         if executed is None or executed is plan:
             outcome = report.outcome(features, plan)
@@ -164,12 +200,26 @@ class LiveScheduler:
         with self._lock:
             self._loaded().observe(outcome)
             self.policy.observe(outcome)
+            if server_prefix is not None:
+                self._learn_server_prefix(outcome, server_prefix)
             self._seen += 1
             if self._persist:
                 self._unsaved.append(outcome)
             due = self._persist and self._seen % SAVE_EVERY == 0
         if due:
             self.save()
+
+    def _learn_server_prefix(self, outcome: RequestOutcome, query: ServerPrefixQuery) -> None:
+        # The dispatch's server run (a continuation after it resends the prompt too, so the
+        # prompt counts as sent either way); a request the server never saw teaches nothing.
+        run = next((r for r in outcome.endpoints if r.endpoint == "remote"), None)
+        if run is None:
+            return
+        if run.first_token_s is not None and run.input_tokens > 0 and not run.failed:
+            # The provider's count, on the request's scale (its tokenizer is not ours).
+            share = min(max(run.cached_input_tokens, 0), run.input_tokens) / run.input_tokens
+            self.server_cache.observe(query.match, round(outcome.request.prompt_tokens * share))
+        self.server_cache.sent(query.prefixes, query.at_s)
 
     def get_verdict(self, key: str) -> object:
         """A remembered continuation verdict (`endpoints/_probe.py`), or None."""

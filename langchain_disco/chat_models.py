@@ -44,6 +44,7 @@ from langchain_disco._live_scheduler import (
     LiveScheduler,
     policy_from_settings,
 )
+from langchain_disco._prefixes import prompt_prefixes
 from langchain_disco.config import DiscoSettings, load_settings
 from langchain_disco.endpoints.base import Endpoint, GenerationParams, PromptCacheView
 from langchain_disco.engine import Delivery, Engine, EngineEvent, EngineOptions
@@ -478,11 +479,14 @@ class DiscoChatModel(BaseChatModel):
         local_cache = (
             _prompt_cache(self.local, messages, params) if scheduler.weighs_requests else None
         )
+        prompt_tokens = _estimate_tokens(messages, self.local or self.remote)
+        server_prefix = (
+            scheduler.server_prefix_query(prompt_prefixes(messages, params, prompt_tokens))
+            if self.remote is not None and scheduler.weighs_requests
+            else None
+        )
         features = scheduler.features(
-            _estimate_tokens(messages, self.local or self.remote),
-            params.max_tokens,
-            self.local,
-            local_cache,
+            prompt_tokens, params.max_tokens, self.local, local_cache, server_prefix
         )
         chosen = scheduler.plan(features)
         run = engine.run(
@@ -494,6 +498,11 @@ class DiscoChatModel(BaseChatModel):
             local_queue=features.local_queue,
         )
         report, items, plan = run.report, run.items, run.plan
+        report.prompt_tokens = features.prompt_tokens
+        report.expected_cached_tokens = {
+            "local": features.local_cached_tokens,
+            "remote": features.remote_cached_tokens,
+        }
         # `aclosing`: when our consumer stops early, the engine (and every endpoint stream it
         # started) is closed right here, not later by the garbage collector.
         try:
@@ -507,7 +516,7 @@ class DiscoChatModel(BaseChatModel):
         finally:
             # The policy's own plan object (its spend accounting matches plans by identity) and
             # the plan executed (what the profiles learn from).
-            scheduler.learn(features, chosen, report, executed=plan)
+            scheduler.learn(features, chosen, report, executed=plan, server_prefix=server_prefix)
         # The endpoint that finished the answer speaks for it, not the one that won the race:
         # after a failover or migration they differ.
         finisher = report.finisher

@@ -87,6 +87,12 @@ class RequestReport:
     """Generations queued or running on the device when this request was dispatched."""
     expected: list[dict[str, Any]] = field(default_factory=list)
     """The policy's estimates (TTFT, cost) of the chosen action and of the runner-up."""
+    prompt_tokens: int = 0
+    """The prompt's size as dispatch estimated it (each endpoint counts its own tokens)."""
+    expected_cached_tokens: dict[Role, int] = field(default_factory=dict)
+    """Of the prompt (on the request's token scale), what dispatch expected each side to
+    read from its cache: the device's KV state, the provider's prompt cache. What each
+    endpoint then reported is its run's `cached_input_tokens`."""
 
     @classmethod
     def for_plan(cls, plan: Plan, *, local_queue: int = 0) -> RequestReport:

@@ -37,6 +37,7 @@ from langchain_disco.scheduling.profiles import (
     ServerProfile,
 )
 from langchain_disco.scheduling.roles import Role
+from langchain_disco.scheduling.server_cache import PrefixMatch, ServerPrefixCache
 from langchain_disco.scheduling.store import ProfileStore
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "LocalOnly",
     "OutputLengthProfile",
     "Plan",
+    "PrefixMatch",
     "ProfileStore",
     "Profiles",
     "Race",
@@ -66,6 +68,7 @@ __all__ = [
     "RequestOutcome",
     "Resource",
     "Role",
+    "ServerPrefixCache",
     "ServerProfile",
     "Start",
     "WaitTime",

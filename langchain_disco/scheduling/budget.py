@@ -76,12 +76,22 @@ class Budget:
             return cost.device_j
         return cost.unified_usd
 
-    def floor(self, prompt_tokens: float, output_tokens: float, cost_model: CostModel) -> float:
-        """Spend of the cheapest dispatch: the cheaper endpoint alone."""
+    def floor(
+        self,
+        prompt_tokens: float,
+        output_tokens: float,
+        cost_model: CostModel,
+        device_prompt_tokens: float | None = None,
+        server_cached_tokens: float = 0,
+    ) -> float:
+        """Spend of the cheapest dispatch: the cheaper endpoint alone (the device prefilling
+        `device_prompt_tokens`, default the whole prompt; the provider billing
+        `server_cached_tokens` at its cached-input price)."""
         if self.resource != "unified":
             return 0.0
-        server = cost_model.server_usd(prompt_tokens, output_tokens)
-        device_j = cost_model.device_j(prompt_tokens, output_tokens)
+        device = prompt_tokens if device_prompt_tokens is None else device_prompt_tokens
+        server = cost_model.server_usd(prompt_tokens, output_tokens, server_cached_tokens)
+        device_j = cost_model.device_j(device, output_tokens)
         return min(server, device_j * cost_model.usd_per_j)
 
     def bounds(
@@ -91,25 +101,35 @@ class Budget:
         queue_wait_s: float,
         output_tokens: float,
         device_prompt_tokens: int | None = None,
+        server_cached_tokens: int = 0,
     ) -> tuple[float, float]:
         """(floor, expected ceiling) for one request: the range a share interpolates.
-        `device_prompt_tokens`: what the device would prefill (default: the whole prompt)."""
+        `device_prompt_tokens`: what the device would prefill (default: the whole prompt);
+        `server_cached_tokens`: what the provider is expected to read from its cache."""
         device = prompt_tokens if device_prompt_tokens is None else device_prompt_tokens
         race = estimate_action(
             RACE,
-            server=ctx.profiles.server.distribution(prompt_tokens),
+            server=ctx.profiles.server.distribution(prompt_tokens, server_cached_tokens),
             prefill_s=ctx.profiles.device.predict_ttft_s(device),
             queue_wait_s=queue_wait_s,
             prompt_tokens=prompt_tokens,
             output_tokens=output_tokens,
             cost_model=ctx.cost_model,
             device_prompt_tokens=device_prompt_tokens,
+            server_cached_tokens=server_cached_tokens,
         )
-        floor = self.expected_floor(ctx, prompt_tokens, output_tokens)
+        floor = self.expected_floor(
+            ctx, prompt_tokens, output_tokens, device_prompt_tokens, server_cached_tokens
+        )
         return floor, max(self.spend(race.cost), floor)
 
     def expected_floor(
-        self, ctx: DispatchContext, prompt_tokens: int, output_tokens: float
+        self,
+        ctx: DispatchContext,
+        prompt_tokens: int,
+        output_tokens: float,
+        device_prompt_tokens: int | None = None,
+        server_cached_tokens: int = 0,
     ) -> float:
         """E[floor] over answer lengths of mean `output_tokens` (the output-length profile's
         shape, rescaled). On the unified resource the floor is the cheaper side's cost, a
@@ -120,10 +140,11 @@ class Budget:
         lengths = ctx.profiles.output_lengths
         points = [lengths.quantile((i + 0.5) / _FLOOR_POINTS) for i in range(_FLOOR_POINTS)]
         mean = sum(points) / len(points)
+        sizes = (device_prompt_tokens, server_cached_tokens)
         if mean <= 0:
-            return self.floor(prompt_tokens, output_tokens, ctx.cost_model)
+            return self.floor(prompt_tokens, output_tokens, ctx.cost_model, *sizes)
         scale = output_tokens / mean
-        total = sum(self.floor(prompt_tokens, x * scale, ctx.cost_model) for x in points)
+        total = sum(self.floor(prompt_tokens, x * scale, ctx.cost_model, *sizes) for x in points)
         return total / len(points)
 
     def realised_bounds(self, ctx: DispatchContext, outcome: RequestOutcome) -> tuple[float, float]:
@@ -144,7 +165,8 @@ class Budget:
             output = request.expected_output_tokens
         else:
             output = profiles.output_lengths.expected(request.max_tokens)
-        floor = self.floor(prompt, output, ctx.cost_model)
+        server_cached = _server_cached(outcome)
+        floor = self.floor(prompt, output, ctx.cost_model, device_in, server_cached)
         server_ttft: float | None = None
         server_at_least = 0.0
         prefill: float | None = None
@@ -173,7 +195,7 @@ class Budget:
             prefills = [p for p in spread if p > prefill_at_least] or [
                 max(max(spread), prefill_at_least)
             ]
-        dist = profiles.server.distribution(prompt)
+        dist = profiles.server.distribution(prompt, server_cached)
         if server_ttft is None and server_at_least > 0:
             xs, _ = dist.view()
             tail = xs[bisect.bisect_left(xs, server_at_least) :]
@@ -193,6 +215,7 @@ class Budget:
                     output_tokens=output,
                     cost_model=ctx.cost_model,
                     device_prompt_tokens=device_in,
+                    server_cached_tokens=server_cached,
                 ).cost
             else:
                 race_cost = estimate_action(
@@ -204,6 +227,7 @@ class Budget:
                     output_tokens=output,
                     cost_model=ctx.cost_model,
                     device_prompt_tokens=device_in,
+                    server_cached_tokens=server_cached,
                 ).cost
             spends.append(self.spend(race_cost))
         return floor, max(sum(spends) / len(spends), floor)
@@ -330,3 +354,15 @@ class BudgetController:
         """Spend so far as a share of the floor-to-ceiling range (NaN before any headroom)."""
         headroom = self.ceiling_total - self.floor_total
         return (self.spent - self.floor_total) / headroom if headroom > 0 else math.nan
+
+
+def _server_cached(outcome: RequestOutcome) -> int:
+    """The prompt tokens the provider read from its cache for this request, as far as the
+    outcome tells (the usage a remote run reported, on the request's scale), else as expected."""
+    request = outcome.request
+    for run in outcome.endpoints:
+        answered = run.first_token_s is not None and not run.failed
+        if run.endpoint == "remote" and answered and run.input_tokens > 0:
+            share = min(max(run.cached_input_tokens, 0), run.input_tokens) / run.input_tokens
+            return round(request.prompt_tokens * share)
+    return request.remote_cached_tokens

@@ -55,6 +55,10 @@ class RequestFeatures:
     local_cached_tokens: int = 0
     """Of `prompt_tokens`, those the device holds in its KV cache (an earlier turn's prefix):
     its prefill evaluates only the rest (`device_prompt_tokens`)."""
+    remote_cached_tokens: int = 0
+    """Of `prompt_tokens`, those the provider is expected to read from its prompt cache (a
+    prefix it was sent recently, times the hit rate it has reported): billed at the
+    cached-input price, and its TTFT drawn from what warm requests took."""
 
     @property
     def device_prompt_tokens(self) -> int:
@@ -72,12 +76,13 @@ class RequestFeatures:
         local_queue_wait_s: float,
         expected_output_tokens: float | None = None,
         local_cached_tokens: int = 0,
+        remote_cached_tokens: int = 0,
     ) -> RequestFeatures:
         """The same as the constructor, faster (see `_frozen`): for a replay's every request."""
         return _frozen(
             cls,
             *(prompt_tokens, max_tokens, local_queue, local_queue_wait_s),
-            *(expected_output_tokens, local_cached_tokens),
+            *(expected_output_tokens, local_cached_tokens, remote_cached_tokens),
         )
 
 

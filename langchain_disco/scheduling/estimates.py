@@ -75,12 +75,14 @@ def _unit_costs(
     prompt_tokens: float,
     output_tokens: float,
     device_prompt_tokens: float | None = None,
+    server_cached_tokens: float = 0,
 ) -> tuple[float, float, float, float]:
     """(server input USD, server output USD, device prefill J, device decode J); the device
-    prefills `device_prompt_tokens` (what it has not cached; default all of the prompt)."""
+    prefills `device_prompt_tokens` (what it has not cached; default all of the prompt), the
+    provider bills `server_cached_tokens` of the prompt at its cached-input price."""
     device_in = prompt_tokens if device_prompt_tokens is None else device_prompt_tokens
     return (
-        cost_model.server_usd(prompt_tokens, 0),
+        cost_model.server_usd(prompt_tokens, 0, server_cached_tokens),
         cost_model.server_usd(0, output_tokens),
         cost_model.device_j(device_in, 0),
         cost_model.device_j(0, output_tokens),
@@ -102,6 +104,7 @@ def resolve_action(
     cost_model: CostModel,
     prefill_interruptible: bool = True,
     device_prompt_tokens: float | None = None,
+    server_cached_tokens: float = 0,
 ) -> Resolution:
     """Play one request out given the server's TTFT and when the device could begin prefill.
 
@@ -124,7 +127,7 @@ def resolve_action(
     remote_wins = server_token < device_token
     ttft = min(server_token, device_token)
     s_in, s_out, e_pre, e_dec = _unit_costs(
-        cost_model, prompt_tokens, output_tokens, device_prompt_tokens
+        cost_model, prompt_tokens, output_tokens, device_prompt_tokens, server_cached_tokens
     )
     server_usd = (s_in + (s_out if remote_wins else 0.0)) if remote_started else 0.0
     device_j = 0.0
@@ -158,14 +161,18 @@ def estimate_action(
     output_tokens: float,
     cost_model: CostModel,
     device_prompt_tokens: float | None = None,
+    server_cached_tokens: float = 0,
 ) -> ActionEstimate:
     """E[`resolve_action`] over the server TTFT distribution; the device begins at
     max(its offset, `queue_wait_s`). `output_tokens` is the expected answer length;
-    `device_prompt_tokens` what the device prefills (default: the whole prompt)."""
+    `device_prompt_tokens` what the device prefills (default: the whole prompt),
+    `server_cached_tokens` what the provider bills at its cached-input price."""
     xs, prefix = server.view()
     if not xs:
         raise ValueError("the server TTFT distribution has no samples")
-    units = _unit_costs(cost_model, prompt_tokens, output_tokens, device_prompt_tokens)
+    units = _unit_costs(
+        cost_model, prompt_tokens, output_tokens, device_prompt_tokens, server_cached_tokens
+    )
     ttft, server_usd, device_j, _ = expect(
         action.local_at_s, action.remote_at_s, xs, prefix, prefill_s, queue_wait_s, units
     )
@@ -179,9 +186,12 @@ def unit_costs(
     prompt_tokens: float,
     output_tokens: float,
     device_prompt_tokens: float | None = None,
+    server_cached_tokens: float = 0,
 ) -> tuple[float, float, float, float]:
     """(server input USD, server output USD, device prefill J, device decode J) of a request."""
-    return _unit_costs(cost_model, prompt_tokens, output_tokens, device_prompt_tokens)
+    return _unit_costs(
+        cost_model, prompt_tokens, output_tokens, device_prompt_tokens, server_cached_tokens
+    )
 
 
 def expect(

@@ -73,19 +73,22 @@ def _estimate(
     queue_wait_s: float,
     output: float,
     device_tokens: int | None = None,
+    server_cached: int = 0,
 ) -> ActionEstimate:
     """`estimate_action` from the profiles; the device prefills `device_tokens` (what it has
-    not cached; default the whole prompt)."""
+    not cached; default the whole prompt), the provider is expected to read `server_cached`
+    tokens from its prompt cache."""
     device = prompt_tokens if device_tokens is None else device_tokens
     return estimate_action(
         action,
-        server=ctx.profiles.server.distribution(prompt_tokens),
+        server=ctx.profiles.server.distribution(prompt_tokens, server_cached),
         prefill_s=ctx.profiles.device.predict_ttft_s(device),
         queue_wait_s=queue_wait_s,
         prompt_tokens=prompt_tokens,
         output_tokens=output,
         cost_model=ctx.cost_model,
         device_prompt_tokens=device_tokens,
+        server_cached_tokens=server_cached,
     )
 
 
@@ -126,11 +129,13 @@ class _Budgeted:
         else:
             plan, committed = self._decide(request, ctx, output, share)
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
-        device = _device_tokens(request)
+        device, cached = _sizes(request)
         expected = committed or (
-            plan.expected[0] if plan.expected else _estimate(plan, ctx, prompt, q, output, device)
+            plan.expected[0]
+            if plan.expected
+            else _estimate(plan, ctx, prompt, q, output, device, cached)
         )
-        floor, ceiling = self.budget.bounds(ctx, prompt, q, output, device)
+        floor, ceiling = self.budget.bounds(ctx, prompt, q, output, device, cached)
         self.controller.commit(plan, self._spend(expected), floor, ceiling)
         return plan
 
@@ -245,9 +250,9 @@ class RandomSplit(_Budgeted):
             return LOCAL, REMOTE
         if self.budget.resource == "device":
             return REMOTE, LOCAL
-        q, device = request.local_queue_wait_s, _device_tokens(request)
-        local = _estimate(LOCAL, ctx, request.prompt_tokens, q, output, device)
-        remote = _estimate(REMOTE, ctx, request.prompt_tokens, q, output, device)
+        q, (device, cached) = request.local_queue_wait_s, _sizes(request)
+        local = _estimate(LOCAL, ctx, request.prompt_tokens, q, output, device, cached)
+        remote = _estimate(REMOTE, ctx, request.prompt_tokens, q, output, device, cached)
         return (LOCAL, REMOTE) if self._spend(local) <= self._spend(remote) else (REMOTE, LOCAL)
 
     def _build_table(
@@ -326,9 +331,9 @@ class LengthThreshold(_Budgeted):
     ) -> tuple[Plan, ActionEstimate | None]:
         threshold = self.threshold(share)
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
-        device = _device_tokens(request)
-        race = _estimate(RACE, ctx, prompt, q, output, device)
-        local = _estimate(LOCAL, ctx, prompt, q, output, device)
+        device, cached = _sizes(request)
+        race = _estimate(RACE, ctx, prompt, q, output, device, cached)
+        local = _estimate(LOCAL, ctx, prompt, q, output, device, cached)
         # The length the device would prefill: a follow-up turn whose prefix it has cached is
         # as short for it as its new part.
         length = prompt if device is None else device
@@ -400,13 +405,14 @@ class WaitTime(_Budgeted):
         self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
     ) -> tuple[Plan, ActionEstimate | None]:
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
-        device = _device_tokens(request)
+        device, cached = _sizes(request)
         w = self.wait(prompt if device is None else device, share)
         action = remote_then_local(w)
-        chosen = _estimate(action, ctx, prompt, q, output, device)
-        other = _estimate(REMOTE if action is not REMOTE else RACE, ctx, prompt, q, output, device)
+        chosen = _estimate(action, ctx, prompt, q, output, device, cached)
+        other = REMOTE if action is not REMOTE else RACE
+        other_estimate = _estimate(other, ctx, prompt, q, output, device, cached)
         why = f"device waits {w:.2f}s (share {share:.3f})"
-        return action.because(why, (chosen, other)), None
+        return action.because(why, (chosen, other_estimate)), None
 
 
 _Offsets = tuple[float | None, float | None]
@@ -466,15 +472,17 @@ class Generalized(_Budgeted):
         q: float,
         output: float,
         device_tokens: int | None = None,
+        server_cached: int = 0,
     ) -> list[_Candidate]:
         """Every candidate action's offsets, objective TTFT (E[TTFT] plus the tail term), E[spend]
         and E[unified USD], and its plain (E[TTFT], E[server USD], E[device J]); the device
-        prefills `device_tokens` (default: the whole prompt)."""
-        xs, prefix = ctx.profiles.server.distribution(prompt).view()
+        prefills `device_tokens` (default: the whole prompt), the provider is expected to read
+        `server_cached` tokens from its prompt cache."""
+        xs, prefix = ctx.profiles.server.distribution(prompt, server_cached).view()
         n = len(xs)
         device = prompt if device_tokens is None else device_tokens
         prefill = ctx.profiles.device.predict_ttft_s(device)
-        units = unit_costs(ctx.cost_model, prompt, output, device_tokens)
+        units = unit_costs(ctx.cost_model, prompt, output, device_tokens, server_cached)
         offsets: list[_Offsets] = [(0.0, None), (None, 0.0), (0.0, 0.0)]
         for p in WAIT_LEVELS:
             wait = xs[max(1, math.ceil(p * n - 1e-9)) - 1]
@@ -576,8 +584,8 @@ class Generalized(_Budgeted):
     ) -> tuple[Plan, ActionEstimate | None]:
         mu = self.price(share)
         prompt, q = request.prompt_tokens, request.local_queue_wait_s
-        device = _device_tokens(request)
-        candidates = self._candidates(ctx, prompt, q, output, device)
+        device, cached = _sizes(request)
+        candidates = self._candidates(ctx, prompt, q, output, device, cached)
         device_ttft = max(q, 0.0) + ctx.profiles.device.predict_ttft_s(
             prompt if device is None else device
         )
@@ -646,10 +654,12 @@ class Generalized(_Budgeted):
         return False
 
 
-def _device_tokens(request: RequestFeatures) -> int | None:
-    """What the device would prefill of this request, when it has part of it cached (None:
-    all of it, the common case, which keeps every estimate as it was without a cache)."""
-    return request.device_prompt_tokens if request.local_cached_tokens > 0 else None
+def _sizes(request: RequestFeatures) -> tuple[int | None, int]:
+    """(what the device would prefill, when it has part of the prompt cached (None: all of
+    it, the common case, which keeps every estimate as it was without a cache); what the
+    provider is expected to read from its prompt cache)."""
+    device = request.device_prompt_tokens if request.local_cached_tokens > 0 else None
+    return device, request.remote_cached_tokens
 
 
 def _tie(x: float) -> float:

@@ -440,6 +440,12 @@ class ServerProfile:
 
     With `bucket_edges` (prompt tokens, ascending), each coarse prompt-length bucket keeps its own
     reservoir and is used once it holds `min_bucket_samples`; until then the pooled one answers.
+
+    Requests the provider answered mostly from its prompt cache (at least half of the prompt
+    reported cached) are learned apart, in `warm`: their TTFTs say nothing about a fresh
+    prompt's, and mixed in they would make every fresh prompt look as fast as a follow-up
+    turn. A request expected to be mostly cached is predicted from `warm` once it holds
+    `min_bucket_samples`; until then, conservatively, from the fresh distribution.
     """
 
     def __init__(
@@ -464,12 +470,16 @@ class ServerProfile:
         self._buckets = [
             Reservoir(capacity=capacity, seed=seed + 1 + i) for i in range(len(bucket_edges) + 1)
         ]
+        self.warm = Reservoir(capacity=capacity, seed=seed + 9973)
         self._impute_rng = random.Random(seed + 7919)
         self._s_per_token = 1.0 / decode_tok_s
         self.n_decode = 0
 
-    def distribution(self, prompt_tokens: int | None = None) -> Reservoir:
-        """The reservoir that answers for a prompt of this length."""
+    def distribution(self, prompt_tokens: int | None = None, cached_tokens: int = 0) -> Reservoir:
+        """The reservoir that answers for a prompt of this length, of which the provider is
+        expected to read `cached_tokens` from its prompt cache."""
+        if _warm(prompt_tokens, cached_tokens) and len(self.warm) >= self.min_bucket_samples:
+            return self.warm
         if prompt_tokens is not None and self.bucket_edges:
             bucket = self._buckets[self._bucket(prompt_tokens)]
             if len(bucket) >= self.min_bucket_samples:
@@ -502,10 +512,17 @@ class ServerProfile:
         return self.distribution(prompt_tokens).expected_min(d)
 
     def observe(
-        self, ttft_s: float, decode_tok_s: float | None = None, prompt_tokens: int | None = None
+        self,
+        ttft_s: float,
+        decode_tok_s: float | None = None,
+        prompt_tokens: int | None = None,
+        cached_tokens: int = 0,
     ) -> None:
-        """Record a first token that came `ttft_s` after the server request started."""
-        if ttft_s >= 0 and ttft_s == ttft_s:
+        """Record a first token that came `ttft_s` after the server request started; the
+        provider read `cached_tokens` of the `prompt_tokens` from its prompt cache."""
+        if ttft_s >= 0 and ttft_s == ttft_s and _warm(prompt_tokens, cached_tokens):
+            self.warm.add(ttft_s)
+        elif ttft_s >= 0 and ttft_s == ttft_s:
             self.ttft.add(ttft_s)
             if prompt_tokens is not None and self.bucket_edges:
                 self._buckets[self._bucket(prompt_tokens)].add(ttft_s)
@@ -514,7 +531,9 @@ class ServerProfile:
             self._s_per_token += alpha * (1.0 / decode_tok_s - self._s_per_token)
             self.n_decode += 1
 
-    def observe_censored(self, at_least_s: float, prompt_tokens: int | None = None) -> None:
+    def observe_censored(
+        self, at_least_s: float, prompt_tokens: int | None = None, cached_tokens: int = 0
+    ) -> None:
         """Record a server request cancelled `at_least_s` after it started, before any token.
 
         Dropping these would erase exactly the slow tail a hedge is for; instead one value is
@@ -523,8 +542,9 @@ class ServerProfile:
         """
         if not at_least_s >= 0:
             return
-        value = self.distribution(prompt_tokens).draw_at_least(at_least_s, self._impute_rng)
-        self.observe(value, prompt_tokens=prompt_tokens)
+        dist = self.distribution(prompt_tokens, cached_tokens)
+        value = dist.draw_at_least(at_least_s, self._impute_rng)
+        self.observe(value, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens)
 
     @classmethod
     def prior(
@@ -581,6 +601,7 @@ class ServerProfile:
             "bucket_edges": list(self.bucket_edges),
             "min_bucket_samples": self.min_bucket_samples,
             "buckets": [b.to_dict() for b in self._buckets],
+            "warm": self.warm.to_dict(),
             "s_per_token": self._s_per_token,
             "n_decode": self.n_decode,
         }
@@ -618,12 +639,16 @@ class ServerProfile:
             min_bucket_samples=fields.integer("min_bucket_samples", hi=MAX_ITEMS),
         )
         out.ttft, out._buckets, out.n_decode = ttft, buckets, fields.integer("n_decode")
+        if fields.optional("warm") is not None:  # files from before it was learned lack it
+            out.warm = Reservoir.from_dict(
+                fields.get("warm"), path=fields.where("warm"), max_value=MAX_SECONDS
+            )
         return out
 
     def __repr__(self) -> str:
         return (
             f"ServerProfile({self.name!r}, n={len(self.ttft)}, "
-            f"p50={self.quantile(0.5):.3f}s, p99={self.quantile(0.99):.3f}s)"
+            f"p50={self.quantile(0.5):.3f}s, p99={self.quantile(0.99):.3f}s, warm={len(self.warm)})"
         )
 
 
@@ -731,9 +756,12 @@ class Profiles:
                 continue
             if run.endpoint == "remote":
                 if run.first_token_s is not None:
-                    self.server.observe(run.first_token_s - run.started_s, run.decode_tok_s, prompt)
-                elif run.ended_s is not None:
-                    self.server.observe_censored(run.ended_s - run.started_s, prompt)
+                    cached = prompt - _evaluated(prompt, run)
+                    ttft = run.first_token_s - run.started_s
+                    self.server.observe(ttft, run.decode_tok_s, prompt, cached)
+                elif run.ended_s is not None:  # no usage came: as cached as it was expected
+                    cached = outcome.request.remote_cached_tokens
+                    self.server.observe_censored(run.ended_s - run.started_s, prompt, cached)
             elif run.first_token_s is not None:
                 ttft = run.first_token_s - run.started_s - run.queue_wait_s
                 weight = 1.0
@@ -783,6 +811,11 @@ class Profiles:
             ),
             continuation=_verdicts_from(fields.optional("continuation")),
         )
+
+
+def _warm(prompt_tokens: int | None, cached_tokens: int) -> bool:
+    """Whether the provider reads (or is expected to read) most of the prompt from its cache."""
+    return prompt_tokens is not None and cached_tokens > 0 and 2 * cached_tokens >= prompt_tokens
 
 
 def _evaluated(prompt_tokens: int, run: EndpointOutcome) -> int:

@@ -89,7 +89,7 @@ async def test_a_stream_cancelled_again_while_it_stops_still_waits_for_its_worke
     await asyncio.wait_for(got_three.wait(), 30)
     cancels = 0
     async with asyncio.timeout(30):
-        while not task.done():  # noqa: ASYNC110 - cancel at every loop step until it is done
+        while not task.done():  # cancel at every step of the loop until it is done
             task.cancel()
             cancels += 1
             await asyncio.sleep(0)

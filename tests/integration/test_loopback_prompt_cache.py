@@ -200,3 +200,38 @@ def test_the_deepseek_shape_reports_hits_and_misses() -> None:
             usage.prompt_tokens
         )
         assert deepseek.requests()[-1]["cached_tokens"] == extra["prompt_cache_hit_tokens"]
+
+
+async def test_dispatch_learns_what_the_provider_caches_of_a_growing_conversation(
+    server: LoopbackServer, remote: OpenAIEndpoint
+) -> None:
+    # Every turn resends the conversation so far. The scheduler remembers what it sent, learns
+    # from the cached tokens the server reported how much of a shared prefix it really reads
+    # from its cache (this server: whole 128-token blocks), and expects that of the next turn.
+    from langchain_core.messages import AIMessage
+
+    from langchain_disco.scheduling import Budget, policy_from_name
+
+    model = DiscoChatModel(
+        policy=policy_from_name("generalized", Budget(share=1.0)),  # the server always runs
+        local=EchoEndpoint(name="local", ttft_s=3.0),  # the server wins every race
+        remote=remote,
+        max_tokens=8,
+    )
+    messages: list[Any] = [SystemMessage(CONTEXT)]
+    turns = []
+    for i in range(8):
+        messages.append(HumanMessage(f"Which river is number {i}?"))
+        message = await model.ainvoke(messages)
+        report = message.response_metadata["disco_report"]
+        entry = server.requests()[-1]
+        ratio = entry["cached_tokens"] / entry["prompt_tokens"]
+        turns.append((report["expected_cached_tokens"]["remote"] / report["prompt_tokens"], ratio))
+        messages.append(AIMessage(str(message.content)))
+    assert turns[0] == (0.0, 0.0)  # nothing was sent before
+    assert turns[1][0] == 0.0 < turns[1][1]  # shared and cached, but caching not yet shown
+    # Learned: the last turns are expected cached close to what the server reported, as a
+    # share of the prompt (each side counts tokens its own way).
+    assert model.scheduler.server_cache.rate(0.0) > 0.6
+    for expected, reported in turns[-3:]:
+        assert 0.6 * reported < expected < 1.1 * reported, turns
