@@ -102,6 +102,7 @@ def resolve_action(
     cost_model: CostModel,
     prefill_interruptible: bool = True,
     device_prompt_tokens: float | None = None,
+    server_cached_tokens: float = 0,
 ) -> Resolution:
     """Play one request out given the server's TTFT and when the device could begin prefill.
 
@@ -109,6 +110,8 @@ def resolve_action(
     later if it first waits for the device); `prefill_s` is the device's TTFT from there.
     `prefill_interruptible=False`: a device cancelled after its prefill began still runs (and
     bills) the whole prefill, as llama.cpp does (it evaluates a prompt in one call).
+    `server_cached_tokens` of the prompt are read from the provider's prompt cache (billed at
+    the cached-input price, if the server is started).
     """
     t_d, t_s = action.local_at_s, action.remote_at_s
     prefill_s = max(prefill_s, _MIN_PREFILL_S)
@@ -126,6 +129,8 @@ def resolve_action(
     s_in, s_out, e_pre, e_dec = _unit_costs(
         cost_model, prompt_tokens, output_tokens, device_prompt_tokens
     )
+    if server_cached_tokens > 0:
+        s_in = cost_model.server_usd(prompt_tokens, 0, server_cached_tokens)
     server_usd = (s_in + (s_out if remote_wins else 0.0)) if remote_started else 0.0
     device_j = 0.0
     if local_started:
