@@ -24,9 +24,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-DEFAULT_DEVICE_CACHE_TOKENS = 65_536
-"""LlamaRAMCache's default capacity (2 GiB) over the f16 KV state of a ~1B model (Llama-3.2-1B:
-16 layers x 8 KV heads x 64 dims x K and V x 2 bytes = 32 KiB per token)."""
+DEFAULT_DEVICE_CACHE_TOKENS = 16_384
+"""LlamaRAMCache's default capacity (2 GiB) over the f16 KV state of the default simulated
+device's model, Llama 3.1 8B (32 layers x 8 KV heads x 128 dims x K and V x 2 bytes = 128 KiB
+per token)."""
 DEFAULT_SERVER_CACHE_TTL_S = 300.0
 """OpenAI's documented lower bound: 5 minutes of inactivity."""
 DEFAULT_SERVER_CACHE_MIN_TOKENS = 1024

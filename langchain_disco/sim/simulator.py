@@ -420,32 +420,44 @@ class Simulator:
 
 
 def _conversation_assignment(hash_ids: tuple[tuple[int, ...], ...], n_devices: int) -> list[int]:
-    """Round robin over conversations: a request whose prompt extends the latest earlier prompt
-    sharing its longest prefix (all of that prompt's blocks but a partial last one) is that
-    conversation's next turn and goes to its device; any other starts a conversation on the
-    next device in turn."""
-    root: dict[int, tuple[dict[int, Any], int]] = {}
+    """Round robin over conversations: a request is the next turn of an earlier one when its
+    prompt extends the latest earlier prompt sharing its longest prefix (all of that prompt's
+    blocks, less a partial last one) and that prefix is its conversation's own (no other
+    conversation reached it: a system prompt every conversation starts with is not); it then
+    goes to that conversation's device, any other request starts a conversation on the next
+    device in turn."""
+    root: dict[int, list[Any]] = {}
+    """block -> [children, latest request through it, its conversation or -1 if shared]."""
     assignment: list[int] = []
+    conversation: list[int] = []
     turn = 0
     for i, blocks in enumerate(hash_ids):
-        node, depth, parent = root, 0, -1
+        node, depth, entry = root, 0, None
         for block in blocks:
-            entry = node.get(block)
-            if entry is None:
+            child = node.get(block)
+            if child is None:
                 break
-            node, parent = entry[0], entry[1]
+            node, entry = child[0], child
             depth += 1
-        if parent >= 0 and depth >= 1 and depth >= len(hash_ids[parent]) - 1:
+        if entry is not None and entry[2] >= 0 and depth >= len(hash_ids[entry[1]]) - 1:
+            parent = entry[1]
             assignment.append(assignment[parent])
+            conversation.append(conversation[parent])
         else:
+            conversation.append(i)
             assignment.append(turn % n_devices)
             turn += 1
         node = root
+        mine = conversation[i]
         for block in blocks:
-            entry = node.get(block)
-            child: dict[int, Any] = entry[0] if entry is not None else {}
-            node[block] = (child, i)
-            node = child
+            child = node.get(block)
+            if child is None:
+                child = node[block] = [{}, i, mine]
+            else:
+                child[1] = i
+                if child[2] != mine:
+                    child[2] = -1
+            node = child[0]
     return assignment
 
 
