@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 DEFAULT_DEVICE_CACHE_TOKENS = 16_384
 """LlamaRAMCache's default capacity (2 GiB) over the f16 KV state of the default simulated
@@ -196,3 +197,48 @@ class CacheConfig:
         if cached_tokens <= 0 or prompt_tokens <= 0:
             return ttft_s
         return ttft_s * (1.0 - self.server_cached_ttft_saving * cached_tokens / prompt_tokens)
+
+
+class _CachedRun(Protocol):
+    device_cached_tokens: list[int]
+    server_cached_tokens: list[int]
+
+
+@dataclass(frozen=True)
+class CachedTokens:
+    """Per request, the prompt tokens each side held cached: the input of the hindsight bounds
+    of a multi-turn replay."""
+
+    device: Sequence[int]
+    server: Sequence[int]
+
+    @classmethod
+    def of(cls, result: _CachedRun) -> CachedTokens:
+        """The cache states one run had (`SimResult`): a bound for policies that leave the
+        caches as that run did."""
+        return cls(result.device_cached_tokens, result.server_cached_tokens)
+
+
+def warm_blocks(
+    hash_ids: Sequence[Sequence[int]], device: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """Per request, the most blocks of its prompt any side could hold cached: its device every
+    earlier prompt on that device (no eviction), the provider every earlier prompt of all (no
+    expiry). No run's caches hold more, so bounds computed on them hold for every run."""
+    device_roots: dict[int, dict[int, dict[int, object]]] = {}
+    server_root: dict[int, dict[int, object]] = {}
+    on_device: list[int] = []
+    on_server: list[int] = []
+    for blocks, k in zip(hash_ids, device, strict=True):
+        for root, out in ((device_roots.setdefault(k, {}), on_device), (server_root, on_server)):
+            node, n = root, 0
+            for block in blocks:
+                child = node.get(block)
+                if child is None:
+                    break
+                node, n = child, n + 1  # type: ignore[assignment]
+            out.append(n)
+            node = root
+            for block in blocks:
+                node = node.setdefault(block, {})  # type: ignore[assignment]
+    return on_device, on_server

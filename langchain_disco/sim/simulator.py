@@ -101,7 +101,7 @@ from langchain_disco.scheduling.roles import Role
 from langchain_disco.sim.delivery import GapRun, Playout, unmoved
 from langchain_disco.sim.metrics import RunMetrics, summarize
 from langchain_disco.sim.oracle import OracleResult, solve_oracle
-from langchain_disco.sim.prefix_cache import CacheConfig
+from langchain_disco.sim.prefix_cache import CacheConfig, CachedTokens, warm_blocks
 from langchain_disco.sim.streaming import DeviceScript, ServerScript, StreamedRequest, play
 from langchain_disco.sim.timeline import MigratedStream
 from langchain_disco.sim.trace import Trace
@@ -338,6 +338,7 @@ class Simulator:
                 keep_ratio(ratios[j])
         self.n_devices = config.n_devices or self._auto_devices()
         self.caches = (config.caches or CacheConfig()) if trace.has_prefixes else None
+        self._warm: CachedTokens | None = None
         if config.assignment == "random":
             self.assignment = [rng.randrange(self.n_devices) for _ in range(n)]
         elif trace.hash_ids is not None:
@@ -406,8 +407,47 @@ class Simulator:
             raise ValueError(f"pace_tok_s must be > 0 or None, got {pace_tok_s}")
         return _TraceReplay(self, policy, budget, profiles, migration, pace_tok_s).execute()
 
+    def warm_cache(self) -> CachedTokens:
+        """Per request, the most tokens of its prompt each side could hold cached (its device
+        every earlier prompt it was dealt, the provider every earlier prompt; see
+        `prefix_cache.warm_blocks`): what the hindsight bounds of a multi-turn replay assume."""
+        if self._warm is None:
+            hash_ids, caches = self.trace.hash_ids, self.caches
+            if hash_ids is None or caches is None:
+                raise ValueError("the trace has no prefix structure")
+            device, server = warm_blocks(hash_ids, self.assignment)
+            shared = self.trace.shared_tokens
+            block = self.trace.block_tokens
+            self._warm = CachedTokens(
+                [shared(i, n) for i, n in enumerate(device)],
+                [
+                    shared(i, n) if n * block >= caches.server_min_tokens else 0
+                    for i, n in enumerate(server)
+                ],
+            )
+        return self._warm
+
     def oracle(self, budget: Budget, *, spend_limit: float | None = None) -> OracleResult:
-        """The hindsight oracle at `budget` (or at an absolute total `spend_limit`)."""
+        """The hindsight oracle at `budget` (or at an absolute total `spend_limit`); on a
+        multi-turn trace, with the warmest caches any run could have (`warm_cache`)."""
+        caches = self.caches
+        if caches is not None:
+            warm = self.warm_cache()
+            prompts = self.trace.prompt_tokens
+            return solve_oracle(
+                server_ttft_s=[
+                    caches.server_ttft_s(self.server_ttft_s[i], c, prompts[i])
+                    for i, c in enumerate(warm.server)
+                ],
+                device_ttft_s=[self.device_prefill_s(i, c) for i, c in enumerate(warm.device)],
+                prompt_tokens=prompts,
+                output_tokens=self.trace.output_tokens,
+                budget=budget,
+                cost_model=self.config.cost_model,
+                spend_limit=spend_limit,
+                device_prompt_tokens=[p - c for p, c in zip(prompts, warm.device, strict=True)],
+                server_cached_tokens=warm.server,
+            )
         return solve_oracle(
             server_ttft_s=self.server_ttft_s,
             device_ttft_s=self.prefill_s,
