@@ -34,7 +34,9 @@ from langchain_disco.sim.simulator import _conversation_assignment
 from langchain_disco.sim.trace import Trace, trace_from_jsonl
 from tests._cli import assert_clean_failure, invoke
 
-MOONCAKE = Path(__file__).resolve().parents[3] / "shared/data/traces/mooncake_conversation_trace.jsonl"
+MOONCAKE = (
+    Path(__file__).resolve().parents[3] / "shared/data/traces/mooncake_conversation_trace.jsonl"
+)
 
 ROWS = [
     {"timestamp": 2000, "input_length": 1100, "output_length": 40, "hash_ids": [0, 1, 2]},
@@ -217,7 +219,8 @@ class _Recorder:
 
 def _sim(trace: Trace, *, aware: bool, **caches: float) -> Simulator:
     return Simulator(
-        trace, SimConfig(n_devices=6, caches=CacheConfig(aware=aware, **caches))  # type: ignore[arg-type]
+        trace,
+        SimConfig(n_devices=6, caches=CacheConfig(aware=aware, **caches)),  # type: ignore[arg-type]
     )
 
 
@@ -297,7 +300,9 @@ def test_the_warm_cache_bound_is_below_the_bound_on_a_runs_caches() -> None:
     warm = hindsight_queue_bound(sim, budget, limit)
     seen = hindsight_queue_bound(sim, budget, limit, cached=CachedTokens.of(run))
     assert warm.mean_ttft_s <= seen.mean_ttft_s
-    assert all(w >= s for w, s in zip(sim.warm_cache().device, run.device_cached_tokens, strict=True))
+    assert all(
+        w >= s for w, s in zip(sim.warm_cache().device, run.device_cached_tokens, strict=True)
+    )
     plain = Simulator(replace(trace, hash_ids=None), SimConfig(n_devices=6))
     assert sim.oracle(budget).mean_ttft_s < plain.oracle(budget).mean_ttft_s
 
@@ -314,9 +319,7 @@ def test_sim_options_carry_the_cache_settings_to_the_simulator_and_the_command()
         server_cache_ttl_s=600,
     ).validate()
     caches = options.sim_config(0).caches
-    assert caches == CacheConfig(
-        aware=False, device_tokens=4096, device_states=8, server_ttl_s=600
-    )
+    assert caches == CacheConfig(aware=False, device_tokens=4096, device_states=8, server_ttl_s=600)
     command = options.command()
     for part in (
         "--scale-lengths 0.125",
