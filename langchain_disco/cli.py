@@ -282,8 +282,9 @@ def bench_overhead(
 
 _TRACE_HELP = (
     "CSV trace with the columns arrival_s, prompt_tokens, output_tokens (see above), or the "
-    "Azure trace's TIMESTAMP, ContextTokens, GeneratedTokens; default: the bundled Azure LLM "
-    "inference trace 2023 (conversation, 19,366 requests)"
+    "Azure trace's TIMESTAMP, ContextTokens, GeneratedTokens, or (sim) a Mooncake JSONL trace "
+    "with prefix structure; default: the bundled Azure LLM inference trace 2023 "
+    "(conversation, 19,366 requests)"
 )
 
 
@@ -383,6 +384,36 @@ def bench_sim(
             "the number of devices (higher: fewer devices, longer device queues)"
         ),
     ] = 0.3,
+    scale_lengths: Annotated[
+        float,
+        typer.Option(
+            help="JSONL trace: scale every prompt, and its 512-token blocks, by this factor "
+            "(e.g. 0.125 for a device; the shared prefixes keep their share of each prompt)"
+        ),
+    ] = 1.0,
+    cache_blind: Annotated[
+        bool,
+        typer.Option(
+            "--cache-blind/--cache-aware",
+            help="JSONL trace: dispatch that does not know what the device has cached (the "
+            "caches act all the same) or that does",
+        ),
+    ] = False,
+    device_cache_tokens: Annotated[
+        float,
+        typer.Option(help="JSONL trace: each device's KV-state cache, in tokens (LRU)"),
+    ] = 16_384,
+    device_cache_states: Annotated[
+        int | None,
+        typer.Option(
+            help="JSONL trace: at most this many KV states per device [default: tokens only]",
+            show_default=False,
+        ),
+    ] = None,
+    server_cache_ttl_s: Annotated[
+        float,
+        typer.Option(help="JSONL trace: seconds the provider keeps an unused prefix cached"),
+    ] = 300.0,
     plots: Annotated[bool, typer.Option(help="write PNG plots (needs matplotlib)")] = True,
     jobs: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     out: Annotated[Path, typer.Option(help="folder for the CSV, JSON and PNG results")] = Path(
@@ -393,7 +424,9 @@ def bench_sim(
 
     A trace is a CSV file with a header line and one request per row,
     with the columns arrival_s,prompt_tokens,output_tokens
-    (arrival time in seconds, prompt length and answer length in tokens).
+    (arrival time in seconds, prompt length and answer length in tokens),
+    or a Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids)
+    replayed with device and server prefix caches (docs/own-trace.md).
 
     Results print as tables and go to --out as results.csv, results.json and PNG plots.
     """
@@ -418,8 +451,13 @@ def bench_sim(
             pace_tok_s=pace_tok_s,
             references=references,
             device_utilisation=device_utilisation,
+            scale_lengths=scale_lengths,
+            cache_aware=not cache_blind,
+            device_cache_tokens=device_cache_tokens,
+            device_cache_states=device_cache_states,
+            server_cache_ttl_s=server_cache_ttl_s,
         ).validate()
-        loaded = sim.load_bench_trace(options.trace, options.requests)
+        loaded = sim.load_bench_trace(options.trace, options.requests, options.scale_lengths)
         _check_writable(out)
         with _progress() as progress:
             task = progress.add_task(f"simulating {len(loaded):,} requests", total=None)

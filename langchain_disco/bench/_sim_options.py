@@ -14,6 +14,11 @@ from langchain_disco.bench._profiles_view import load_profiles
 from langchain_disco.errors import ConfigError
 from langchain_disco.scheduling import POLICY_NAMES, CostModel, Resource, _data
 from langchain_disco.sim import SimConfig, Simulator, Trace, load_trace
+from langchain_disco.sim.prefix_cache import (
+    DEFAULT_DEVICE_CACHE_TOKENS,
+    DEFAULT_SERVER_CACHE_TTL_S,
+    CacheConfig,
+)
 from langchain_disco.sim.server_csv import looks_like_file, read_server_measurements
 from langchain_disco.sim.simulator import DEFAULT_DEVICE_ONLY_UTILISATION, SimDevice
 from langchain_disco.sim.trace import BUNDLED_TRACE
@@ -77,7 +82,8 @@ class SimOptions:
     """What `disco bench sim` runs; `validate()` names the option and the fix of a bad value."""
 
     trace: Path | None = None
-    """A CSV trace; None: the bundled Azure 2023 conversation trace."""
+    """A CSV trace, or a Mooncake JSONL (multi-turn, with prefix caches); None: the bundled
+    Azure 2023 conversation trace."""
     requests: int = 10_000
     regime: str = "server-constrained"
     device: str | None = None
@@ -107,6 +113,36 @@ class SimOptions:
     device_utilisation: float = DEFAULT_DEVICE_ONLY_UTILISATION
     """How busy device-only dispatch would keep each device: sizes the number of devices
     (`SimConfig.device_only_utilisation`); higher means longer device queues."""
+    scale_lengths: float = 1.0
+    """A JSONL trace's prompts (and their 512-token blocks) scaled by this factor."""
+    cache_aware: bool = True
+    """Multi-turn traces: dispatch told of the device's cached tokens (False: cache-blind, the
+    caches act all the same)."""
+    device_cache_tokens: float = DEFAULT_DEVICE_CACHE_TOKENS
+    """Multi-turn traces: each device's KV-state cache capacity in tokens (LRU)."""
+    device_cache_states: int | None = None
+    """Multi-turn traces: at most this many KV states per device (None: only tokens bound)."""
+    server_cache_ttl_s: float = DEFAULT_SERVER_CACHE_TTL_S
+    """Multi-turn traces: how long the provider keeps an unused prefix cached."""
+
+    def cache_config(self) -> CacheConfig:
+        """The prefix caches of a multi-turn trace these options describe."""
+        return CacheConfig(
+            aware=self.cache_aware,
+            device_tokens=self.device_cache_tokens,
+            device_states=self.device_cache_states,
+            server_ttl_s=self.server_cache_ttl_s,
+        )
+
+    def cache_label(self) -> str:
+        """How a multi-turn run is labelled: cache-aware or -blind, and the caches' sizes."""
+        states = f", {self.device_cache_states} states" if self.device_cache_states else ""
+        scaled = f"; prompts scaled x{self.scale_lengths:g}" if self.scale_lengths != 1 else ""
+        return (
+            f"{'cache-aware' if self.cache_aware else 'cache-blind'} dispatch; device KV cache "
+            f"{self.device_cache_tokens:g} tokens{states} (LRU), server prompt cache TTL "
+            f"{self.server_cache_ttl_s:g} s{scaled}"
+        )
 
     @property
     def regime_spec(self) -> Regime:
@@ -137,6 +173,24 @@ class SimOptions:
             raise ConfigError(
                 f"--device-utilisation must be in (0, 1], got {self.device_utilisation:g} "
                 "(0.3: each device 30% busy if every request went to it)"
+            )
+        if not self.scale_lengths > 0:
+            raise ConfigError(
+                f"--scale-lengths must be > 0, got {self.scale_lengths:g} (0.125: an eighth)"
+            )
+        if self.device_cache_tokens < 0:
+            raise ConfigError(
+                f"--device-cache-tokens must be >= 0, got {self.device_cache_tokens:g}"
+            )
+        if self.device_cache_states is not None and self.device_cache_states < 1:
+            raise ConfigError(
+                f"--device-cache-states must be >= 1, got {self.device_cache_states} "
+                "(leave it out to bound the cache by tokens only)"
+            )
+        if self.server_cache_ttl_s < 0:
+            raise ConfigError(
+                f"--server-cache-ttl-s must be >= 0, got {self.server_cache_ttl_s:g} "
+                "(OpenAI keeps an unused prefix 5-10 minutes: 300)"
             )
         self._check_sweep()
         self._check_devices()
@@ -242,6 +296,7 @@ class SimOptions:
             server_pool=truth.pool if truth is not None else None,
             prior_server_pool=mine.pool if mine is not None else None,
             device_only_utilisation=self.device_utilisation,
+            caches=self.cache_config(),
         )
 
     def command(self, out: Path | str | None = None, jobs: int = 1) -> str:
@@ -270,6 +325,16 @@ class SimOptions:
             parts.append("--no-references")
         if self.device_utilisation != DEFAULT_DEVICE_ONLY_UTILISATION:
             parts.append(f"--device-utilisation {self.device_utilisation:g}")
+        if self.scale_lengths != 1.0:
+            parts.append(f"--scale-lengths {self.scale_lengths:g}")
+        if not self.cache_aware:
+            parts.append("--cache-blind")
+        if self.device_cache_tokens != DEFAULT_DEVICE_CACHE_TOKENS:
+            parts.append(f"--device-cache-tokens {self.device_cache_tokens:g}")
+        if self.device_cache_states is not None:
+            parts.append(f"--device-cache-states {self.device_cache_states}")
+        if self.server_cache_ttl_s != DEFAULT_SERVER_CACHE_TTL_S:
+            parts.append(f"--server-cache-ttl-s {self.server_cache_ttl_s:g}")
         if self.migration:
             parts.append("--migration cost")
         if self.pace_tok_s is not None:
@@ -354,12 +419,14 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def load_bench_trace(path: Path | None, requests: int) -> Trace:
-    """The first `requests` requests of a CSV trace (or of the bundled one), with clear errors."""
+def load_bench_trace(path: Path | None, requests: int, scale_lengths: float = 1.0) -> Trace:
+    """The first `requests` requests of a CSV or Mooncake JSONL trace (or of the bundled one),
+    with clear errors; `scale_lengths` scales a JSONL trace's prompts."""
     expected = (
         f"expected a CSV with a header and the columns {TRACE_COLUMNS} "
         "(arrival time in seconds, prompt tokens, output tokens), or the Azure trace's "
-        "TIMESTAMP,ContextTokens,GeneratedTokens"
+        "TIMESTAMP,ContextTokens,GeneratedTokens, or a Mooncake JSONL trace (timestamp, "
+        "input_length, output_length, hash_ids)"
     )
     if path is not None:
         if not path.exists():
@@ -368,7 +435,7 @@ def load_bench_trace(path: Path | None, requests: int) -> Trace:
             raise ConfigError(f"--trace {path} is not a file; {expected}")
     where = f"--trace {path}" if path is not None else f"the bundled trace {BUNDLED_TRACE}"
     try:
-        trace = load_trace(path)
+        trace = load_trace(path, scale_lengths=scale_lengths)
     except OSError as exc:
         raise ConfigError(f"cannot read {where}: {exc.strerror or exc}") from None
     except (ValueError, TypeError, KeyError) as exc:

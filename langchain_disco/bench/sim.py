@@ -339,11 +339,16 @@ def run_sim(
     start = time.perf_counter()
     notes: list[str] = []
     if trace is None:
-        trace = load_bench_trace(options.trace, options.requests)
+        trace = load_bench_trace(options.trace, options.requests, options.scale_lengths)
     if len(trace) < options.requests:
         notes.append(
             f"the trace has {len(trace):,} requests, fewer than --requests "
             f"{options.requests:,}: all of them were replayed"
+        )
+    if trace.has_prefixes:
+        notes.append(
+            f"multi-turn trace: {options.cache_label()}; the oracle and bound assume each side "
+            "held every earlier prefix it could have (no eviction, no expiry)"
         )
     tasks = _tasks(options)
     results: dict[_Task, _Done] = {}

@@ -112,6 +112,8 @@ def resolve_action(
     later if it first waits for the device); `prefill_s` is the device's TTFT from there.
     `prefill_interruptible=False`: a device cancelled after its prefill began still runs (and
     bills) the whole prefill, as llama.cpp does (it evaluates a prompt in one call).
+    `server_cached_tokens` of the prompt are read from the provider's prompt cache (billed at
+    the cached-input price, if the server is started).
     """
     t_d, t_s = action.local_at_s, action.remote_at_s
     prefill_s = max(prefill_s, _MIN_PREFILL_S)

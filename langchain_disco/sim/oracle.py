@@ -57,9 +57,13 @@ def solve_oracle(
     budget: Budget,
     cost_model: CostModel,
     spend_limit: float | None = None,
+    device_prompt_tokens: Sequence[int] | None = None,
+    server_cached_tokens: Sequence[int] | None = None,
 ) -> OracleResult:
     """Solve both oracles; without `spend_limit` the budget's allowance over the trace applies
-    (its ceiling is always-race with these TTFTs and no queueing)."""
+    (its ceiling is always-race with these TTFTs and no queueing). A multi-turn replay gives
+    what the device would prefill of each prompt and what the provider holds cached of it (the
+    TTFTs given already account for both)."""
     n = len(server_ttft_s)
     options: list[tuple[tuple[float, float], tuple[float, float]]] = []
     allowance = 0.0
@@ -73,6 +77,10 @@ def solve_oracle(
                 prompt_tokens=prompt_tokens[i],
                 output_tokens=output_tokens[i],
                 cost_model=cost_model,
+                device_prompt_tokens=None
+                if device_prompt_tokens is None
+                else device_prompt_tokens[i],
+                server_cached_tokens=0 if server_cached_tokens is None else server_cached_tokens[i],
             )
 
         local, remote = resolve(LOCAL), resolve(REMOTE)
@@ -105,9 +113,12 @@ def resolve_idle(
     prompt_tokens: int,
     output_tokens: int,
     cost_model: CostModel,
+    device_prompt_tokens: int | None = None,
+    server_cached_tokens: int = 0,
 ) -> Resolution:
     """What `action` would do for one request on an idle device, knowing its draws: the
-    hindsight bounds' per-request options."""
+    hindsight bounds' per-request options (a cached prefix: the device prefills
+    `device_prompt_tokens`, the provider reads `server_cached_tokens` from its cache)."""
     return resolve_action(
         action,
         server_ttft_s=server_ttft_s,
@@ -116,6 +127,8 @@ def resolve_idle(
         prompt_tokens=prompt_tokens,
         output_tokens=output_tokens,
         cost_model=cost_model,
+        device_prompt_tokens=device_prompt_tokens,
+        server_cached_tokens=server_cached_tokens,
     )
 
 

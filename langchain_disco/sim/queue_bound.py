@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 from langchain_disco.scheduling.budget import Budget
 from langchain_disco.scheduling.estimates import LOCAL, REMOTE
 from langchain_disco.sim.oracle import resolve_idle
+from langchain_disco.sim.prefix_cache import CachedTokens
 
 if TYPE_CHECKING:
     from langchain_disco.sim.simulator import Simulator
@@ -273,34 +274,60 @@ def _pareto(
     return out
 
 
-def hindsight_queue_bound(sim: Simulator, budget: Budget, spend_limit: float) -> QueueBound:
+def hindsight_queue_bound(
+    sim: Simulator,
+    budget: Budget,
+    spend_limit: float,
+    *,
+    cached: CachedTokens | None = None,
+) -> QueueBound:
     """The bound for a simulator's draws: its requests, devices, prefills and server TTFTs,
-    each option's spend on `budget`'s resource, within a total of `spend_limit`."""
+    each option's spend on `budget`'s resource, within a total of `spend_limit`.
+
+    A multi-turn replay's prefills, server TTFTs and bills depend on what each side had cached:
+    `cached` gives it per request (e.g. the cache states of one run, `CachedTokens.of(result)`);
+    by default `sim.warm_cache()`, each side holding every earlier prefix it could ever have
+    held (which makes the bound hold for every cache trajectory, not only one run's)."""
     trace = sim.trace
     cm = sim.config.cost_model
+    caches = sim.caches
+    if caches is not None and cached is None:
+        cached = sim.warm_cache()
     device_spend: list[float] = []
     server_spend: list[float] = []
     busy: list[float] = []
+    device_ttft: list[float] = sim.prefill_s
+    server_ttft: list[float] = sim.server_ttft_s
+    if cached is not None and caches is not None:
+        device_ttft = [sim.device_prefill_s(i, c) for i, c in enumerate(cached.device)]
+        server_ttft = [
+            caches.server_ttft_s(sim.server_ttft_s[i], c, trace.prompt_tokens[i])
+            for i, c in enumerate(cached.server)
+        ]
     for i, prompt in enumerate(trace.prompt_tokens):
         output = trace.output_tokens[i]
+        device_in = None if cached is None else prompt - cached.device[i]
+        server_cached = 0 if cached is None else cached.server[i]
         for plan, out in ((LOCAL, device_spend), (REMOTE, server_spend)):
             res = resolve_idle(
                 plan,
-                server_ttft_s=sim.server_ttft_s[i],
-                prefill_s=sim.prefill_s[i],
+                server_ttft_s=server_ttft[i],
+                prefill_s=device_ttft[i],
                 prompt_tokens=prompt,
                 output_tokens=output,
                 cost_model=cm,
+                device_prompt_tokens=device_in,
+                server_cached_tokens=server_cached,
             )
             out.append(budget.spend(res.cost))
         # A device answer holds the device from its prefill to its last token.
-        busy.append(sim.prefill_s[i] + max(output - 1, 0) / sim.device_decode_tok_s[i])
+        busy.append(device_ttft[i] + max(output - 1, 0) / sim.device_decode_tok_s[i])
     return solve_queue_bound(
         arrival_s=trace.arrival_s,
         device=sim.assignment,
-        device_ttft_s=sim.prefill_s,
+        device_ttft_s=device_ttft,
         device_busy_s=busy,
-        server_ttft_s=sim.server_ttft_s,
+        server_ttft_s=server_ttft,
         device_spend=device_spend,
         server_spend=server_spend,
         spend_limit=spend_limit,

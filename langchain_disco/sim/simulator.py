@@ -36,6 +36,19 @@ already on its device and prefills prompt + generated tokens at the request's ow
 device state is what the requests before it left), like every other device reservation here;
 profiles learn from the dispatch phase only (the migration target's TTFT is not fed back).
 
+A multi-turn trace (`Trace.hash_ids`, e.g. the Mooncake JSONL) adds prefix caches
+(`sim.prefix_cache`, `SimConfig.caches`): each device keeps an LRU of the KV states of the
+prompts it ran, the provider a time-to-live cache of the prefixes it was sent; a request's
+device prefill covers its uncached tokens only, its server input reads the cached part at the
+cached-input price and answers sooner. Round-robin assignment then deals out conversations, not
+requests: a follow-up turn (its prompt extends an earlier prompt) goes to that prompt's device,
+as a person's next message goes to the same phone. Cache-aware dispatch is told the device's
+cached tokens (`RequestFeatures.local_cached_tokens`) and learns on evaluated tokens;
+cache-blind dispatch (`CacheConfig(aware=False)`) is not, while the caches act the same. The
+device cache a request is planned and run with is what the requests before it on its device
+left (booked in arrival order, as the device runs them); migration targets are not yet told of
+the caches. A trace without prefix structure replays exactly as before.
+
 To replay a live run (`disco bench live`), `SimConfig` can replace the measured data with what
 that run learned: `device_model` (e.g. `SimDevice.learned(profile)`, the learned TTFT line and
 decode rate), `server_pool` (the (TTFT, gap) pairs the server is drawn from), `server_replay`
@@ -51,7 +64,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from langchain_disco.report import EndpointRun, RequestReport
 from langchain_disco.scheduling import _data
@@ -88,6 +101,7 @@ from langchain_disco.scheduling.roles import Role
 from langchain_disco.sim.delivery import GapRun, Playout, unmoved
 from langchain_disco.sim.metrics import RunMetrics, summarize
 from langchain_disco.sim.oracle import OracleResult, solve_oracle
+from langchain_disco.sim.prefix_cache import CacheConfig, CachedTokens, warm_blocks
 from langchain_disco.sim.streaming import DeviceScript, ServerScript, StreamedRequest, play
 from langchain_disco.sim.timeline import MigratedStream
 from langchain_disco.sim.trace import Trace
@@ -210,6 +224,9 @@ class SimConfig:
     """False: a device that loses the race during its prefill keeps computing, and spending
     prefill energy, until that prefill ends (llama.cpp evaluates a prompt in one call and
     checks for cancellation between tokens); the next job waits for it. True: it stops at once."""
+    caches: CacheConfig | None = None
+    """The prefix caches of a multi-turn trace (None: `CacheConfig()`, cache-aware with the
+    documented defaults); ignored for a trace without prefix structure."""
 
 
 @dataclass
@@ -242,6 +259,11 @@ class SimResult:
     """Each request's delivered gaps as (gap, count) runs."""
     first_migration: MigratedStream | None = None
     """The first request (trace order) whose generation moved, to redraw token by token."""
+    device_cached_tokens: list[int] = field(default_factory=list)
+    """Multi-turn traces: of each prompt, the tokens its device's KV cache held at arrival."""
+    server_cached_tokens: list[int] = field(default_factory=list)
+    """Multi-turn traces: of each prompt, the tokens the provider's cache held when the
+    server was (or, not started, would have been) sent it."""
 
 
 @dataclass
@@ -292,6 +314,10 @@ class Simulator:
         prefill, decode = self.prefill_s.append, self.device_decode_tok_s.append
         prefill_of: dict[tuple[int, int], float] = {}
         """Prefill by (prompt tokens, measured row): one float per pair a tiled trace repeats."""
+        self.device_ratio: list[float] = []
+        """Multi-turn traces only: per request, its measured row's TTFT ratio (a cached turn's
+        prefill is its uncached tokens on the line, times this)."""
+        keep_ratio = self.device_ratio.append if trace.has_prefixes else None
         for i, prompt in enumerate(trace.prompt_tokens):
             ttft_s, gap_s = samples[draw(n_samples)]
             seen = replay[i] if replay is not None else None
@@ -308,11 +334,24 @@ class Simulator:
                     prefill_of[key] = prefill_s
             prefill(prefill_s)
             decode(decodes[j])
+            if keep_ratio is not None:
+                keep_ratio(ratios[j])
         self.n_devices = config.n_devices or self._auto_devices()
+        self.caches = (config.caches or CacheConfig()) if trace.has_prefixes else None
+        self._warm: CachedTokens | None = None
         if config.assignment == "random":
             self.assignment = [rng.randrange(self.n_devices) for _ in range(n)]
+        elif trace.hash_ids is not None:
+            self.assignment = _conversation_assignment(trace.hash_ids, self.n_devices)
         else:
             self.assignment = [i % self.n_devices for i in range(n)]
+
+    def device_prefill_s(self, i: int, cached_tokens: int) -> float:
+        """Request `i`'s device prefill with `cached_tokens` of its prompt in the KV cache."""
+        if cached_tokens <= 0:
+            return self.prefill_s[i]
+        evaluated = max(self.trace.prompt_tokens[i] - cached_tokens, 1)
+        return self.device.mean_prefill_s(evaluated) * self.device_ratio[i]
 
     @functools.cached_property
     def _continuations(self) -> tuple[list[float], list[float]]:
@@ -368,8 +407,47 @@ class Simulator:
             raise ValueError(f"pace_tok_s must be > 0 or None, got {pace_tok_s}")
         return _TraceReplay(self, policy, budget, profiles, migration, pace_tok_s).execute()
 
+    def warm_cache(self) -> CachedTokens:
+        """Per request, the most tokens of its prompt each side could hold cached (its device
+        every earlier prompt it was dealt, the provider every earlier prompt; see
+        `prefix_cache.warm_blocks`): what the hindsight bounds of a multi-turn replay assume."""
+        if self._warm is None:
+            hash_ids, caches = self.trace.hash_ids, self.caches
+            if hash_ids is None or caches is None:
+                raise ValueError("the trace has no prefix structure")
+            device, server = warm_blocks(hash_ids, self.assignment)
+            shared = self.trace.shared_tokens
+            block = self.trace.block_tokens
+            self._warm = CachedTokens(
+                [shared(i, n) for i, n in enumerate(device)],
+                [
+                    shared(i, n) if n * block >= caches.server_min_tokens else 0
+                    for i, n in enumerate(server)
+                ],
+            )
+        return self._warm
+
     def oracle(self, budget: Budget, *, spend_limit: float | None = None) -> OracleResult:
-        """The hindsight oracle at `budget` (or at an absolute total `spend_limit`)."""
+        """The hindsight oracle at `budget` (or at an absolute total `spend_limit`); on a
+        multi-turn trace, with the warmest caches any run could have (`warm_cache`)."""
+        caches = self.caches
+        if caches is not None:
+            warm = self.warm_cache()
+            prompts = self.trace.prompt_tokens
+            return solve_oracle(
+                server_ttft_s=[
+                    caches.server_ttft_s(self.server_ttft_s[i], c, prompts[i])
+                    for i, c in enumerate(warm.server)
+                ],
+                device_ttft_s=[self.device_prefill_s(i, c) for i, c in enumerate(warm.device)],
+                prompt_tokens=prompts,
+                output_tokens=self.trace.output_tokens,
+                budget=budget,
+                cost_model=self.config.cost_model,
+                spend_limit=spend_limit,
+                device_prompt_tokens=[p - c for p, c in zip(prompts, warm.device, strict=True)],
+                server_cached_tokens=warm.server,
+            )
         return solve_oracle(
             server_ttft_s=self.server_ttft_s,
             device_ttft_s=self.prefill_s,
@@ -379,6 +457,48 @@ class Simulator:
             cost_model=self.config.cost_model,
             spend_limit=spend_limit,
         )
+
+
+def _conversation_assignment(hash_ids: tuple[tuple[int, ...], ...], n_devices: int) -> list[int]:
+    """Round robin over conversations: a request is the next turn of an earlier one when its
+    prompt extends the latest earlier prompt sharing its longest prefix (all of that prompt's
+    blocks, less a partial last one) and that prefix is its conversation's own (no other
+    conversation reached it: a system prompt every conversation starts with is not); it then
+    goes to that conversation's device, any other request starts a conversation on the next
+    device in turn."""
+    root: dict[int, list[Any]] = {}
+    """block -> [children, latest request through it, its conversation or -1 if shared]."""
+    assignment: list[int] = []
+    conversation: list[int] = []
+    turn = 0
+    for i, blocks in enumerate(hash_ids):
+        node, depth, entry = root, 0, None
+        for block in blocks:
+            child = node.get(block)
+            if child is None:
+                break
+            node, entry = child[0], child
+            depth += 1
+        if entry is not None and entry[2] >= 0 and depth >= len(hash_ids[entry[1]]) - 1:
+            parent = entry[1]
+            assignment.append(assignment[parent])
+            conversation.append(conversation[parent])
+        else:
+            conversation.append(i)
+            assignment.append(turn % n_devices)
+            turn += 1
+        node = root
+        mine = conversation[i]
+        for block in blocks:
+            child = node.get(block)
+            if child is None:
+                child = node[block] = [{}, i, mine]
+            else:
+                child[1] = i
+                if child[2] != mine:
+                    child[2] = -1
+            node = child[0]
+    return assignment
 
 
 def _priors(cfg: SimConfig) -> Profiles:
@@ -520,6 +640,75 @@ class _TraceReplay:
         self.device_gap: dict[float, float] = {}
         """1 / decode rate, per measured rate (the gap of a device answer)."""
         self.first_migration: MigratedStream | None = None
+        self.caches = caches = sim.caches
+        self.prefill_now = sim.prefill_s
+        """Per request, the device prefill it is run with (its uncached tokens' once cached)."""
+        self.server_now = sim.server_ttft_s
+        """Per request, the server TTFT it is run with (shorter for a cached prefix)."""
+        self.device_cached: list[int] = []
+        self.server_cached: list[int] = []
+        self.device_blocks: list[int] = []
+        if caches is not None:
+            block = sim.trace.block_tokens
+            self.device_caches = [caches.device_cache(block) for _ in range(sim.n_devices)]
+            self.server_cache = caches.server_cache(block)
+            self.prefill_now = list(sim.prefill_s)
+            self.server_now = list(sim.server_ttft_s)
+            self.device_cached = [0] * n
+            self.server_cached = [0] * n
+            self.device_blocks = [0] * n
+
+    def _look_up(self, i: int, k: int, t: float) -> tuple[float, float, int, int]:
+        """Request `i` on device `k` at `t`, against the caches: (device prefill, server TTFT,
+        server cached tokens, device tokens to prefill)."""
+        sim, caches = self.sim, self.caches
+        assert caches is not None and sim.trace.hash_ids is not None
+        trace, blocks = sim.trace, sim.trace.hash_ids[i]
+        held = self.device_caches[k].lookup(blocks)
+        self.device_blocks[i] = held
+        self.device_cached[i] = cached = trace.shared_tokens(i, held)
+        self.prefill_now[i] = prefill_s = sim.device_prefill_s(i, cached)
+        prompt = trace.prompt_tokens[i]
+        server_cached = trace.shared_tokens(i, self.server_cache.lookup(blocks, t))
+        self.server_cached[i] = server_cached
+        self.server_now[i] = server_s = caches.server_ttft_s(
+            sim.server_ttft_s[i], server_cached, prompt
+        )
+        return prefill_s, server_s, server_cached, prompt - cached
+
+    def _server_at(self, i: int, plan: Plan, t: float) -> int:
+        """The server's cached tokens of request `i` when its plan starts the server."""
+        sim, caches = self.sim, self.caches
+        assert caches is not None and sim.trace.hash_ids is not None
+        at = plan.remote_at_s
+        if at is None or at == 0.0:
+            return self.server_cached[i]
+        cached = sim.trace.shared_tokens(i, self.server_cache.lookup(sim.trace.hash_ids[i], t + at))
+        self.server_cached[i] = cached
+        self.server_now[i] = caches.server_ttft_s(
+            sim.server_ttft_s[i], cached, sim.trace.prompt_tokens[i]
+        )
+        return cached
+
+    def _remember(self, i: int, plan: Plan, res: Resolution, local_begin: float) -> None:
+        """What each side now holds of request `i`'s prompt: the blocks the device evaluated
+        (all of them, or those a lost race's prefill reached) and, if it was sent, the server."""
+        sim = self.sim
+        assert sim.trace.hash_ids is not None
+        blocks, t = sim.trace.hash_ids[i], sim.trace.arrival_s[i]
+        if res.local_started:
+            held = self.device_blocks[i]
+            if res.winner == "local":
+                ran = 1.0
+            else:
+                ran = min(max((res.ttft_s - local_begin) / self.prefill_now[i], 0.0), 1.0)
+                if ran > 0 and not sim.config.device_prefill_interruptible:
+                    ran = 1.0
+            upto = held + int(ran * (len(blocks) - held))
+            if upto > held:
+                self.device_caches[sim.assignment[i]].store(blocks[:upto])
+        if res.remote_started:
+            self.server_cache.store(blocks, t + (plan.remote_at_s or 0.0))
 
     def execute(self) -> SimResult:
         sim, trace = self.sim, self.sim.trace
@@ -535,6 +724,8 @@ class _TraceReplay:
         floor_of: dict[tuple[int, int], float] = {}
         """Floors by (prompt, answer) tokens: a tiled trace repeats them (bounded, for one that
         does not)."""
+        caches, look_up = self.caches, self._look_up
+        aware = caches is not None and caches.aware
         heappop, heappush, finish, hedge = heapq.heappop, heapq.heappush, self._finish, self._hedge
         for i in range(len(trace)):
             t = arrivals[i]
@@ -555,19 +746,27 @@ class _TraceReplay:
                         (job.state(t) for job in jobs), profiles.device, profiles.output_lengths
                     )
             prompt, o = prompts[i], outputs[i]
-            features = RequestFeatures.of(prompt, max_tokens, len(jobs), wait_s)
+            if caches is None:
+                features = RequestFeatures.of(prompt, max_tokens, len(jobs), wait_s)
+                prefill_s, server_s, server_cached, device_in = prefill[i], server_ttft[i], 0, None
+            else:
+                prefill_s, server_s, server_cached, device_in = look_up(i, k, t)
+                seen = self.device_cached[i] if aware else 0
+                features = RequestFeatures.of(prompt, max_tokens, len(jobs), wait_s, None, seen)
             plan = policy.plan(features, ctx)
             queue_s = max(free_at[k] - t, 0.0)
             if budget is not None:
                 race = resolve_action(
                     RACE,
-                    server_ttft_s=server_ttft[i],
+                    server_ttft_s=server_s,
                     local_begin_s=queue_s,
-                    prefill_s=prefill[i],
+                    prefill_s=prefill_s,
                     prompt_tokens=prompt,
                     output_tokens=o,
                     cost_model=cm,
                     prefill_interruptible=interruptible,
+                    device_prompt_tokens=device_in,
+                    server_cached_tokens=server_cached,
                 )
                 key = (prompt, o)
                 floor = floor_of.get(key)
@@ -578,7 +777,7 @@ class _TraceReplay:
                 floors[i] = floor
                 ceilings[i] = share_ceiling(max(budget.spend(race.cost), floor))
             wait = plan.local_at_s
-            if wait is None or wait == 0.0 or server_ttft[i] < wait:
+            if wait is None or wait == 0.0 or server_s < wait:
                 finish(i, features, plan, max(wait or 0.0, queue_s))
             else:  # the device hedge fires later: queue it in time order
                 heappush(pending, (t + wait, i, i, features, plan))
@@ -598,16 +797,25 @@ class _TraceReplay:
         cfg, trace = sim.config, sim.trace
         t = trace.arrival_s[i]
         o = trace.output_tokens[i]
+        caches = self.caches
+        server_cached, device_in = 0, None
+        if caches is not None:
+            server_cached = self._server_at(i, plan, t)
+            device_in = trace.prompt_tokens[i] - self.device_cached[i]
         res = resolve_action(
             plan,
-            server_ttft_s=sim.server_ttft_s[i],
+            server_ttft_s=self.server_now[i],
             local_begin_s=local_begin,
-            prefill_s=sim.prefill_s[i],
+            prefill_s=self.prefill_now[i],
             prompt_tokens=trace.prompt_tokens[i],
             output_tokens=o,
             cost_model=cfg.cost_model,
             prefill_interruptible=cfg.device_prefill_interruptible,
+            device_prompt_tokens=device_in,
+            server_cached_tokens=server_cached,
         )
+        if caches is not None:
+            self._remember(i, plan, res, local_begin)
         winner = res.winner
         if winner == "local":
             decode = sim.device_decode_tok_s[i]
@@ -647,7 +855,7 @@ class _TraceReplay:
         interruptible = sim.config.device_prefill_interruptible
         if not (local_wins or interruptible) and local_begin < res.ttft_s:
             # Cancelled inside its prefill: the device is busy until that prefill ends.
-            leave = max(leave, t + local_begin + sim.prefill_s[i])
+            leave = max(leave, t + local_begin + self.prefill_now[i])
         begin_abs = t + local_begin
         if leave > begin_abs:
             self.free_at[k] = max(self.free_at[k], leave)
@@ -665,6 +873,10 @@ class _TraceReplay:
             queue_wait_s=local_begin - started,
             input_tokens=prompt,
             output_tokens=answer.winner_tokens if local_wins else 0,
+            # Cache-blind dispatch does not know what the KV cache held: it learns the prompt.
+            cached_input_tokens=self.device_cached[i]
+            if self.caches is not None and self.caches.aware
+            else 0,
         )
 
     def _remote_run(self, i: int, plan: Plan, res: Resolution, answer: _Answer) -> EndpointRun:
@@ -679,6 +891,7 @@ class _TraceReplay:
             ended_s=answer.winner_end if remote_wins else res.remote_end_s,
             input_tokens=self.sim.trace.prompt_tokens[i],
             output_tokens=answer.winner_tokens if remote_wins else 0,
+            cached_input_tokens=self.server_cached[i] if self.caches is not None else 0,
         )
 
     def _record(
@@ -872,4 +1085,6 @@ class _TraceReplay:
             cost_without_migration_usd=self.cost_without,
             tbt_runs=self.tbt_runs,
             first_migration=self.first_migration,
+            device_cached_tokens=self.device_cached,
+            server_cached_tokens=self.server_cached,
         )
