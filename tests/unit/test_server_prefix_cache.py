@@ -65,7 +65,9 @@ def test_message_contents_that_are_not_plain_json_still_have_a_prefix() -> None:
     message = HumanMessage(content=[{"type": "text", "text": "hi"}, {"type": "image_url"}])
     ((digest, tokens),) = prompt_prefixes([message], PARAMS, 42)
     assert len(digest) == 16 and tokens == 42
-    json.dumps(tokens)  # a plain int
+    # A different part makes a different digest: the image is not dropped from the prefix.
+    other = HumanMessage(content=[{"type": "text", "text": "hi"}])
+    assert prompt_prefixes([other], PARAMS, 42)[0][0] != digest
 
 
 # -- the cache and its learned hit rate --------------------------------------------------------
