@@ -30,6 +30,7 @@ through the profiles' expectations; the feedback corrects whatever those expecta
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,8 +38,13 @@ from typing import Literal
 
 from langchain_disco.scheduling.cost import Cost, CostModel
 from langchain_disco.scheduling.dispatch import DispatchContext, RequestOutcome
-from langchain_disco.scheduling.empirical import Reservoir
-from langchain_disco.scheduling.estimates import RACE, estimate_action, resolve_action
+from langchain_disco.scheduling.estimates import (
+    RACE,
+    estimate_action,
+    expect,
+    race_spent,
+    unit_costs,
+)
 
 Resource = Literal["server", "device", "unified"]
 RESOURCES: tuple[Resource, ...] = ("server", "device", "unified")
@@ -195,41 +201,33 @@ class Budget:
             prefills = [p for p in spread if p > prefill_at_least] or [
                 max(max(spread), prefill_at_least)
             ]
-        dist = profiles.server.distribution(prompt, server_cached)
+        xs, prefix = profiles.server.distribution(prompt, server_cached).view()
         if server_ttft is None and server_at_least > 0:
-            xs, _ = dist.view()
-            tail = xs[bisect.bisect_left(xs, server_at_least) :]
-            if tail:
-                dist = Reservoir(tail, capacity=len(tail))
+            # The server's distribution above what it was seen to take (sorted already).
+            xs = xs[bisect.bisect_left(xs, server_at_least) :]
+            if xs:
+                prefix = list(itertools.accumulate(xs, initial=0.0))
             else:
                 server_ttft = server_at_least
+        if server_ttft is None and not xs:
+            raise ValueError("the server TTFT distribution has no samples")
+        # The race's spend per prefill (`resolve_action` / `estimate_action` of RACE, without
+        # building their results: this runs once per finished request).
+        cm = ctx.cost_model
+        units = unit_costs(cm, prompt, output, device_in, server_cached)
+        resource = self.resource
         spends = []
         for prefill_s in prefills:
             if server_ttft is not None:
-                race_cost = resolve_action(
-                    RACE,
-                    server_ttft_s=server_ttft,
-                    local_begin_s=queue,
-                    prefill_s=prefill_s,
-                    prompt_tokens=prompt,
-                    output_tokens=output,
-                    cost_model=ctx.cost_model,
-                    device_prompt_tokens=device_in,
-                    server_cached_tokens=server_cached,
-                ).cost
+                usd, joules = race_spent(server_ttft, queue, prefill_s, units)
             else:
-                race_cost = estimate_action(
-                    RACE,
-                    server=dist,
-                    prefill_s=prefill_s,
-                    queue_wait_s=queue,
-                    prompt_tokens=prompt,
-                    output_tokens=output,
-                    cost_model=ctx.cost_model,
-                    device_prompt_tokens=device_in,
-                    server_cached_tokens=server_cached,
-                ).cost
-            spends.append(self.spend(race_cost))
+                _, usd, joules, _ = expect(0.0, 0.0, xs, prefix, prefill_s, queue, units)
+            if resource == "server":
+                spends.append(usd)
+            elif resource == "device":
+                spends.append(joules)
+            else:
+                spends.append(usd + joules * cm.usd_per_j)
         return floor, max(sum(spends) / len(spends), floor)
 
     def allowance(self, floor: float, ceiling: float) -> float:

@@ -45,6 +45,8 @@ class Reservoir:
         self._prefix: list[float] = [0.0]
         self._dirty = True
         self._prefix_dirty = True
+        self._prefix_from = 0
+        """The first prefix sum a change since the last rebuild can have moved."""
         # Until the reservoir is full, `add` only appends (no draw): the same state, in bulk.
         items = [float(x) for x in samples]
         self._items = items[:capacity]
@@ -61,9 +63,13 @@ class Reservoir:
             slot = self._rng.randrange(self.capacity)
             old, self._items[slot] = self._items[slot], x
             if not self._dirty:
-                del self._sorted[bisect.bisect_left(self._sorted, old)]
+                i = bisect.bisect_left(self._sorted, old)
+                del self._sorted[i]
+                self._prefix_from = min(self._prefix_from, i)
         if not self._dirty:
-            bisect.insort(self._sorted, x)
+            j = bisect.bisect_right(self._sorted, x)  # bisect.insort's place
+            self._sorted.insert(j, x)
+            self._prefix_from = min(self._prefix_from, j)
             self._prefix_dirty = True
         self.n_seen += 1
 
@@ -85,8 +91,21 @@ class Reservoir:
             self._sorted = sorted(self._items)
             self._dirty = False
             self._prefix_dirty = True
+            self._prefix_from = 0
         if self._prefix_dirty:
-            self._prefix = list(itertools.accumulate(self._sorted, initial=0.0))
+            # Sums below the first moved sample are unchanged; the rest are re-added in the
+            # same order as a full rebuild, so every sum is bit-for-bit what it would be.
+            start = self._prefix_from
+            if start <= 0 or start >= len(self._prefix):
+                self._prefix = list(itertools.accumulate(self._sorted, initial=0.0))
+            else:
+                sums = itertools.accumulate(
+                    itertools.islice(self._sorted, start, None), initial=self._prefix[start]
+                )
+                next(sums)  # the unchanged prefix[start] itself
+                del self._prefix[start + 1 :]
+                self._prefix.extend(sums)
+            self._prefix_from = len(self._sorted) + 1
             self._prefix_dirty = False
         return self._sorted, self._prefix
 

@@ -153,6 +153,25 @@ def resolve_action(
     )
 
 
+def race_spent(
+    server_ttft_s: float,
+    local_begin_s: float,
+    prefill_s: float,
+    units: tuple[float, float, float, float],
+) -> tuple[float, float]:
+    """(server USD, device J) of `resolve_action(RACE, ...)` on an interruptible device, from
+    the request's `unit_costs`: the same arithmetic, without building a `Resolution`, for the
+    one plan the budget's realised ceiling needs after every request."""
+    prefill_s = max(prefill_s, _MIN_PREFILL_S)
+    s_in, s_out, e_pre, e_dec = units
+    device_token = local_begin_s + prefill_s
+    server_token = 0.0 + server_ttft_s
+    if server_token < device_token:
+        ran = min(max((server_token - local_begin_s) / prefill_s, 0.0), 1.0)
+        return s_in + s_out, e_pre * ran
+    return s_in + 0.0, e_pre + e_dec
+
+
 def estimate_action(
     action: Plan,
     *,

@@ -23,7 +23,7 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from langchain_disco.errors import ConfigError
 from langchain_disco.scheduling.budget import Budget, BudgetController
@@ -596,21 +596,18 @@ class Generalized(_Budgeted):
             tail the learned distribution has not (or no longer) seen."""
             return math.inf if offsets[0] is None else offsets[0] + device_ttft
 
+        ranked: Iterable[tuple[_Candidate, float]]
         if math.isinf(mu):
             # Nothing may be spent: no insurance the profiles say cannot pay.
-            ranked = sorted(candidates, key=lambda c: (c[2], c[1]))
-            scores = [math.inf] * len(ranked)
+            ranked = ((c, math.inf) for c in sorted(candidates, key=lambda c: (c[2], c[1])))
         else:
-            price = mu / self._scale
-            keyed = sorted(
-                (_tie(c[1] + price * c[2]), _tie(c[2]), bound(c[0]), i)
-                for i, c in enumerate(candidates)
-            )
-            ranked = [candidates[k[-1]] for k in keyed]
-            scores = [k[0] for k in keyed]
+            ranked = _by_score(candidates, mu / self._scale, bound)
         cm = ctx.cost_model
         expected: list[ActionEstimate] = []
-        for (offsets, _, _, _, (ttft, usd, joules)), score in zip(ranked, scores, strict=True):
+        first: _Offsets | None = None
+        for (offsets, _, _, _, (ttft, usd, joules)), score in ranked:
+            if first is None:
+                first = offsets
             action = _action_for(offsets)
             if expected and action.action == expected[0].action:
                 continue
@@ -618,7 +615,8 @@ class Generalized(_Budgeted):
             expected.append(ActionEstimate(action.action, ttft, cost, action.starts, score))
             if len(expected) == 2:
                 break
-        best = _action_for(ranked[0][0])
+        assert first is not None
+        best = _action_for(first)
         committed = None
         reason = f"min E[TTFT] + mu*spend, mu={mu:.3g}s (share {share:.3f})"
         if self._fills(share):
@@ -652,6 +650,29 @@ class Generalized(_Budgeted):
             self._fill -= 1.0
             return True
         return False
+
+
+def _by_score(
+    candidates: list[_Candidate], price: float, bound: Callable[[_Offsets], float]
+) -> Iterator[tuple[_Candidate, float]]:
+    """The candidates in the order of `(_tie(ttft + price * spend), _tie(spend), bound, index)`,
+    each with its tied score, lazily: `_tie` is monotone, so candidates with equal tied scores
+    are neighbours in the order of their raw scores, and only the groups the caller reads are
+    tie-broken (it reads two or three of about 17)."""
+    raw = [c[1] + price * c[2] for c in candidates]
+    order = sorted(range(len(raw)), key=raw.__getitem__)
+    n, j = len(order), 0
+    while j < n:
+        score = _tie(raw[order[j]])
+        group = [order[j]]
+        j += 1
+        while j < n and _tie(raw[order[j]]) == score:
+            group.append(order[j])
+            j += 1
+        if len(group) > 1:
+            group.sort(key=lambda i: (_tie(candidates[i][2]), bound(candidates[i][0]), i))
+        for i in group:
+            yield candidates[i], score
 
 
 def _sizes(request: RequestFeatures) -> tuple[int | None, int]:

@@ -34,8 +34,10 @@ from langchain_disco.scheduling.estimates import (
     estimate_action,
     expect,
     local_then_remote,
+    race_spent,
     remote_then_local,
     resolve_action,
+    unit_costs,
 )
 
 SERVER_CTX = (("MacBook Pro M1 Max", "together-13b"), CostModel())
@@ -135,6 +137,45 @@ def test_estimates_are_the_exact_mean_of_resolved_outcomes(
         action.local_at_s, action.remote_at_s, xs, prefix, prefill, queue, units, tau
     )
     assert excess == pytest.approx(sum(max(o.ttft_s - tau, 0) for o in outcomes) / n, abs=1e-9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(0, 60),
+    st.floats(0, 30),
+    st.floats(0, 60),
+    st.integers(1, 8000),
+    st.integers(0, 2000),
+    st.sampled_from([None, 0, 17, 4000]),
+    st.integers(0, 8000),
+)
+def test_race_spent_is_resolve_action_of_a_race_bit_for_bit(
+    server: float,
+    begin: float,
+    prefill: float,
+    prompt: int,
+    output: int,
+    device_in: int | None,
+    cached: int,
+) -> None:
+    """The budget's realised ceiling uses `race_spent`, a shortcut of `resolve_action(RACE)`:
+    the same floats, or the replay would change."""
+    cm = CostModel(usd_per_j=1e-4)
+    resolved = resolve_action(
+        RACE,
+        server_ttft_s=server,
+        local_begin_s=begin,
+        prefill_s=prefill,
+        prompt_tokens=prompt,
+        output_tokens=output,
+        cost_model=cm,
+        device_prompt_tokens=device_in,
+        server_cached_tokens=cached,
+    ).cost
+    units = unit_costs(cm, prompt, output, device_in, cached)
+    usd, joules = race_spent(server, begin, prefill, units)
+    assert (usd, joules) == (resolved.server_usd, resolved.device_j)
+    assert usd + joules * cm.usd_per_j == resolved.unified_usd
 
 
 # -- every plan is valid; budget 0 and 1 ---------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -49,6 +50,30 @@ def test_reservoir_statistics_match_brute_force(xs: list[float], a: float, b: fl
     assert mass == pytest.approx(len(inside) / n)
     assert moment == pytest.approx(sum(inside) / n, abs=1e-9)
     assert r.quantile(0.5) in xs
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1e6), min_size=1, max_size=24),
+    st.lists(st.tuples(st.floats(0.0, 1e6), st.booleans()), max_size=200),
+    st.integers(1, 16),
+)
+def test_reservoir_views_after_adds_are_bit_for_bit_a_fresh_sort(
+    prior: list[float], adds: list[tuple[float, bool]], capacity: int
+) -> None:
+    """The sorted copy and prefix sums are updated incrementally between queries; they must
+    equal, bit for bit, what sorting and summing the held samples afresh gives."""
+    r = Reservoir(prior, capacity=capacity, seed=3)
+    r.view()
+    for x, query in adds:
+        r.add(x)
+        if query:
+            xs, prefix = r.view()
+            fresh = sorted(r.to_dict()["samples"])
+            assert xs == fresh
+            assert prefix == list(itertools.accumulate(fresh, initial=0.0))
+    xs, prefix = r.view()
+    assert prefix == list(itertools.accumulate(sorted(r.to_dict()["samples"]), initial=0.0))
 
 
 def test_reservoir_is_bounded_seeded_and_forgets_its_prior() -> None:
