@@ -97,6 +97,11 @@ class Row:
     metrics: RunMetrics
     wall_s: float
     budget: float | None = None
+    blocked: dict[str, float] | None = None
+    """With migration: the share of the run's migratable saving (its bound) each outcome
+    holds, `moved` or the condition that kept the answer where it was (`blocked_shares`)."""
+    bound: float = math.nan
+    """With migration: the run's own migratable share of its cost (`migratable_share`)."""
 
 
 def _run(
@@ -139,6 +144,52 @@ def migratable_share(sim: Simulator, result: SimResult) -> float:
     return saving / sum(result.cost_without_migration_usd)
 
 
+def _migratable_usd(sim: Simulator, result: SimResult) -> list[float]:
+    """Per request, what moving every token after the first to the other side for free would
+    save (0 where the winner is the cheaper side per output token)."""
+    cm = sim.config.cost_model
+    out = {role: usd_per_token(cm, role, output=True) for role in ("local", "remote")}
+    return [
+        max(out[winner] - out["remote" if winner == "local" else "local"], 0.0) * (o - 1)
+        for winner, o in zip(result.winner, sim.trace.output_tokens, strict=True)
+    ]
+
+
+BLOCKERS = (
+    "moved",
+    "handed_back",
+    "not_asked",
+    "probe_not_ready",
+    "cannot_continue",
+    "few_remaining",
+    "no_saving",
+    "target_slower_than_pace",
+    "buffer_below_ttft",
+    "buffer_below_margin",
+    "target_too_slow",
+    "stall_above_bound",
+)
+"""The outcomes `blocked_shares` splits the bound into, in table order (`Playout.blocked_by`
+and `migration.Blocker` say what each means)."""
+
+
+def blocked_shares(sim: Simulator, result: SimResult) -> dict[str, float]:
+    """The run's migratable saving split by what became of each request that holds some: it
+    moved, or the condition the policy (or the engine) last named for keeping it. Shares of
+    the run's bound, summing to 1 (empty when nothing was migratable)."""
+    weights = _migratable_usd(sim, result)
+    total = sum(weights)
+    shares: dict[str, float] = {}
+    if total <= 0:
+        return shares
+    for i, w in enumerate(weights):
+        if w <= 0:
+            continue
+        key = "moved" if result.migrated[i] else (result.migration_blocked_by[i] or "not_asked")
+        shares[key] = shares.get(key, 0.0) + w / total
+    return shares
+
+
 def run_regime(
     regime: Regime, trace: Trace, search: bool
 ) -> tuple[list[Row], float, MigratedStream | None]:
@@ -157,7 +208,11 @@ def run_regime(
             base: RunMetrics | None = None
             for migration in (False, True):
                 result, wall = _run(sim, factory, b, migration=migration, pace=pace)
-                rows.append(Row(regime.name, delivery, dispatch, migration, result.metrics, wall))
+                row = Row(regime.name, delivery, dispatch, migration, result.metrics, wall)
+                if migration:
+                    row.blocked = blocked_shares(sim, result)
+                    row.bound = migratable_share(sim, result)
+                rows.append(row)
                 _log(f"{regime.name} {delivery} {dispatch} migration={migration}: {wall:.1f}s")
                 if migration and pace is not None and dispatch == "race":
                     example = result.first_migration
@@ -240,6 +295,29 @@ def table(rows: list[Row]) -> list[str]:
             f"{m.mean_tbt_s * 1e3:.1f} | {m.p99_tbt_s * 1e3:.0f} | {m.max_stall_s:.2f} | "
             f"{m.mean_stall_added_s:.3f} / {m.max_stall_added_s:.2f} | "
             f"{m.migration_rate:.1%} | {row.wall_s:.1f} |"
+        )
+    return lines
+
+
+def breakdown(rows: list[Row]) -> list[str]:
+    """Where each migration run's bound went: moved, or the condition that held it back."""
+    runs = [r for r in rows if r.migration and r.blocked is not None and r.budget is None]
+    used = [k for k in BLOCKERS if any((r.blocked or {}).get(k, 0.0) > 0 for r in runs)]
+    lines = [
+        "| regime | delivery | dispatch | bound (share of cost) | saved / bound | "
+        + " | ".join(used)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(used),
+    ]
+    for row, base in _pairs(rows):
+        if row.blocked is None or row.budget is not None:
+            continue
+        saved = 1 - row.metrics.mean_cost_usd / base.mean_cost_usd
+        captured = saved / row.bound if row.bound > 0 else math.nan
+        cells = [f"{row.blocked.get(k, 0.0):.1%}" for k in used]
+        lines.append(
+            f"| {row.regime} | {row.delivery} | {_label(row)} | {row.bound:.1%} | "
+            f"{'n/a' if math.isnan(captured) else f'{captured:.0%}'} | " + " | ".join(cells) + " |"
         )
     return lines
 
@@ -475,6 +553,25 @@ def render(
         *headline(rows),
         "",
         *reading(rows, bounds, trace),
+        "### What held migration back (issue 20)",
+        "",
+        "Each run's *bound* is what moving every token after the first to the other side "
+        "for free would save (`migratable_share`, on the run's own winners), as a share of its "
+        "cost without migration; *saved / bound* is how much of it the run saved. The other "
+        "columns split the bound by what became of the requests that hold it, weighted by "
+        "their migratable saving: *moved*, or the condition that kept the answer where it was, "
+        "the last one `CostAwareMigration` named (`migration.Blocker`: *buffer_below_ttft*, "
+        "the paced buffer never reached the target's predicted TTFT; *buffer_below_margin*, it "
+        "covered the TTFT but not the margin and safety on top; *few_remaining*, too few "
+        "tokens were expected to remain; *no_saving*, the target's re-prefill outweighed the "
+        "saving; *target_too_slow*, eager, the target decodes below half the source's speed; "
+        "*stall_above_bound*, eager, the predicted stall is above 0.5 s), or what the engine "
+        "saw (*probe_not_ready*, eager, the answer ended before the probed device had "
+        "prefilled; *handed_back*, the target stayed silent and the source took the answer "
+        "back; *not_asked*, the answer ended before the policy was asked).",
+        "",
+        *breakdown(rows),
+        "",
         *timelines,
         "### Details",
         "",

@@ -21,6 +21,21 @@ if TYPE_CHECKING:
     from langchain_disco.scheduling.profiles import Profiles
 
 Verdict = Literal["wait", "migrate", "probe", "never"]
+Blocker = Literal[
+    "cannot_continue",
+    "few_remaining",
+    "no_saving",
+    "target_slower_than_pace",
+    "buffer_below_ttft",
+    "buffer_below_margin",
+    "target_too_slow",
+    "stall_above_bound",
+]
+"""The condition of `CostAwareMigration` that answered `wait` or `never`: the target cannot
+continue a partial answer; too few tokens are expected to remain; no expected saving; (paced)
+the target decodes slower than the pace; (paced) the buffer is below the target's predicted
+TTFT itself, or covers it but not the margin and safety on top; (eager) the target decodes too
+slowly next to the source; (eager, remote target) the predicted stall is above the bound."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,8 @@ class MigrationDecision:
     reason: str
     expected_saving_usd: float = 0.0
     predicted_target_ttft_s: float = 0.0
+    blocked_by: Blocker | None = None
+    """For `wait` and `never`, the condition that answered (None when the policy names none)."""
 
 
 class MigrationPolicy(Protocol):
@@ -94,32 +111,53 @@ class CostAwareMigration:
 
     def decide(self, view: MigrationView) -> MigrationDecision:
         if not view.target_can_continue:
-            return MigrationDecision("never", f"{view.target} cannot continue a partial answer")
+            return MigrationDecision(
+                "never",
+                f"{view.target} cannot continue a partial answer",
+                blocked_by="cannot_continue",
+            )
         remaining = view.expected_remaining_tokens
         if remaining < self.min_remaining_tokens:
-            return MigrationDecision("wait", f"only ~{remaining:.0f} tokens expected to remain")
+            return MigrationDecision(
+                "wait",
+                f"only ~{remaining:.0f} tokens expected to remain",
+                blocked_by="few_remaining",
+            )
         context = view.prompt_tokens + view.generated_tokens
         saving = (
             remaining * (view.source_usd_per_out_token - view.target_usd_per_out_token)
             - context * view.target_usd_per_in_token
         )
         if saving <= self.min_saving_usd:
-            return MigrationDecision("wait", "no expected saving", saving, view.target_ttft_s)
+            return MigrationDecision(
+                "wait", "no expected saving", saving, view.target_ttft_s, "no_saving"
+            )
         if view.pace_tok_s is not None:
             if view.target_decode_tok_s < view.pace_tok_s:
                 return MigrationDecision(
-                    "never", "target decodes slower than the delivery pace", saving
+                    "never",
+                    "target decodes slower than the delivery pace",
+                    saving,
+                    blocked_by="target_slower_than_pace",
                 )
             needed = (view.target_ttft_s * self.margin + self.safety_s) * view.pace_tok_s
             if view.buffered_tokens < needed:
+                short = view.buffered_tokens < view.target_ttft_s * view.pace_tok_s
                 return MigrationDecision(
-                    "wait", f"buffer {view.buffered_tokens} < {needed:.1f} tokens", saving
+                    "wait",
+                    f"buffer {view.buffered_tokens} < {needed:.1f} tokens",
+                    saving,
+                    blocked_by="buffer_below_ttft" if short else "buffer_below_margin",
                 )
             return MigrationDecision(
                 "migrate", "buffer covers the target's TTFT", saving, view.target_ttft_s
             )
         if view.target_decode_tok_s < self.eager_min_speed_ratio * view.source_decode_tok_s:
-            return MigrationDecision("never", "target decodes too slowly for eager delivery")
+            return MigrationDecision(
+                "never",
+                "target decodes too slowly for eager delivery",
+                blocked_by="target_too_slow",
+            )
         if view.target == "local":
             return MigrationDecision(
                 "probe",
@@ -128,7 +166,12 @@ class CostAwareMigration:
                 view.target_ttft_s,
             )
         if view.target_ttft_s > self.eager_stall_bound_s:
-            return MigrationDecision("never", "predicted stall above the bound", saving)
+            return MigrationDecision(
+                "never",
+                "predicted stall above the bound",
+                saving,
+                blocked_by="stall_above_bound",
+            )
         return MigrationDecision("migrate", "predicted stall within the bound", saving)
 
 

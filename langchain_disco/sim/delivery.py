@@ -128,6 +128,12 @@ class Playout:
     cost: Cost
     segments: tuple[Segment, ...] = ()
     """What each stream generated, source first (empty segments kept): the token timeline."""
+    blocked_by: str | None = None
+    """Not migrated with a migration policy on: why. A `Blocker` the policy named the last time
+    it answered, or `"not_asked"` (no token came while the policy could be asked),
+    `"probe_not_ready"` (eager: the probed target had not prefilled when the answer ended),
+    `"handed_back"` (the target stayed silent and the source took the answer back). None when
+    the answer moved or no policy could move it."""
 
 
 def unmoved(

@@ -249,6 +249,9 @@ class SimResult:
     migration_token: list[int | None] = field(default_factory=list)
     """Source tokens delivered before the hand-over (None: not migrated)."""
     stall_added_s: list[float] = field(default_factory=list)
+    migration_blocked_by: list[str | None] = field(default_factory=list)
+    """Per request, why its answer did not move with a migration policy on
+    (`Playout.blocked_by`; None: it moved, or nothing could move it)."""
     local_tokens: list[int] = field(default_factory=list)
     """Delivered tokens the device generated."""
     remote_tokens: list[int] = field(default_factory=list)
@@ -631,6 +634,7 @@ class _TraceReplay:
         self.migrated = [False] * n
         self.migration_token: list[int | None] = [None] * n
         self.stall_added = [0.0] * n
+        self.blocked_by: list[str | None] = [None] * n
         self.local_tokens = [0] * n
         self.remote_tokens = [0] * n
         self.cost_without = [0.0] * n
@@ -952,6 +956,7 @@ class _TraceReplay:
             )
         self.migration_token[i] = play.token_index
         self.stall_added[i] = play.stall_added_s
+        self.blocked_by[i] = play.blocked_by
 
     def _play(
         self, i: int, features: RequestFeatures, res: Resolution, source_gap_s: float
@@ -1080,6 +1085,7 @@ class _TraceReplay:
             migrated=self.migrated,
             migration_token=self.migration_token,
             stall_added_s=self.stall_added,
+            migration_blocked_by=self.blocked_by,
             local_tokens=self.local_tokens,
             remote_tokens=self.remote_tokens,
             cost_without_migration_usd=self.cost_without,

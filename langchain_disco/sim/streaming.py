@@ -187,7 +187,20 @@ def _playout(
         + (_prefix_len(result, takeover) if takeover is not None else 0),
         cost=_cost(request, result, device, cost_model, base_cost),
         segments=segments,
+        blocked_by=None if moved else _blocked_by(result, core),
     )
+
+
+def _blocked_by(result: RequestReplay, core: RequestCore) -> str:
+    """Why an answer the policy could move did not move (see `Playout.blocked_by`)."""
+    names = {e.name for _, e in result.events}
+    if "migration" in names:
+        return "handed_back"
+    if core.migration_blocked_by is not None:
+        return core.migration_blocked_by
+    if "migration_probe" in names:
+        return "probe_not_ready"
+    return "not_asked"
 
 
 def _delivered(result: RequestReplay) -> Delivered:

@@ -405,3 +405,77 @@ def test_without_migration_the_run_reports_its_own_cost_as_the_baseline() -> Non
     assert result.metrics.migration_rate == 0.0
     assert result.metrics.migration_saving == pytest.approx(0.0)
     assert result.cost_without_migration_usd == result.unified_usd
+
+
+# -- what held migration back (issue 20) --------------------------------------------------------
+
+
+def _view(**changes: object) -> MigrationView:
+    """A view on which `CostAwareMigration()` migrates (paced), unless `changes` say otherwise:
+    a phone answer (costly per token) moving to a server that can continue it."""
+    base: dict[str, object] = {
+        "source": "local",
+        "target": "remote",
+        "prompt_tokens": 500,
+        "generated_tokens": 20,
+        "max_tokens": None,
+        "buffered_tokens": 40,
+        "pace_tok_s": 10.0,
+        "target_can_continue": True,
+        "target_ttft_s": 1.0,
+        "source_decode_tok_s": 20.0,
+        "target_decode_tok_s": 50.0,
+        "expected_remaining_tokens": 200.0,
+        "source_usd_per_out_token": 1e-5,
+        "target_usd_per_out_token": 6e-7,
+        "target_usd_per_in_token": 1.5e-7,
+    }
+    base.update(changes)
+    return MigrationView(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "verdict", "blocked_by"),
+    [
+        ({}, "migrate", None),
+        ({"target_can_continue": False}, "never", "cannot_continue"),
+        ({"expected_remaining_tokens": 3.0}, "wait", "few_remaining"),
+        ({"source_usd_per_out_token": 1e-7}, "wait", "no_saving"),
+        ({"target_decode_tok_s": 5.0}, "never", "target_slower_than_pace"),
+        ({"buffered_tokens": 9}, "wait", "buffer_below_ttft"),  # 1 s x 10 tok/s = 10
+        ({"buffered_tokens": 12}, "wait", "buffer_below_margin"),  # needs (1.5 + 0.25) x 10
+        ({"pace_tok_s": None, "target_decode_tok_s": 9.0}, "never", "target_too_slow"),
+        ({"pace_tok_s": None, "target_ttft_s": 0.6}, "never", "stall_above_bound"),
+        ({"pace_tok_s": None, "target_ttft_s": 0.4}, "migrate", None),
+        ({"pace_tok_s": None, "source": "remote", "target": "local"}, "probe", None),
+    ],
+)
+def test_each_condition_that_holds_migration_back_is_named(
+    changes: dict[str, object], verdict: str, blocked_by: str | None
+) -> None:
+    decision = CostAwareMigration().decide(_view(**changes))
+    assert (decision.verdict, decision.blocked_by) == (verdict, blocked_by)
+
+
+def test_a_replay_names_why_each_answer_did_not_move() -> None:
+    result = _race(DEVICE_EXPENSIVE, SMALL, True, PACE)
+    moved = [i for i, m in enumerate(result.migrated) if m]
+    kept = [i for i, m in enumerate(result.migrated) if not m]
+    assert moved and kept
+    assert all(result.migration_blocked_by[i] is None for i in moved)
+    named = {result.migration_blocked_by[i] for i in kept}
+    assert None not in named
+    assert "buffer_below_margin" in named  # the paced buffer is the phone's usual blocker
+    # Without a migration policy nothing is named: nothing could move the answer.
+    assert set(_race(DEVICE_EXPENSIVE, SMALL, False, PACE).migration_blocked_by) <= {None}
+
+
+def test_the_engine_names_a_hand_back_and_an_unready_probe() -> None:
+    handed_back = _play(MIGRATE, 50, overhead_s=30.0, predicted_s=1.0)
+    assert not handed_back.migrated and handed_back.blocked_by == "handed_back"
+    outrun = _play(PROBE, 1, overhead_s=9.0, queue_s=1.0, pace_tok_s=None)
+    assert not outrun.migrated and outrun.blocked_by == "probe_not_ready"
+    waited = _play(MigrationDecision("wait", "test", blocked_by="no_saving"), 0, overhead_s=1.0)
+    assert not waited.migrated and waited.blocked_by == "no_saving"
+    moved = _play(MIGRATE, 50, overhead_s=4.4)
+    assert moved.migrated and moved.blocked_by is None
