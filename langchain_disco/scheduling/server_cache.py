@@ -28,9 +28,10 @@ AGE_EDGES_S: tuple[float, ...] = (300.0, 1800.0)
 minutes, under 30, older. Providers evict by inactivity, so age is what the rate depends on."""
 MAX_AGE_S = 7200.0
 """Prefixes last sent longer ago than this are forgotten: no provider documents keeping them."""
-PRIOR_TOKENS = 2048.0
-"""The rate's prior weight, in predicted tokens at rate zero: a report of one shared prefix of
-this size moves the rate halfway to what it showed."""
+PRIOR_REPORTS = 1.0
+"""The rate's prior weight, in reports at rate zero: the provider's first report moves the rate
+halfway to what it showed, the second two thirds of the way, whatever the prompts' sizes (a
+prior counted in tokens would hold a provider of short prompts at zero for many turns)."""
 DECAY = 0.99
 """Per report, the weight left to older ones: a provider that stops caching (or starts) is
 re-learned within about a hundred requests."""
@@ -52,21 +53,27 @@ NO_MATCH = PrefixMatch()
 
 
 class _Rate:
-    """Reported cached tokens over predicted shared tokens, exponentially forgetting."""
+    """Reported cached tokens over predicted shared tokens, exponentially forgetting, shrunk
+    towards zero by `PRIOR_REPORTS`: reports / (reports + prior), reports counted with the same
+    forgetting (at most 1 / (1 - DECAY) = 100, so a steady provider is under-rated by 1%)."""
 
-    __slots__ = ("predicted", "reported")
+    __slots__ = ("predicted", "reported", "reports")
 
     def __init__(self) -> None:
         self.predicted = 0.0
         self.reported = 0.0
+        self.reports = 0.0
 
     def observe(self, predicted: float, reported: float) -> None:
         self.predicted = self.predicted * DECAY + predicted
         self.reported = self.reported * DECAY + min(reported, predicted)
+        self.reports = self.reports * DECAY + 1.0
 
     @property
     def value(self) -> float:
-        return self.reported / (self.predicted + PRIOR_TOKENS)
+        if not self.predicted > 0:
+            return 0.0
+        return self.reported / self.predicted * (self.reports / (self.reports + PRIOR_REPORTS))
 
 
 class ServerPrefixCache:

@@ -136,3 +136,41 @@ async def test_the_chat_model_bills_llama_servers_cached_tokens_at_the_discount(
     assert report["cost"]["server_usd"] == pytest.approx(
         CostModel().server_usd(row["input_tokens"], row["output_tokens"], expected)
     )
+
+
+async def test_dispatch_learns_what_llama_server_caches_of_a_growing_conversation(
+    remote: OpenAIEndpoint,
+) -> None:
+    # The loopback's emulated prompt cache has its twin of this test; here the cache and the
+    # counts are llama.cpp's own. Every turn resends the conversation so far; the scheduler
+    # learns from the cached tokens llama-server reported how much of the shared prefix it
+    # reads from its slot, and expects that of the next turn.
+    from langchain_core.messages import AIMessage
+
+    from langchain_disco.scheduling import Budget, policy_from_name
+
+    model = DiscoChatModel(
+        policy=policy_from_name("generalized", Budget(share=1.0)),  # the server always runs
+        local=EchoEndpoint(name="local", ttft_s=60.0),  # the server wins every race
+        remote=remote,
+        max_tokens=PARAMS.max_tokens,
+        temperature=0.0,
+        seed=1,
+    )
+    conversation: list[BaseMessage] = [SystemMessage(CONTEXT)]
+    turns = []
+    for i in range(6):
+        conversation.append(HumanMessage(f"Which river is number {i}?"))
+        message = await model.ainvoke(conversation)
+        report = message.response_metadata["disco_report"]
+        row = report["endpoints"]["remote"]
+        reported = row["cached_input_tokens"] / row["input_tokens"]
+        expected = report["expected_cached_tokens"]["remote"] / report["prompt_tokens"]
+        turns.append((expected, reported))
+        conversation.append(AIMessage(str(message.content)))
+    assert turns[0][0] == 0.0  # nothing was sent before
+    assert turns[1][0] == 0.0 < turns[1][1]  # shared and cached, but caching not yet shown
+    assert all(reported > 0.5 for _, reported in turns[1:]), turns
+    assert model.scheduler.server_cache.rate(0.0) > 0.5
+    for expected, reported in turns[-3:]:
+        assert 0.6 * reported < expected < 1.1 * reported, turns
