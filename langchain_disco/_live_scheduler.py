@@ -108,9 +108,12 @@ class LiveScheduler:
         # observations.
         self._unsaved: deque[RequestOutcome] = deque(maxlen=MAX_UNSAVED)
         self._unsaved_verdicts: dict[str, dict[str, Any]] = {}
+        self._unsaved_hits: deque[tuple[float, float, float]] = deque(maxlen=MAX_UNSAVED)
+        """(age, predicted, reported tokens) of the provider's cache reports since the save."""
         self.server_cache = ServerPrefixCache()
-        """The prompts recently sent to the server and its learned prompt-cache hit rate
-        (in memory: a provider keeps a prefix for minutes, not across restarts)."""
+        """The prompts recently sent to the server (in memory: a provider keeps a prefix for
+        minutes, not across restarts) and its learned prompt-cache hit rates (the profiles'
+        `server_cache`, saved with them)."""
 
     @property
     def profiles(self) -> Profiles:
@@ -163,6 +166,7 @@ class LiveScheduler:
         """What the server is expected to hold of a prompt with these prefixes, now."""
         now = time.monotonic()
         with self._lock:
+            self._loaded()  # the hit rates are the profiles'
             match = self.server_cache.match(prefixes, now)
         return ServerPrefixQuery(prefixes, now, match)
 
@@ -218,7 +222,10 @@ class LiveScheduler:
         if run.first_token_s is not None and run.input_tokens > 0 and not run.failed:
             # The provider's count, on the request's scale (its tokenizer is not ours).
             share = min(max(run.cached_input_tokens, 0), run.input_tokens) / run.input_tokens
-            self.server_cache.observe(query.match, round(outcome.request.prompt_tokens * share))
+            reported = round(outcome.request.prompt_tokens * share)
+            self.server_cache.observe(query.match, reported)
+            if self._persist and query.match.shared_tokens > 0:
+                self._unsaved_hits.append((query.match.age_s, query.match.shared_tokens, reported))
         self.server_cache.sent(query.prefixes, query.at_s)
 
     def get_verdict(self, key: str) -> object:
@@ -246,11 +253,14 @@ class LiveScheduler:
         with self._lock:
             unsaved = list(self._unsaved)
             verdicts = dict(self._unsaved_verdicts)
+            hits = list(self._unsaved_hits)
 
             def replay(on_disk: Profiles) -> None:
                 for outcome in unsaved:
                     on_disk.observe(outcome)
                 on_disk.continuation.update(verdicts)
+                for age, predicted, reported in hits:
+                    on_disk.server_cache.observe(age, predicted, reported)
 
             try:
                 merged = self._store.merge(replay, unusable=self._profiles)
@@ -261,10 +271,13 @@ class LiveScheduler:
                 # In place: the engine's migration predictor holds this very object.
                 for f in fields(Profiles):
                     setattr(self._profiles, f.name, getattr(merged, f.name))
+                self.server_cache.rates = self._profiles.server_cache
             self._unsaved.clear()
             self._unsaved_verdicts.clear()
+            self._unsaved_hits.clear()
 
     def _loaded(self) -> Profiles:
         if self._profiles is None:
             self._profiles = self._store.load() if self._persist else self._priors()
+            self.server_cache.rates = self._profiles.server_cache
         return self._profiles

@@ -7,6 +7,7 @@ showing a profile must say when the file is missing or unusable, and why.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,10 @@ def profile_summary(profiles: Profiles) -> dict[str, Any]:
             profiles.prompt_lengths.tokens, _length_prior_n(profiles.prompt_lengths)
         ),
         "continuation": _verdicts(profiles),
+        "server_prompt_cache": [
+            {"age_below_s": edge if edge < math.inf else None, "hit_rate": rate, "reports": reports}
+            for edge, rate, reports in profiles.server_cache.buckets()
+        ],
     }
 
 
@@ -182,6 +187,16 @@ def profile_tables(summary: dict[str, Any]) -> list[Table]:
         )
     server.caption = "TTFTs, decodes: observations learned on top of the bundled prior"
     tables = [device, server, lengths]
+    hits = summary.get("server_prompt_cache") or []
+    if any(b["reports"] > 0 for b in hits):
+        cache = Table(title="server prompt cache: share of a shared prefix read cached")
+        for column in ("prefix last sent", "hit rate", "reports"):
+            cache.add_column(column, justify="left" if column == "prefix last sent" else "right")
+        for b in hits:
+            edge = b["age_below_s"]
+            age = "older" if edge is None else f"< {edge / 60:g} min ago"
+            cache.add_row(age, f"{b['hit_rate']:.2f}", f"{b['reports']:.1f}")
+        tables.append(cache)
     if summary.get("continuation"):
         probed = Table(title="remote continuation (probed: DISCO_REMOTE_CONTINUATION=auto)")
         for column in ("base URL", "model", "mode", "echo", "probed at (UTC)"):

@@ -37,7 +37,7 @@ from langchain_disco.scheduling.profiles import (
     ServerProfile,
 )
 from langchain_disco.scheduling.roles import Role
-from langchain_disco.scheduling.server_cache import PrefixMatch, ServerPrefixCache
+from langchain_disco.scheduling.server_cache import HitRates, PrefixMatch, ServerPrefixCache
 from langchain_disco.scheduling.store import ProfileStore
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "DispatchPolicy",
     "EndpointOutcome",
     "Generalized",
+    "HitRates",
     "LengthProfile",
     "LengthThreshold",
     "LocalOnly",

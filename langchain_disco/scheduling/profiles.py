@@ -39,6 +39,7 @@ from langchain_disco.scheduling._validate import (
     numbers,
 )
 from langchain_disco.scheduling.empirical import DEFAULT_CAPACITY, Reservoir
+from langchain_disco.scheduling.server_cache import HitRates
 
 if TYPE_CHECKING:
     from langchain_disco.scheduling.dispatch import EndpointOutcome, RequestOutcome
@@ -729,6 +730,8 @@ class Profiles:
     continuation: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Probed continuation verdicts per ``base_url|model`` (`endpoints/_probe.py`); kept here
     so they persist with what was learned, and `disco profile show` lists them."""
+    server_cache: HitRates = field(default_factory=HitRates)
+    """The provider's learned prompt-cache hit rates (`server_cache.ServerPrefixCache`)."""
 
     @classmethod
     def prior(
@@ -792,6 +795,7 @@ class Profiles:
             "output_lengths": self.output_lengths.to_dict(),
             "prompt_lengths": self.prompt_lengths.to_dict(),
             "continuation": {k: dict(v) for k, v in self.continuation.items()},
+            "server_cache": self.server_cache.to_dict(),
         }
 
     @classmethod
@@ -810,6 +814,9 @@ class Profiles:
                 fields.get("prompt_lengths"), path=fields.where("prompt_lengths")
             ),
             continuation=_verdicts_from(fields.optional("continuation")),
+            server_cache=HitRates()  # files from before it was saved
+            if "server_cache" not in fields
+            else HitRates.from_dict(fields.get("server_cache"), path=fields.where("server_cache")),
         )
 
 

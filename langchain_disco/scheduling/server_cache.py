@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from langchain_disco.scheduling._validate import MAX_SAMPLE, Fields
 
 PromptPrefixes = Sequence[tuple[bytes, int]]
 """A prompt's prefixes: (digest of everything up to a message boundary, the prompt tokens up
@@ -59,10 +62,10 @@ class _Rate:
 
     __slots__ = ("predicted", "reported", "reports")
 
-    def __init__(self) -> None:
-        self.predicted = 0.0
-        self.reported = 0.0
-        self.reports = 0.0
+    def __init__(self, predicted: float = 0.0, reported: float = 0.0, reports: float = 0.0):
+        self.predicted = predicted
+        self.reported = reported
+        self.reports = reports
 
     def observe(self, predicted: float, reported: float) -> None:
         self.predicted = self.predicted * DECAY + predicted
@@ -76,23 +79,78 @@ class _Rate:
         return self.reported / self.predicted * (self.reports / (self.reports + PRIOR_REPORTS))
 
 
+class HitRates:
+    """The provider's learned prompt-cache hit rate per age of the shared prefix: what it does
+    with a prefix is the provider's behaviour, so it is saved with the profiles (the prefixes
+    themselves are not: a provider keeps one for minutes, not across restarts)."""
+
+    def __init__(self, rates: Sequence[_Rate] | None = None) -> None:
+        self._rates = list(rates) if rates is not None else []
+        self._rates += [_Rate() for _ in range(len(AGE_EDGES_S) + 1 - len(self._rates))]
+
+    def rate(self, age_s: float) -> float:
+        """The share of a shared prefix of this age the provider is expected to read cached."""
+        return self._rates[_age_bucket(age_s)].value
+
+    def observe(self, age_s: float, predicted_tokens: float, reported_tokens: float) -> None:
+        """One report: `reported_tokens` read from the cache of `predicted_tokens` shared."""
+        self._rates[_age_bucket(age_s)].observe(predicted_tokens, reported_tokens)
+
+    def buckets(self) -> list[tuple[float, float, float]]:
+        """Per age bucket: (its upper edge in s, inf for the last; the rate; the reports it
+        rests on, with forgetting)."""
+        edges = (*AGE_EDGES_S, float("inf"))
+        return [(edge, r.value, r.reports) for edge, r in zip(edges, self._rates, strict=True)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "age_edges_s": list(AGE_EDGES_S),
+            "buckets": [
+                {"predicted": r.predicted, "reported": r.reported, "reports": r.reports}
+                for r in self._rates
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, *, path: str = "server_cache") -> HitRates:
+        """Rates saved by `to_dict`; `ProfileFormatError` (a `ValueError`) naming the field
+        that is missing, of the wrong type or out of range. Rates saved with other age edges
+        start afresh."""
+        fields = Fields(data, path)
+        edges = fields.numbers("age_edges_s", lo=0.0, hi=MAX_AGE_S, max_length=8)
+        buckets = fields.items("buckets", max_length=8)
+        if tuple(edges) != AGE_EDGES_S or len(buckets) != len(AGE_EDGES_S) + 1:
+            return cls()
+        rates = []
+        for i, bucket in enumerate(buckets):
+            b = Fields(bucket, f"{fields.where('buckets')}[{i}]")
+            predicted = b.number("predicted", lo=0.0, hi=MAX_SAMPLE)
+            # Within rounding of what `observe` keeps them to (reported <= predicted; reports
+            # <= 1 / (1 - DECAY)): a file from an older or another version may round apart.
+            reported = min(b.number("reported", lo=0.0, hi=MAX_SAMPLE), predicted)
+            reports = min(b.number("reports", lo=0.0, hi=MAX_SAMPLE), 1.0 / (1.0 - DECAY))
+            rates.append(_Rate(predicted, reported, reports))
+        return cls(rates)
+
+
 class ServerPrefixCache:
     """Recently sent prompt prefixes (bounded, least recently sent forgotten first) and the
     provider's learned hit rate per prefix age."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 4096, rates: HitRates | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._sent: OrderedDict[bytes, float] = OrderedDict()
-        self._rates = [_Rate() for _ in range(len(AGE_EDGES_S) + 1)]
+        self.rates = rates if rates is not None else HitRates()
+        """The learned hit rates (`Profiles.server_cache` in a live model: saved with them)."""
 
     def __len__(self) -> int:
         return len(self._sent)
 
     def rate(self, age_s: float) -> float:
         """The learned share of a shared prefix of this age the provider reads from its cache."""
-        return self._rates[_age_bucket(age_s)].value
+        return self.rates.rate(age_s)
 
     def match(self, prefixes: PromptPrefixes, now_s: float) -> PrefixMatch:
         """The longest prefix of this prompt sent within `MAX_AGE_S`, and what is expected of it."""
@@ -122,9 +180,7 @@ class ServerPrefixCache:
         caches of prefixes it was never sent by us says nothing about the ones it was."""
         if match.shared_tokens <= 0 or not reported_cached_tokens >= 0:
             return
-        self._rates[_age_bucket(match.age_s)].observe(
-            match.shared_tokens, float(reported_cached_tokens)
-        )
+        self.rates.observe(match.age_s, match.shared_tokens, float(reported_cached_tokens))
 
 
 def _age_bucket(age_s: float) -> int:

@@ -448,3 +448,20 @@ def test_bench_sim_mean_vs_oracle_is_against_the_queue_aware_bound(tmp_path: Pat
     )
     oracle = result.row("oracle", 0.5)
     assert oracle is not None and oracle.mean_ttft_s > 1.05 * blind.mean_ttft_s
+
+
+def test_profile_show_prints_the_providers_learned_prompt_cache(tmp_path: Path) -> None:
+    profiles = Profiles.prior()
+    for _ in range(4):
+        profiles.server_cache.observe(30.0, 1000, 960)
+    path = tmp_path / "profiles.json"
+    ProfileStore(path).save(profiles)
+    code, output = invoke("profile", "show", "--path", str(path))
+    assert code == 0, output
+    assert "server prompt cache" in output and "< 5 min ago" in output
+    code, output = invoke("profile", "show", "--path", str(path), "--json")
+    assert code == 0, output
+    fresh, *_, older = json.loads(output)["server_prompt_cache"]
+    assert fresh["age_below_s"] == 300.0 and older["age_below_s"] is None
+    assert fresh["hit_rate"] == pytest.approx(profiles.server_cache.rate(30.0))
+    assert fresh["reports"] > 3 and older["reports"] == 0

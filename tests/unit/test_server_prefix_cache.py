@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -268,3 +269,105 @@ def test_a_provider_that_never_caches_keeps_every_request_priced_fresh() -> None
         features = scheduler.features(prompt, None, None, None, query)
         assert features.remote_cached_tokens == 0
         _report_like_outcome(scheduler, query, prompt, 0)
+
+
+# -- the hit rates persist with the profiles ---------------------------------------------------
+
+
+def test_hit_rates_round_trip_and_older_files_load_without_them() -> None:
+    from langchain_disco.scheduling import HitRates, Profiles
+
+    profiles = Profiles.prior()
+    for _ in range(5):
+        profiles.server_cache.observe(10.0, 1000, 950)
+    profiles.server_cache.observe(4000.0, 1000, 0)
+    data = json.loads(json.dumps(profiles.to_dict()))
+    back = Profiles.from_dict(data)
+    assert back.server_cache.rate(10.0) == profiles.server_cache.rate(10.0) > 0.7
+    assert back.server_cache.rate(4000.0) == 0.0
+    del data["server_cache"]  # a file from before the rates were saved
+    assert Profiles.from_dict(data).server_cache.rate(10.0) == 0.0
+    # Saved with other age buckets: nothing is carried into buckets that mean something else.
+    other = {"age_edges_s": [60.0], "buckets": [{"predicted": 1, "reported": 1, "reports": 1}] * 2}
+    assert HitRates.from_dict(other).rate(10.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("bucket", "field"),
+    [
+        ({"predicted": -1.0, "reported": 0.0, "reports": 1.0}, "predicted"),
+        ({"predicted": 10.0, "reported": "x", "reports": 1.0}, "reported"),
+        ({"predicted": 10.0, "reported": 1.0}, "reports"),
+        ({"predicted": 1e300, "reported": 1.0, "reports": 1.0}, "predicted"),
+    ],
+)
+def test_a_corrupt_hit_rate_is_refused_naming_its_field(
+    bucket: dict[str, object], field: str
+) -> None:
+    from langchain_disco.scheduling import HitRates
+    from langchain_disco.scheduling.server_cache import AGE_EDGES_S
+
+    good = {"predicted": 10.0, "reported": 5.0, "reports": 2.0}
+    data = {"age_edges_s": list(AGE_EDGES_S), "buckets": [good, bucket, good]}
+    with pytest.raises(ValueError, match=rf"server_cache\.buckets\[1\]\.{field}"):
+        HitRates.from_dict(data)
+
+
+def test_a_rate_saved_beyond_what_learning_allows_is_held_to_it() -> None:
+    from langchain_disco.scheduling import HitRates
+    from langchain_disco.scheduling.server_cache import AGE_EDGES_S
+
+    bucket = {"predicted": 100.0, "reported": 150.0, "reports": 1e9}
+    rates = HitRates.from_dict({"age_edges_s": list(AGE_EDGES_S), "buckets": [bucket] * 3})
+    assert 0.0 < rates.rate(0.0) <= 1.0
+
+
+def test_a_million_reports_keep_the_rate_finite_and_on_the_truth() -> None:
+    from langchain_disco.scheduling import HitRates
+
+    rates = HitRates()
+    rng = random.Random(5)
+    for i in range(1_000_000):
+        shared = rng.randint(1, 100_000)
+        truth = 0.9 if i < 500_000 else 0.3  # the provider changes its caching halfway
+        rates.observe(1.0, shared, round(shared * truth * rng.uniform(0.9, 1.1)))
+    assert rates.rate(1.0) == pytest.approx(0.3 * 100 / 101, rel=0.05)
+    data = rates.to_dict()
+    assert HitRates.from_dict(data).rate(1.0) == rates.rate(1.0)
+
+
+def test_a_restarted_process_keeps_what_it_learned_of_the_providers_cache(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.json"
+
+    def scheduler() -> LiveScheduler:
+        settings = DiscoSettings(persist_profiles=True, profile_path=path)
+        return LiveScheduler(settings, policy_from_name("generalized", Budget(share=0.5)))
+
+    first = scheduler()
+    for turn in range(1, 12):
+        messages = _chat(turn)
+        prompt = 40 * len(messages)
+        query = first.server_prefix_query(prompt_prefixes(messages, PARAMS, prompt))
+        _report_like_outcome(first, query, prompt, query.match.shared_tokens)
+    learned = first.server_cache.rate(0.0)
+    assert learned > 0.8
+    # Another process sharing the file learns a provider that caches nothing, and saves.
+    other = scheduler()
+    assert other.profiles.server_cache.rate(0.0) == 0.0  # loaded before the first one saved
+    first.save()
+    for turn in range(1, 4):
+        messages = _chat(turn)
+        prompt = 40 * len(messages)
+        query = other.server_prefix_query(prompt_prefixes(messages, PARAMS, prompt))
+        _report_like_outcome(other, query, prompt, 0)
+    other.save()
+    # A restart reads both processes' reports: neither overwrote the other's.
+    restarted = scheduler()
+    rate = restarted.profiles.server_cache.rate(0.0)
+    assert restarted.server_cache.rate(0.0) == rate  # what dispatch asks is what was loaded
+    assert 0.0 < rate < learned
+    assert rate == pytest.approx(other.server_cache.rate(0.0))
+    # The prompts themselves are not kept across restarts: a provider holds them for minutes.
+    messages = _chat(11)
+    query = restarted.server_prefix_query(prompt_prefixes(messages, PARAMS, 40 * len(messages)))
+    assert query.match.shared_tokens == 0
