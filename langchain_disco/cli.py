@@ -238,16 +238,37 @@ def bench_overhead(
         float, typer.Option(min=0.0, help="echo decode rate per stream, tokens/s (0: unpaced)")
     ] = 1000.0,
     warmup: Annotated[int, typer.Option(min=0, help="unrecorded requests per path first")] = 3,
+    paths: Annotated[
+        str,
+        typer.Option(
+            help="concurrency paths, comma-separated: direct, chatopenai (langchain-openai), "
+            "litellm, disco (mode remote), disco-race; one missing its package is skipped"
+        ),
+    ] = "direct,chatopenai,litellm,disco,disco-race",
+    min_streams: Annotated[
+        int, typer.Option(min=1, help="a level runs in rounds until it has this many streams")
+    ] = 20,
     out: Annotated[Path, typer.Option(help="folder for the CSV and JSON results")] = Path(
         "bench-out/overhead"
     ),
+    doc: Annotated[
+        Path | None,
+        typer.Option(
+            help="also rewrite the '## Results' section of this Markdown page (docs/overhead.md)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """The scheduler's own cost: DiscoChatModel vs the bare endpoint, 1 to 500 streams."""
+    """The scheduler's own cost: DiscoChatModel vs the bare endpoint and ChatOpenAI (and
+    LiteLLM), 1 to 500 streams."""
     _require_demo_extra("bench overhead", embedded_model=False)
     from langchain_disco.bench import overhead
+    from langchain_disco.bench._overhead_page import write_page
     from langchain_disco.bench._overhead_report import (
         concurrency_table,
+        ratios_table,
         single_stream_table,
+        skipped_lines,
         write_results,
     )
 
@@ -258,6 +279,8 @@ def bench_overhead(
             levels=overhead.parse_levels(levels),
             tok_s=tok_s,
             warmup=warmup,
+            paths=overhead.parse_paths(paths),
+            min_streams=min_streams,
         )
         _check_writable(out)
         with _progress() as progress:
@@ -269,7 +292,15 @@ def bench_overhead(
             result = overhead.measure_overhead(options, phase)
         console.print(single_stream_table(result))
         console.print(concurrency_table(result))
+        ratios = ratios_table(result)
+        if ratios is not None:
+            console.print(ratios)
+        for line in skipped_lines(result):
+            console.print(f"[yellow]{line}[/]")
         written = write_results(result, out)
+        if doc is not None:
+            write_page(result, doc)
+            written.append(doc)
     except DiscoError as exc:
         raise _fail(exc) from None
     except OSError as exc:

@@ -95,7 +95,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     versions: dict[str, str | None] = {}
-    for package in ("langchain-disco", "langchain-core", "openai"):
+    for package in ("langchain-disco", "langchain-core", "openai", "langchain-openai", "litellm"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

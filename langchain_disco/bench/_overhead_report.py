@@ -1,4 +1,6 @@
-"""Rendering `disco bench overhead` results: rich tables, and CSV and JSON files."""
+"""Rendering `disco bench overhead` results: rich tables, and CSV and JSON files.
+
+The Markdown tables of docs/overhead.md come from `_overhead_page`, from the same result."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ from pathlib import Path
 from rich.table import Table
 
 from langchain_disco.bench._measure import write_csv
+from langchain_disco.bench._ratios import RATIO_METRICS
 from langchain_disco.bench.overhead import OverheadResult
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
+def fmt(value: float | None, digits: int = 1) -> str:
     if value is None or value != value:  # None or NaN
         return "-"
     return f"{value:,.{digits}f}"
@@ -22,7 +25,7 @@ def single_stream_table(result: OverheadResult) -> Table:
     o = result.options
     table = Table(
         title=f"one stream: DiscoChatModel vs the bare endpoint ({o.requests} requests x "
-        f"{o.max_tokens} tokens per path, echo at {_rate(o.tok_s)})"
+        f"{o.max_tokens} tokens per path, echo at {rate(o.tok_s)})"
     )
     for column in ("metric", "stat", "direct", "disco", "added", "limit"):
         table.add_column(column, justify="left" if column in ("metric", "stat") else "right")
@@ -33,9 +36,9 @@ def single_stream_table(result: OverheadResult) -> Table:
         table.add_row(
             f"{row['metric']} ({row['unit']})",
             row["stat"],
-            _fmt(row["direct"], digits),
-            _fmt(row["disco"], digits),
-            _fmt(row["added"], digits),
+            fmt(row["direct"], digits),
+            fmt(row["disco"], digits),
+            fmt(row["added"], digits),
             ("-" if limit is None else f"< {limit:g}") + verdict,
         )
     return table
@@ -53,41 +56,66 @@ def concurrency_table(result: OverheadResult) -> Table:
         "done",
         "errors",
         "TTFT ms",
+        "per tok µs",
         "latency ms",
         "p99 ms",
         "added ms",
         "CPU/tok µs",
         "peak RSS MB",
-        "memory +MB",
+        "KB/stream",
         "wall s",
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "path" else "right")
     for r in result.levels:
         errors = f"[red]{r.errors}[/]" if r.errors else "0"
-        growth_mb = (r.rss_peak_bytes - r.rss_before_bytes) / 2**20
         table.add_row(
             str(r.level),
             r.path,
             str(r.completed),
             errors,
-            _fmt(_scaled(r.ttft_mean_s, 1e3)),
-            _fmt(_scaled(r.latency_mean_s, 1e3)),
-            _fmt(_scaled(r.latency_p99_s, 1e3)),
-            _fmt(_scaled(r.added_latency_mean_s, 1e3)),
-            _fmt(_scaled(r.cpu_per_token_s, 1e6)),
-            _fmt(r.rss_peak_bytes / 2**20, 0),
-            _fmt(growth_mb, 0),
-            _fmt(r.wall_s, 2),
+            fmt(scaled(r.ttft_mean_s, 1e3)),
+            fmt(scaled(r.gap_mean_s, 1e6)),
+            fmt(scaled(r.latency_mean_s, 1e3)),
+            fmt(scaled(r.latency_p99_s, 1e3)),
+            fmt(scaled(r.added_latency_mean_s, 1e3)),
+            fmt(scaled(r.cpu_per_token_s, 1e6)),
+            fmt(r.rss_peak_bytes / 2**20, 0),
+            fmt(r.memory_per_stream_bytes / 1024, 0),
+            fmt(r.wall_s, 2),
         )
     return table
 
 
-def _scaled(value: float | None, scale: float) -> float | None:
+def ratios_table(result: OverheadResult) -> Table | None:
+    """Each path's figures over ChatOpenAI's at the same level; None if it did not run."""
+    ratios = result.ratios()
+    if not ratios:
+        return None
+    table = Table(title="ratio to ChatOpenAI at the same level (1.00 = as ChatOpenAI)")
+    table.add_column("streams", justify="right")
+    table.add_column("path")
+    for label, _attr in RATIO_METRICS:
+        table.add_column(label, justify="right")
+    for row in ratios:
+        table.add_row(
+            str(row["level"]),
+            row["path"],
+            *(fmt(row[attr], 2) for _label, attr in RATIO_METRICS),
+        )
+    return table
+
+
+def skipped_lines(result: OverheadResult) -> list[str]:
+    """One line per path that did not run, with its reason."""
+    return [f"skipped {path}: {reason}" for path, reason in result.skipped.items()]
+
+
+def scaled(value: float | None, scale: float) -> float | None:
     return None if value is None else value * scale
 
 
-def _rate(tok_s: float) -> str:
+def rate(tok_s: float) -> str:
     return "full speed" if tok_s == 0 else f"{tok_s:g} tok/s"
 
 
@@ -99,6 +127,7 @@ def write_results(result: OverheadResult, out: Path) -> list[Path]:
         "summary.csv": data["single_stream"],
         "requests.csv": data["requests"],
         "concurrency.csv": data["concurrency"],
+        "ratios.csv": data["ratios"],
     }
     written = []
     for name, rows in files.items():

@@ -1,36 +1,43 @@
-"""`disco bench overhead`: what the scheduler itself costs, measured against the bare endpoint.
+"""`disco bench overhead`: what the scheduler itself costs, against the bare endpoint and the
+clients a user would use instead.
 
-Both paths stream the same requests from the loopback server's echo backend (no model, so the
-server is not the bottleneck) over real HTTP with the openai SDK, in one run:
+Every path streams the same requests from the loopback server's echo backend (no model, so the
+server is not the bottleneck) over real HTTP, in one run (`_streams` lists them):
 
 - **direct**: `OpenAIEndpoint.stream`, the remote adapter alone;
 - **disco**: `DiscoChatModel.astream` (mode remote, failover off) over an identical endpoint,
-  so the LangChain surface, dispatch, engine and report are what the difference measures.
+  so the LangChain surface, dispatch, engine and report are what the difference measures;
+- **disco-race**: the same in mode race (a local that never wins is started and cancelled);
+- **chatopenai**: langchain-openai's `ChatOpenAI`, the baseline of every ratio;
+- **litellm**: LiteLLM's `acompletion`, if installed.
 
-Single stream, interleaved request by request: added TTFT; added latency per token (the time a
-token spends between the endpoint yielding it and the consumer receiving it); CPU per token.
-Then N concurrent streams per level (1, 10, 100, 500 by default), each path in a fresh
-process (see `_concurrency`): completed and failed streams, latency per stream and what disco
-adds to it, peak memory and wall time.
+Single stream, direct vs disco interleaved request by request: added TTFT; added latency per
+token (the time a token spends between the endpoint yielding it and the consumer receiving
+it); CPU per token. Then N concurrent streams per level (1, 10, 100, 500 by default), each path
+in a fresh process (see `_concurrency`): completed and failed streams, TTFT, per-token and
+per-stream latency, CPU per token, memory per stream, and their ratios to ChatOpenAI. A path
+whose optional package is missing is skipped with its reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from langchain_disco.bench._concurrency import LevelResult, measure_concurrency
+from langchain_disco.bench._concurrency import LevelResult, measure_concurrency, rounds_for
 from langchain_disco.bench._measure import (
     machine_info,
     max_rss_bytes,
     mean,
     percentile,
 )
-from langchain_disco.bench._streams import PATHS, Paths, messages_for
+from langchain_disco.bench._ratios import ratios_to
+from langchain_disco.bench._streams import ALL_PATHS, BASELINE, PATHS, Paths, messages_for
 from langchain_disco.errors import ConfigError, DiscoError
 from langchain_disco.testing.echo import DEFAULT_ECHO_TOK_S
 from langchain_disco.testing.loopback import LoopbackServer
@@ -42,6 +49,7 @@ __all__ = [
     "StreamSample",
     "measure_overhead",
     "parse_levels",
+    "parse_paths",
 ]
 
 ADDED_TTFT_LIMIT_MS = 2.0
@@ -74,6 +82,10 @@ class OverheadOptions:
     """Echo decode rate per stream (0: as fast as the server can send)."""
     warmup: int = 3
     """Unrecorded requests per path first (connections, imports, caches)."""
+    paths: tuple[str, ...] = ALL_PATHS
+    """Concurrency paths to run (the single-stream phase always compares direct and disco)."""
+    min_streams: int = 20
+    """A concurrency level runs in rounds until it has at least this many streams."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -90,6 +102,13 @@ class OverheadOptions:
             problems.append(f"--tok-s must be 0 (unpaced) or a positive rate, got {self.tok_s}")
         if self.warmup < 0:
             problems.append(f"--warmup must be 0 or more, got {self.warmup}")
+        unknown = [p for p in self.paths if p not in ALL_PATHS]
+        if unknown or not self.paths:
+            problems.append(
+                f"--paths must name some of {', '.join(ALL_PATHS)}, got {','.join(self.paths)!r}"
+            )
+        if self.min_streams < 1:
+            problems.append(f"--min-streams must be at least 1, got {self.min_streams}")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -110,6 +129,18 @@ def parse_levels(text: str) -> tuple[int, ...]:
             raise ConfigError(f"--levels: {level} concurrent streams is not possible; {hint}")
         levels.append(level)
     return tuple(levels)
+
+
+def parse_paths(text: str) -> tuple[str, ...]:
+    """``"direct,chatopenai"`` as concurrency paths, in report order; unknown names raise."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [name for name in names if name not in ALL_PATHS]
+    if unknown or not names:
+        raise ConfigError(
+            f"--paths: {', '.join(unknown) or 'nothing'} is not a path; "
+            f"give comma-separated names from {','.join(ALL_PATHS)}"
+        )
+    return tuple(p for p in ALL_PATHS if p in names)
 
 
 @dataclass
@@ -140,6 +171,8 @@ class OverheadResult:
     samples: list[StreamSample]
     levels: list[LevelResult]
     ru_maxrss_bytes: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Concurrency paths that did not run, with the reason (a missing optional package)."""
 
     def summary(self) -> list[dict[str, Any]]:
         """The single-stream metrics: direct, disco, added (disco - direct), limit, pass."""
@@ -178,15 +211,30 @@ class OverheadResult:
 
     def concurrency_ok(self) -> bool:
         """True when every stream of every level completed."""
-        return all(r.errors == 0 and r.completed == r.level for r in self.levels)
+        return all(r.errors == 0 and r.completed == r.streams for r in self.levels)
+
+    def ratios(self) -> list[dict[str, Any]]:
+        """Every concurrency row's figures as ratios to ChatOpenAI's at the same level (none
+        when ChatOpenAI did not run)."""
+        return ratios_to(self.levels, BASELINE)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "options": {**asdict(self.options), "levels": list(self.options.levels)},
             "machine": self.machine,
             "single_stream": self.summary(),
-            "concurrency": [asdict(r) for r in self.levels],
+            "concurrency": [
+                {
+                    **asdict(r),
+                    "streams": r.streams,
+                    "memory_per_stream_bytes": r.memory_per_stream_bytes,
+                }
+                for r in self.levels
+            ],
             "concurrency_ok": self.concurrency_ok(),
+            "baseline": BASELINE,
+            "ratios": self.ratios(),
+            "skipped": self.skipped,
             "ru_maxrss_bytes": self.ru_maxrss_bytes,
             "requests": [
                 {k: v for k, v in asdict(s).items() if k != "lags_s"} for s in self.samples
@@ -275,17 +323,34 @@ def measure_overhead(
         return lambda _n: None
 
     progress = progress or silent
+    load_before = os.getloadavg()
+    started = time.perf_counter()
     with LoopbackServer(backend="echo", echo_tok_s=options.tok_s, latency_profile="none") as srv:
         samples = asyncio.run(_measure_single(srv, options, progress))
-        levels = measure_concurrency(
+        streams = sum(
+            level * rounds_for(level, options.min_streams) for level in set(options.levels)
+        )
+        concurrency = measure_concurrency(
             srv.base_url,
             srv.model_name,
             options.levels,
             options.max_tokens,
-            progress("concurrent streams", sum(set(options.levels)) * len(PATHS)),
+            progress("concurrent streams", streams * len(options.paths)),
+            paths=options.paths,
+            min_streams=options.min_streams,
             # The server logs every request; keep its memory flat across thousands of them.
             before_each=srv.clear_requests,
         )
     machine = machine_info()
     machine["echo_tok_s"] = options.tok_s
-    return OverheadResult(options, machine, samples, levels, ru_maxrss_bytes=max_rss_bytes())
+    machine["load_average_before"] = list(load_before)
+    machine["load_average_after"] = list(os.getloadavg())
+    machine["wall_s"] = time.perf_counter() - started
+    return OverheadResult(
+        options,
+        machine,
+        samples,
+        concurrency.rows,
+        ru_maxrss_bytes=max_rss_bytes(),
+        skipped=concurrency.skipped,
+    )

@@ -121,6 +121,10 @@ def test_bench_overhead_small_run_writes_csv_and_json(tmp_path: Path) -> None:
         "20",
         "--warmup",
         "1",
+        "--paths",
+        "direct,disco",
+        "--min-streams",
+        "1",
         "--out",
         str(out),
     )
@@ -157,6 +161,9 @@ def test_bench_overhead_small_run_writes_csv_and_json(tmp_path: Path) -> None:
         (["--max-tokens", "-3"], ["--max-tokens"]),
         (["--tok-s", "-1"], ["--tok-s"]),
         (["--concurrency", "5"], ["No such option"]),
+        (["--paths", "direct,curl"], ["--paths: curl is not a path", "chatopenai"]),
+        (["--paths", ","], ["--paths: nothing is not a path"]),
+        (["--min-streams", "0"], ["--min-streams"]),
     ],
 )
 def test_bench_overhead_bad_arguments_fail_clearly(args: list[str], fragments: list[str]) -> None:
