@@ -1,0 +1,246 @@
+"""The fleet ledger: settled budget spend shared by every worker through Redis.
+
+Layout: one hash per bucket of the window (`_buckets.py`), key
+`{namespace}:budget:{resource}:{bucket}`, fields `n spent allowed floor ceiling`, each bumped
+with HINCRBYFLOAT (atomic on the server, so concurrent workers never lose an increment) and
+expiring one bucket after it leaves the window.
+
+Nothing on the token path waits on Redis: `add` appends to an in-memory pending window and
+`totals` reads the last snapshot. A background thread (its own asyncio loop, `redis.asyncio`)
+syncs every `refresh_s`: one MULTI/EXEC pipeline pushes the pending deltas and reads the
+window's buckets, so the snapshot includes this worker's pushes and `totals` = snapshot +
+what is still pending.
+
+Faults (Redis down at start, lost mid-run, slow past `timeout_s`, or holding a value that is
+not a finite number): the ledger logs one warning, `totals` returns None so the controller
+decides from its own totals, and the deltas stay pending (within the window). When a sync
+succeeds again they are pushed (reconciliation) and the fleet view returns, with one info line.
+One caveat: if the connection drops after EXEC was sent and before its reply, the retry may
+count that push twice (Redis gives no idempotent increment); it is one refresh's worth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from langchain_disco.scheduling.budget import LedgerTotals
+from langchain_disco.state._buckets import BUCKET_S, WINDOW_BUCKETS, Buckets, bucket_of
+from langchain_disco.state._urls import redact_url
+
+logger = logging.getLogger(__name__)
+
+FIELDS = LedgerTotals._fields
+REFRESH_S = 0.5
+TIMEOUT_S = 1.0
+
+
+class LedgerDataError(ValueError):
+    """A bucket in Redis holds something that is not a ledger total."""
+
+
+class RedisLedger:
+    """A `Ledger` in Redis; start with the constructor, stop with `close()`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key: str = "disco:budget:server",
+        bucket_s: float = BUCKET_S,
+        window_buckets: int = WINDOW_BUCKETS,
+        refresh_s: float = REFRESH_S,
+        timeout_s: float = TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        import redis.asyncio  # the `fleet` extra; imported here so the default never needs it
+
+        self._redis = redis.asyncio
+        self._url = url
+        self.shown_url = redact_url(url)
+        self.key = key
+        self._pending = Buckets(bucket_s, window_buckets)
+        self._window = Buckets(bucket_s, window_buckets)  # geometry only
+        self._snapshot: LedgerTotals | None = None
+        self._clock = clock
+        self._refresh_s = refresh_s
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self.state: Literal["fleet", "local"] = "local"
+        """Which totals the controller uses now: the fleet's, or its own (Redis unavailable)."""
+        self._warned = False
+        self.syncs = 0
+        self.failures = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="disco-ledger", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    # -- the Ledger protocol (in memory, never blocks on Redis) ------------------------------
+
+    def add(self, delta: LedgerTotals) -> None:
+        if not all(math.isfinite(v) for v in delta):
+            return
+        with self._lock:
+            self._pending.add(self._clock(), delta)
+
+    def totals(self) -> LedgerTotals | None:
+        with self._lock:
+            if self._snapshot is None or self.state != "fleet":
+                return None
+            return self._snapshot.plus(self._pending.total(self._clock()))
+
+    # -- control -----------------------------------------------------------------------------
+
+    def sync_now(self, timeout_s: float | None = None) -> bool:
+        """Sync once, now, and wait for it (tests, shutdown); True when it reached Redis."""
+        loop = self._loop
+        if loop is None or not self._thread.is_alive():
+            return False
+        future = asyncio.run_coroutine_threadsafe(self._sync_guarded(), loop)
+        try:
+            return future.result(timeout_s if timeout_s is not None else 4 * self._timeout_s)
+        except Exception:  # timed out: the background loop keeps trying
+            return False
+
+    def close(self) -> None:
+        """Push what is pending (one bounded try) and stop the background thread."""
+        loop, stop = self._loop, self._stop
+        if loop is None or stop is None or not self._thread.is_alive():
+            return
+        loop.call_soon_threadsafe(stop.set)
+        self._thread.join(timeout=4 * self._timeout_s + 1.0)
+
+    def __repr__(self) -> str:
+        return f"RedisLedger({self.shown_url!r}, key={self.key!r}, state={self.state!r})"
+
+    # -- the background thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._client = self._redis.Redis.from_url(
+            self._url,
+            socket_timeout=self._timeout_s,
+            socket_connect_timeout=self._timeout_s,
+            retry_on_timeout=False,
+        )
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                await self._sync_guarded()
+                with contextlib.suppress(asyncio.TimeoutError):  # the refresh period elapsed
+                    await asyncio.wait_for(self._stop.wait(), self._refresh_s)
+            await self._sync_guarded()  # the last pending deltas, on close
+        finally:
+            await self._client.aclose()
+
+    async def _sync_guarded(self) -> bool:
+        """One sync; any failure is a fault of the store, never the caller's: it degrades the
+        ledger to local totals (the reason is logged once per outage)."""
+        try:
+            await asyncio.wait_for(self._sync(), 2 * self._timeout_s)
+        except Exception as exc:  # a store fault of any kind must not reach the request path
+            self._degrade(exc)
+            return False
+        return True
+
+    async def _sync(self) -> None:
+        with self._lock:
+            now = self._clock()
+            pending = self._pending.take()
+        first = self._window.first_bucket(now)
+        last = bucket_of(now, self._window.bucket_s)
+        ttl_s = math.ceil((self._window.window_buckets + 1) * self._window.bucket_s)
+        pushed = {b: d for b, d in pending.items() if b >= first}
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for bucket, delta in pushed.items():
+                    name = f"{self.key}:{bucket}"
+                    for field, value in zip(FIELDS, delta, strict=True):
+                        if value:
+                            pipe.hincrbyfloat(name, field, value)
+                    pipe.expire(name, ttl_s)
+                for bucket in range(first, last + 1):
+                    pipe.hgetall(f"{self.key}:{bucket}")
+                results = await pipe.execute(raise_on_error=False)
+        except Exception:
+            with self._lock:  # not applied: keep them for the next sync
+                self._pending.merge(pending, self._clock())
+            raise
+        reads = results[-(last - first + 1) :]
+        errors = [r for r in results[: -len(reads)] if isinstance(r, Exception)]
+        snapshot = LedgerTotals()
+        for read in reads:
+            if isinstance(read, Exception):
+                raise LedgerDataError(f"a bucket is not a hash ({type(read).__name__})")
+            snapshot = snapshot.plus(_parse(read))
+        if errors:  # an increment on a garbage field: the data is bad, and that delta lost
+            raise LedgerDataError(f"{len(errors)} increments refused ({type(errors[0]).__name__})")
+        with self._lock:
+            self._snapshot = snapshot
+            recovered = self.state != "fleet"
+            self.state = "fleet"
+            self.syncs += 1
+        if recovered and self._warned:
+            logger.info("budget ledger at %s reachable again: fleet totals back", self.shown_url)
+        self._warned = False
+
+    def _degrade(self, exc: BaseException) -> None:
+        with self._lock:
+            self.state = "local"
+            self.failures += 1
+        if not self._warned:
+            self._warned = True
+            # The exception's text, not the URL it was given: redis-py names host and port,
+            # never the password; the URL is shown redacted.
+            logger.warning(
+                "budget ledger at %s unavailable (%s: %s): deciding from this worker's own "
+                "totals until it returns",
+                self.shown_url,
+                type(exc).__name__,
+                _redacted(str(exc), self._url),
+            )
+
+
+def _parse(raw: Any) -> LedgerTotals:
+    """A bucket's hash as totals; anything but finite numbers (n, floor, ceiling >= 0) is
+    garbage, and so the whole snapshot is."""
+    if not isinstance(raw, dict):
+        raise LedgerDataError("a bucket is not a hash")
+    values = []
+    for field in FIELDS:
+        value = raw.get(field.encode(), b"0")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise LedgerDataError(f"field {field!r} is not a number") from None
+        if not math.isfinite(number):
+            raise LedgerDataError(f"field {field!r} is not finite")
+        values.append(number)
+    totals = LedgerTotals(*values)
+    if totals.n < 0 or totals.floor < 0 or totals.ceiling < 0:
+        raise LedgerDataError("a count or reference spend is negative")
+    return totals
+
+
+def _redacted(text: str, url: str) -> str:
+    """An exception's text with the URL (and its password) taken out, should it echo them."""
+    shown = text.replace(url, redact_url(url))
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    return shown.replace(password, "***") if password else shown
