@@ -6,10 +6,9 @@ with HINCRBYFLOAT (atomic on the server, so concurrent workers never lose an inc
 expiring one bucket after it leaves the window.
 
 Nothing on the token path waits on Redis: `add` appends to an in-memory pending window and
-`totals` reads the last snapshot. A background thread (its own asyncio loop, `redis.asyncio`)
-syncs every `refresh_s`: one MULTI/EXEC pipeline pushes the pending deltas and reads the
-window's buckets, so the snapshot includes this worker's pushes and `totals` = snapshot +
-what is still pending.
+`totals` reads the last snapshot. A background thread syncs every `refresh_s`: one MULTI/EXEC
+pipeline pushes the pending deltas and reads the window's buckets, so the snapshot includes
+this worker's pushes and `totals` = snapshot + what is still pending.
 
 Faults (Redis down at start, lost mid-run, slow past `timeout_s`, or holding a value that is
 not a finite number): the ledger logs one warning, `totals` returns None so the controller
@@ -17,16 +16,22 @@ decides from its own totals, and the deltas stay pending (within the window). Wh
 succeeds again they are pushed (reconciliation) and the fleet view returns, with one info line.
 One caveat: if the connection drops after EXEC was sent and before its reply, the retry may
 count that push twice (Redis gives no idempotent increment); it is one refresh's worth.
+
+The thread uses redis-py's blocking client, not `redis.asyncio`: the blocking client is
+fork-safe (a connection knows its process and is never shut down from a forked child), while
+an event loop's epoll set is shared with a forked child, which could then unregister the
+parent's socket (seen: the parent's next sync timed out). A worker forked from a process that
+built the ledger (gunicorn --preload) starts its own thread with fresh state.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -60,30 +65,52 @@ class RedisLedger:
         timeout_s: float = TIMEOUT_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        import redis.asyncio  # the `fleet` extra; imported here so the default never needs it
+        import redis  # the `fleet` extra; imported here so the default never needs it
 
-        self._redis = redis.asyncio
+        self._redis = redis
         self._url = url
         self.shown_url = redact_url(url)
         self.key = key
-        self._pending = Buckets(bucket_s, window_buckets)
         self._window = Buckets(bucket_s, window_buckets)  # geometry only
         self._snapshot: LedgerTotals | None = None
         self._clock = clock
         self._refresh_s = refresh_s
         self._timeout_s = timeout_s
-        self._lock = threading.Lock()
         self.state: Literal["fleet", "local"] = "local"
         """Which totals the controller uses now: the fleet's, or its own (Redis unavailable)."""
-        self._warned = False
         self.syncs = 0
         self.failures = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
+        self._closed = False
+        self._start()
+        # A worker forked from a process that built this (gunicorn --preload) gets no thread
+        # and a copy of the parent's pending spend: it starts afresh, its own thread included.
+        ref = weakref.ref(self)
+
+        def restart_in_child() -> None:
+            ledger = ref()
+            if ledger is not None and not ledger._closed:
+                ledger._start()
+
+        os.register_at_fork(after_in_child=restart_in_child)
+
+    def _start(self) -> None:
+        """Fresh per-process state and the background thread (at construction, and in a
+        forked child, where the parent's thread, locks and pending spend are not its own)."""
+        self._lock = threading.Lock()
+        self._pending = Buckets(self._window.bucket_s, self._window.window_buckets)
+        self._snapshot = None
+        self.state = "local"
+        self._warned = False
+        self._stop = threading.Event()
+        self._sync_lock = threading.Lock()  # one sync at a time: the thread's, or sync_now's
+        self._client = self._redis.Redis.from_url(
+            self._url,
+            socket_timeout=self._timeout_s,
+            socket_connect_timeout=self._timeout_s,
+            retry_on_timeout=False,
+        )
         self._thread = threading.Thread(target=self._run, name="disco-ledger", daemon=True)
         self._thread.start()
-        self._ready.wait()
 
     # -- the Ledger protocol (in memory, never blocks on Redis) ------------------------------
 
@@ -101,24 +128,17 @@ class RedisLedger:
 
     # -- control -----------------------------------------------------------------------------
 
-    def sync_now(self, timeout_s: float | None = None) -> bool:
-        """Sync once, now, and wait for it (tests, shutdown); True when it reached Redis."""
-        loop = self._loop
-        if loop is None or not self._thread.is_alive():
-            return False
-        future = asyncio.run_coroutine_threadsafe(self._sync_guarded(), loop)
-        try:
-            return future.result(timeout_s if timeout_s is not None else 4 * self._timeout_s)
-        except Exception:  # timed out: the background loop keeps trying
-            return False
+    def sync_now(self) -> bool:
+        """Sync once, now, on the caller's thread (tests, shutdown); True when it reached
+        Redis. Bounded by the socket timeouts."""
+        return self._sync_guarded()
 
     def close(self) -> None:
-        """Push what is pending (one bounded try) and stop the background thread."""
-        loop, stop = self._loop, self._stop
-        if loop is None or stop is None or not self._thread.is_alive():
-            return
-        loop.call_soon_threadsafe(stop.set)
-        self._thread.join(timeout=4 * self._timeout_s + 1.0)
+        """Stop the background thread, after one last bounded push of what is pending."""
+        self._closed = True
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=4 * self._timeout_s + 1.0)
 
     def __repr__(self) -> str:
         return f"RedisLedger({self.shown_url!r}, key={self.key!r}, state={self.state!r})"
@@ -126,38 +146,26 @@ class RedisLedger:
     # -- the background thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        self._client = self._redis.Redis.from_url(
-            self._url,
-            socket_timeout=self._timeout_s,
-            socket_connect_timeout=self._timeout_s,
-            retry_on_timeout=False,
-        )
-        self._ready.set()
         try:
             while not self._stop.is_set():
-                await self._sync_guarded()
-                with contextlib.suppress(asyncio.TimeoutError):  # the refresh period elapsed
-                    await asyncio.wait_for(self._stop.wait(), self._refresh_s)
-            await self._sync_guarded()  # the last pending deltas, on close
+                self._sync_guarded()
+                self._stop.wait(self._refresh_s)
+            self._sync_guarded()  # the last pending deltas, on close
         finally:
-            await self._client.aclose()
+            self._client.close()
 
-    async def _sync_guarded(self) -> bool:
+    def _sync_guarded(self) -> bool:
         """One sync; any failure is a fault of the store, never the caller's: it degrades the
         ledger to local totals (the reason is logged once per outage)."""
         try:
-            await asyncio.wait_for(self._sync(), 2 * self._timeout_s)
+            with self._sync_lock:
+                self._sync()
         except Exception as exc:  # a store fault of any kind must not reach the request path
             self._degrade(exc)
             return False
         return True
 
-    async def _sync(self) -> None:
+    def _sync(self) -> None:
         with self._lock:
             now = self._clock()
             pending = self._pending.take()
@@ -166,7 +174,7 @@ class RedisLedger:
         ttl_s = math.ceil((self._window.window_buckets + 1) * self._window.bucket_s)
         pushed = {b: d for b, d in pending.items() if b >= first}
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
+            with self._client.pipeline(transaction=True) as pipe:
                 for bucket, delta in pushed.items():
                     name = f"{self.key}:{bucket}"
                     for field, value in zip(FIELDS, delta, strict=True):
@@ -175,7 +183,7 @@ class RedisLedger:
                     pipe.expire(name, ttl_s)
                 for bucket in range(first, last + 1):
                     pipe.hgetall(f"{self.key}:{bucket}")
-                results = await pipe.execute(raise_on_error=False)
+                results = pipe.execute(raise_on_error=False)
         except Exception:
             with self._lock:  # not applied: keep them for the next sync
                 self._pending.merge(pending, self._clock())

@@ -9,7 +9,7 @@ from multiprocessing.synchronize import Barrier
 import pytest
 import redis
 
-from langchain_disco.scheduling.budget import Budget, BudgetController
+from langchain_disco.scheduling.budget import Budget, BudgetController, LedgerTotals
 from langchain_disco.state import RedisLedger
 from tests._redis import RedisServer
 
@@ -87,3 +87,29 @@ def test_two_budgets_in_two_processes_see_each_others_spend(redis_server: RedisS
     # Alone, worker 0 would see a deficit of -5 and worker 1 of +5; together the fleet is on
     # budget, and both see it: 20 requests, spend 10 against an allowance of 10.
     assert seen == [(0, True, 0.0, 0.5, 10), (1, True, 0.0, 0.5, 10)]
+
+
+def _forked_worker(ledger: RedisLedger) -> None:
+    ledger.add(LedgerTotals(n=1.0, spent=2.0))
+    assert ledger.sync_now()
+    assert ledger.totals() == LedgerTotals(n=1.0, spent=2.0)  # the parent's pending is not its
+    ledger.close()
+
+
+def test_a_worker_forked_after_the_ledger_was_built_syncs_on_its_own_thread(
+    redis_server: RedisServer,
+) -> None:
+    """gunicorn --preload: the model (and its ledger) is built before the fork. The child's
+    ledger runs its own thread and does not push the parent's pending spend a second time."""
+    ledger = RedisLedger(redis_server.url, key=KEY, refresh_s=60.0, timeout_s=2.0)
+    try:
+        assert ledger.sync_now()  # the next background sync is a minute away
+        ledger.add(LedgerTotals(n=1.0, spent=1.0))  # pending in the parent at the fork
+        child = multiprocessing.get_context("fork").Process(target=_forked_worker, args=(ledger,))
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+        assert ledger.sync_now()
+        assert ledger.totals() == LedgerTotals(n=2.0, spent=3.0)
+    finally:
+        ledger.close()
