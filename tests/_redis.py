@@ -61,8 +61,11 @@ def _answers_ping(port: int) -> bool:
 class RedisServer:
     """`with RedisServer(binary) as redis:`; `redis.url` is `redis://127.0.0.1:<port>/0`."""
 
-    def __init__(self, binary: Path, *, password: str | None = None) -> None:
+    def __init__(
+        self, binary: Path, *, password: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary
+        self.extra_args = extra_args
         self.port = free_port()
         self.password = password
         self._dir = Path(tempfile.mkdtemp(prefix="disco-redis-"))
@@ -89,6 +92,7 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self._process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self._dir
         )

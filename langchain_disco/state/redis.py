@@ -3,19 +3,19 @@
 Layout: one hash per bucket of the window (`_buckets.py`), key
 `{namespace}:budget:{resource}:{bucket}`, fields `n spent allowed floor ceiling`, each bumped
 with HINCRBYFLOAT (atomic on the server, so concurrent workers never lose an increment) and
-expiring one bucket after it leaves the window.
+expiring one bucket after it leaves the window. One Lua script per sync pushes a batch and
+reads the window atomically; each batch carries an id, applied at most once, so a push whose
+reply was lost (a timeout, a dropped connection) is retried without counting twice.
 
 Nothing on the token path waits on Redis: `add` appends to an in-memory pending window and
-`totals` reads the last snapshot. A background thread syncs every `refresh_s`: one MULTI/EXEC
-pipeline pushes the pending deltas and reads the window's buckets, so the snapshot includes
-this worker's pushes and `totals` = snapshot + what is still pending.
+`totals` reads the last snapshot. A background thread syncs every `refresh_s`: the script
+pushes the pending deltas and reads the window's buckets, so the snapshot includes this
+worker's pushes and `totals` = snapshot + what is still pending.
 
 Faults (Redis down at start, lost mid-run, slow past `timeout_s`, or holding a value that is
 not a finite number): the ledger logs one warning, `totals` returns None so the controller
 decides from its own totals, and the deltas stay pending (within the window). When a sync
 succeeds again they are pushed (reconciliation) and the fleet view returns, with one info line.
-One caveat: if the connection drops after EXEC was sent and before its reply, the retry may
-count that push twice (Redis gives no idempotent increment); it is one refresh's worth.
 
 The thread uses redis-py's blocking client, not `redis.asyncio`: the blocking client is
 fork-safe (a connection knows its process and is never shut down from a forked child), while
@@ -31,6 +31,7 @@ import math
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from typing import Any, Literal
@@ -45,6 +46,40 @@ logger = logging.getLogger(__name__)
 FIELDS = LedgerTotals._fields
 REFRESH_S = 0.5
 TIMEOUT_S = 1.0
+
+
+_PUSH_AND_READ = """
+-- KEYS[1]: this push's id marker; KEYS[2 .. 1+k]: the buckets pushed to; the rest: the
+-- window's buckets to read. ARGV: ttl_s, k, then five values per pushed bucket.
+-- Applied at most once per push id (a retried push whose reply was lost is not counted
+-- twice); a field that is not a number refuses its increment, counted in the first reply.
+local ttl, k = tonumber(ARGV[1]), tonumber(ARGV[2])
+local fields = {'n', 'spent', 'allowed', 'floor', 'ceiling'}
+local errors = 0
+if k > 0 and redis.call('SET', KEYS[1], '1', 'NX', 'EX', ttl) then
+  for i = 1, k do
+    local key = KEYS[1 + i]
+    for j = 1, 5 do
+      local value = ARGV[2 + (i - 1) * 5 + j]
+      if tonumber(value) ~= 0 then
+        local ok = redis.pcall('HINCRBYFLOAT', key, fields[j], value)
+        if type(ok) == 'table' and ok.err then errors = errors + 1 end
+      end
+    end
+    redis.pcall('EXPIRE', key, ttl)
+  end
+end
+local out = {errors}
+for i = 2 + k, #KEYS do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind == 'hash' or kind == 'none' then
+    out[#out + 1] = redis.call('HGETALL', KEYS[i])
+  else
+    out[#out + 1] = kind
+  end
+end
+return out
+"""
 
 
 class LedgerDataError(ValueError):
@@ -98,6 +133,7 @@ class RedisLedger:
         forked child, where the parent's thread, locks and pending spend are not its own)."""
         self._lock = threading.Lock()
         self._pending = Buckets(self._window.bucket_s, self._window.window_buckets)
+        self._unacked: tuple[str, dict[int, LedgerTotals]] | None = None
         self._snapshot = None
         self.state = "local"
         self._warned = False
@@ -109,6 +145,7 @@ class RedisLedger:
             socket_connect_timeout=self._timeout_s,
             retry_on_timeout=False,
         )
+        self._script = self._client.register_script(_PUSH_AND_READ)
         self._thread = threading.Thread(target=self._run, name="disco-ledger", daemon=True)
         self._thread.start()
 
@@ -124,7 +161,14 @@ class RedisLedger:
         with self._lock:
             if self._snapshot is None or self.state != "fleet":
                 return None
-            return self._snapshot.plus(self._pending.total(self._clock()))
+            now = self._clock()
+            totals = self._snapshot.plus(self._pending.total(now))
+            if self._unacked is not None:  # taken by a sync that has not been confirmed
+                first = self._window.first_bucket(now)
+                for bucket, delta in self._unacked[1].items():
+                    if bucket >= first:
+                        totals = totals.plus(delta)
+            return totals
 
     # -- control -----------------------------------------------------------------------------
 
@@ -168,35 +212,31 @@ class RedisLedger:
     def _sync(self) -> None:
         with self._lock:
             now = self._clock()
-            pending = self._pending.take()
+            if self._unacked is None and self._pending.by_bucket:
+                self._unacked = (uuid.uuid4().hex, self._pending.take())
+            batch = self._unacked
         first = self._window.first_bucket(now)
         last = bucket_of(now, self._window.bucket_s)
         ttl_s = math.ceil((self._window.window_buckets + 1) * self._window.bucket_s)
-        pushed = {b: d for b, d in pending.items() if b >= first}
-        try:
-            with self._client.pipeline(transaction=True) as pipe:
-                for bucket, delta in pushed.items():
-                    name = f"{self.key}:{bucket}"
-                    for field, value in zip(FIELDS, delta, strict=True):
-                        if value:
-                            pipe.hincrbyfloat(name, field, value)
-                    pipe.expire(name, ttl_s)
-                for bucket in range(first, last + 1):
-                    pipe.hgetall(f"{self.key}:{bucket}")
-                results = pipe.execute(raise_on_error=False)
-        except Exception:
-            with self._lock:  # not applied: keep them for the next sync
-                self._pending.merge(pending, self._clock())
-            raise
-        reads = results[-(last - first + 1) :]
-        errors = [r for r in results[: -len(reads)] if isinstance(r, Exception)]
+        push_id, deltas = batch if batch is not None else ("", {})
+        pushed = {b: d for b, d in deltas.items() if b >= first}
+        keys = [f"{self.key}:push:{push_id}"]
+        keys += [f"{self.key}:{b}" for b in pushed]
+        keys += [f"{self.key}:{b}" for b in range(first, last + 1)]
+        args: list[str | int] = [ttl_s, len(pushed)]
+        args += [repr(v) for d in pushed.values() for v in d]
+        # A failure here leaves the batch unacknowledged: the next sync sends it again under
+        # the same push id, which the script applies at most once.
+        errors, *reads = self._script(keys=keys, args=args)
+        with self._lock:
+            self._unacked = None
         snapshot = LedgerTotals()
         for read in reads:
-            if isinstance(read, Exception):
-                raise LedgerDataError(f"a bucket is not a hash ({type(read).__name__})")
-            snapshot = snapshot.plus(_parse(read))
+            if not isinstance(read, list):
+                raise LedgerDataError("a bucket is not a hash")
+            snapshot = snapshot.plus(_parse(dict(zip(read[::2], read[1::2], strict=True))))
         if errors:  # an increment on a garbage field: the data is bad, and that delta lost
-            raise LedgerDataError(f"{len(errors)} increments refused ({type(errors[0]).__name__})")
+            raise LedgerDataError(f"{errors} increments refused (a field is not a number)")
         with self._lock:
             self._snapshot = snapshot
             recovered = self.state != "fleet"

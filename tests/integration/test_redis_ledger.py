@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -40,7 +42,7 @@ def test_added_spend_reaches_redis_and_comes_back_as_the_fleet_total(
         assert ledger.state == "fleet"
         assert ledger.totals() == LedgerTotals(1.0, 0.25, 0.5, 0.0, 1.0)
         client = redis.Redis.from_url(redis_server.url)
-        (key,) = client.keys("test:budget:server:*")
+        (key,) = client.keys("test:budget:server:[0-9]*")
         assert float(client.hget(key, "spent")) == 0.25  # type: ignore[arg-type]
         assert 0 < client.ttl(key) <= 61 * 60  # expires one bucket after leaving the window
     finally:
@@ -78,14 +80,41 @@ def test_spend_outside_the_window_is_not_counted(redis_server: RedisServer) -> N
 # -- faults ---------------------------------------------------------------------------------
 
 
-def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+class _Records(logging.Handler):
+    """Every record of the ledger's logger, from whichever thread logged it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.format(r) for r in self.records)
+
+
+@pytest.fixture
+def caplog() -> Iterator[_Records]:  # type: ignore[override]
+    """The ledger's own log records (a handler on its logger, so no other test's logging
+    configuration decides what is seen)."""
+    logger = logging.getLogger("langchain_disco.state")
+    handler, level = _Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def _warnings(caplog: _Records) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
 def test_redis_down_at_start_falls_back_to_local_totals_with_one_warning(
-    caplog: pytest.LogCaptureFixture,
+    caplog: _Records,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="langchain_disco.state")
     ledger = _ledger(f"redis://127.0.0.1:{free_port()}/0")
     try:
         controller = BudgetController(Budget(share=0.5))
@@ -102,9 +131,8 @@ def test_redis_down_at_start_falls_back_to_local_totals_with_one_warning(
 
 
 def test_redis_lost_mid_run_then_back_reconciles_what_was_spent_meanwhile(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, caplog: _Records
 ) -> None:
-    caplog.set_level(logging.INFO, logger="langchain_disco.state")
     ledger = _ledger(redis_server.url)
     try:
         ledger.add(LedgerTotals(n=1.0, spent=1.0))
@@ -124,15 +152,14 @@ def test_redis_lost_mid_run_then_back_reconciles_what_was_spent_meanwhile(
 
 
 def test_garbage_in_redis_is_a_fault_not_a_number(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, caplog: _Records
 ) -> None:
-    caplog.set_level(logging.INFO, logger="langchain_disco.state")
     ledger = _ledger(redis_server.url)
     client = redis.Redis.from_url(redis_server.url)
     try:
         ledger.add(LedgerTotals(n=1.0, spent=1.0))
         assert ledger.sync_now()
-        (key,) = client.keys("test:budget:server:*")
+        (key,) = client.keys("test:budget:server:[0-9]*")
         client.hset(key, "spent", "banana")
         assert not ledger.sync_now()
         assert ledger.state == "local" and ledger.totals() is None
@@ -151,10 +178,40 @@ def test_garbage_in_redis_is_a_fault_not_a_number(
         client.close()
 
 
-def test_the_urls_password_is_never_logged_nor_shown(
-    caplog: pytest.LogCaptureFixture,
+def test_a_slow_redis_is_a_fault_and_the_request_path_never_waits_for_it(
+    caplog: _Records,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    args = ("--enable-debug-command", "yes")
+    with RedisServer(require_redis_server(), extra_args=args) as server:
+        ledger = _ledger(server.url)
+        try:
+            assert ledger.sync_now()
+            blocker = redis.Redis.from_url(server.url)
+            sleeper = threading.Thread(target=blocker.execute_command, args=("DEBUG", "SLEEP", "2"))
+            sleeper.start()  # Redis is single-threaded: every command now waits 2 s
+            assert _wait(lambda: ledger.state == "local")  # past the 0.5 s socket timeout
+            began = time.monotonic()
+            ledger.add(LedgerTotals(n=1.0, spent=1.0))
+            assert ledger.totals() is None
+            assert time.monotonic() - began < 0.1  # in memory, not behind the slow sync
+            assert _wait(lambda: ledger.failures >= 2)  # the push sent again, timed out again
+            sleeper.join()
+            blocker.close()
+            assert _wait(lambda: ledger.state == "fleet")
+            # Redis ran every timed-out push once it woke; the push id made them count once.
+            assert ledger.totals() == LedgerTotals(n=1.0, spent=1.0)
+            client = redis.Redis.from_url(server.url)
+            (key,) = client.keys("test:budget:server:[0-9]*")
+            assert float(client.hget(key, "n")) == 1.0  # type: ignore[arg-type]
+            client.close()
+            assert len(_warnings(caplog)) == 1
+        finally:
+            ledger.close()
+
+
+def test_the_urls_password_is_never_logged_nor_shown(
+    caplog: _Records,
+) -> None:
     with RedisServer(require_redis_server(), password="hunter2-right") as server:
         wrong = server.url.replace("hunter2-right", "hunter2-wrong")
         ledger = _ledger(wrong)
