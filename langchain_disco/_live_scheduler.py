@@ -8,6 +8,7 @@ controller learn from live traffic exactly as they do in simulation.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -17,8 +18,9 @@ from typing import Any
 
 from langchain_disco.config import DiscoSettings
 from langchain_disco.endpoints.base import Endpoint, PromptCacheView
+from langchain_disco.errors import ConfigError
 from langchain_disco.report import RequestReport
-from langchain_disco.scheduling.budget import Budget
+from langchain_disco.scheduling.budget import Budget, BudgetController, Ledger
 from langchain_disco.scheduling.cost import CostModel
 from langchain_disco.scheduling.dispatch import (
     DispatchContext,
@@ -87,11 +89,35 @@ def _default_resource(policy: str) -> Any:
     return {"length_threshold": "server", "wait_time": "device"}.get(policy, "unified")
 
 
+def ledger_from_settings(s: DiscoSettings, policy: DispatchPolicy) -> Ledger | None:
+    """With `DISCO_STATE_URL`, the fleet ledger, attached to the policy's budget controller (a
+    policy without a budget has nothing to share); else None, and nothing changes."""
+    controller = getattr(policy, "controller", None)
+    if s.state_url is None or not isinstance(controller, BudgetController):
+        return None
+    try:
+        from langchain_disco.state.redis import RedisLedger
+
+        ledger = RedisLedger(
+            s.state_url.get_secret_value(),
+            key=f"{s.state_namespace}:budget:{controller.budget.resource}",
+        )
+    except ImportError:
+        raise ConfigError(
+            "DISCO_STATE_URL needs the redis client: pip install 'langchain-disco[fleet]'"
+        ) from None
+    controller.ledger = ledger
+    atexit.register(ledger.close)  # push the last settled spend when the worker exits
+    return ledger
+
+
 class LiveScheduler:
     """Policy + profiles for one model; thread-safe (sync calls run on a background loop)."""
 
     def __init__(self, settings: DiscoSettings, policy: DispatchPolicy) -> None:
         self.policy = policy
+        self.ledger = ledger_from_settings(settings, policy)
+        """The fleet's budget ledger (`DISCO_STATE_URL`), or None: the budget is this process's."""
         self.cost_model = cost_model_from(settings)
 
         def priors() -> Profiles:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 SECRET_ID = env_var("remote_api_key")
 """The secret id of the API key: its environment variable, ``DISCO_REMOTE_API_KEY``."""
+SECRET_FIELDS = {"remote_api_key": SECRET_ID, "state_url": env_var("state_url")}
+"""Every secret setting and its secret id (its environment variable): the store URL may hold
+a password too."""
 
 OBJECT_FIELDS = ("local", "remote", "dispatch_policy")
 """The fields that hold objects; saved, they are rebuilt from the settings."""
@@ -51,12 +54,13 @@ def objects_given(values: Any) -> frozenset[str]:
 
 def settings_kwargs(model: DiscoChatModel) -> dict[str, Any]:
     """Every setting of `model` as a JSON value, the sampling defaults from its fields, and the
-    key as a `SecretStr` (which `Serializable.to_json` replaces by its secret reference)."""
+    secrets as `SecretStr`s (which `Serializable.to_json` replaces by their secret references)."""
     settings = model.settings
-    kwargs: dict[str, Any] = settings.model_dump(mode="json", exclude={"remote_api_key"})
+    kwargs: dict[str, Any] = settings.model_dump(mode="json", exclude=set(SECRET_FIELDS))
     kwargs.update({name: getattr(model, name) for name in _MODEL_FIELDS})
-    if settings.remote_api_key is not None:
-        kwargs["remote_api_key"] = settings.remote_api_key
+    for name in SECRET_FIELDS:
+        if getattr(settings, name) is not None:
+            kwargs[name] = getattr(settings, name)
     return kwargs
 
 

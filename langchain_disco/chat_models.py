@@ -350,7 +350,7 @@ class DiscoChatModel(BaseChatModel):
 
     @property
     def lc_secrets(self) -> dict[str, str]:
-        return {"remote_api_key": _serialization.SECRET_ID}
+        return dict(_serialization.SECRET_FIELDS)
 
     @property
     def lc_attributes(self) -> dict[str, Any]:

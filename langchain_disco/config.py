@@ -77,6 +77,16 @@ class DiscoSettings(BaseSettings):
     persist_profiles: bool = Field(
         True, description="true to load and save learned latency profiles"
     )
+    state_url: SecretStr | None = Field(
+        None,
+        description="a redis:// (or rediss://, unix://) URL of the store a fleet of workers "
+        "shares its budget ledger through; unset keeps it in this process",
+    )
+    state_namespace: str = Field(
+        "disco",
+        min_length=1,
+        description="the prefix of every key in the shared store: one per service (budget)",
+    )
 
     # -- local (device) ------------------------------------------------------------------
     local_model_path: Path | None = Field(
@@ -238,6 +248,16 @@ class DiscoSettings(BaseSettings):
             raise ValueError(f"{parent} is a file, not a directory")
         return path
 
+    @field_validator("state_url")
+    @classmethod
+    def _redis_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return None
+        scheme = url.get_secret_value().split("://", 1)[0].lower()
+        if scheme not in ("redis", "rediss", "unix"):  # the message never echoes the URL
+            raise ValueError("not a redis://, rediss:// or unix:// URL")
+        return url
+
     @field_validator("remote_base_url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
@@ -334,7 +354,9 @@ def _shown(field: str, value: object) -> str:
         return "***"
     if isinstance(value, PurePath):
         value = str(value)
-    if field == "remote_base_url" and isinstance(value, str):
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if field in ("remote_base_url", "state_url") and isinstance(value, str):
         try:
             parts = urlsplit(value)
             if parts.password is not None:

@@ -10,6 +10,7 @@ import pytest
 
 from langchain_disco import LlamaCppEndpoint
 from langchain_disco.testing import LoopbackServer
+from tests._redis import redis_server  # noqa: F401  (the fleet tests' real redis-server)
 
 # One llama.cpp thread each for the in-process model and the loopback server's model, so the
 # two really run side by side on a 2-core machine instead of fighting for the same cores.

@@ -25,6 +25,12 @@ way that persists. By Little's law that standing difference is the mean over set
 of (settled - committed) x (requests committed while it was in flight); the deficit adds it.
 Policies map the target share to their own knob (a length threshold, a wait, a price of cost)
 through the profiles' expectations; the feedback corrects whatever those expectations get wrong.
+
+A fleet of workers shares one budget through a `Ledger` (`langchain_disco.state`): each settled
+request is also added to it, and the controller reads its settled totals (count, spend,
+allowance, floor, ceiling) from the ledger's snapshot of the whole fleet instead of its own.
+What is still in flight stays local. Without a ledger, or while it has no fleet view, the
+controller is exactly the in-process one.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple, Protocol
 
 from langchain_disco.scheduling.cost import Cost, CostModel
 from langchain_disco.scheduling.dispatch import DispatchContext, RequestOutcome
@@ -238,6 +244,32 @@ class Budget:
         return self.per_request
 
 
+class LedgerTotals(NamedTuple):
+    """Settled requests' sums: what a ledger adds and reports (`spent` and `allowed` in the
+    budget's unit; `floor` and `ceiling` the reference spends a share interpolates)."""
+
+    n: float = 0.0
+    spent: float = 0.0
+    allowed: float = 0.0
+    floor: float = 0.0
+    ceiling: float = 0.0
+
+    def plus(self, other: LedgerTotals) -> LedgerTotals:
+        return LedgerTotals(*(a + b for a, b in zip(self, other, strict=True)))
+
+
+class Ledger(Protocol):
+    """Where settled spend is shared. Both calls are in-memory and never block: a ledger
+    syncs with its store in the background."""
+
+    def add(self, delta: LedgerTotals) -> None:
+        """Account settled spend (this worker's)."""
+
+    def totals(self) -> LedgerTotals | None:
+        """The fleet's settled totals over the ledger's window, this worker's unsynced adds
+        included; None while there is no fleet view (the controller then uses its own)."""
+
+
 class BudgetController:
     """Target share for the next request: feed-forward plus integral feedback on the deficit."""
 
@@ -259,21 +291,31 @@ class BudgetController:
         self._pending_allowed = 0.0
         self._commits = 0
         self._lagged = [0.0, 0.0, 0.0]  # decayed sums: n, allowance surprise x lag, spend x lag
+        self.ledger: Ledger | None = None
+        """Shares settled spend with a fleet (`langchain_disco.state`); None: this process."""
+
+    def _settled(self) -> LedgerTotals:
+        """Settled totals: the fleet's (from the ledger's snapshot) or this controller's."""
+        fleet = self.ledger.totals() if self.ledger is not None else None
+        if fleet is not None:
+            return fleet
+        return LedgerTotals(self.n, self.spent, self.allowed, self.floor_total, self.ceiling_total)
 
     def warm_start(self, mean_floor: float, mean_ceiling: float) -> None:
         """Expected per-request floor and ceiling (from the profiles) before any feedback."""
         self._warm = (mean_floor, mean_ceiling)
 
     def _means(self) -> tuple[float, float]:
+        settled = self._settled()
         if self._warm is None:
-            if not self.n:
+            if not settled.n:
                 return 0.0, 1.0
-            return self.floor_total / self.n, self.ceiling_total / self.n
+            return settled.floor / settled.n, settled.ceiling / settled.n
         w = self._prior_weight
         f0, c0 = self._warm
         return (
-            (self.floor_total + w * f0) / (self.n + w),
-            (self.ceiling_total + w * c0) / (self.n + w),
+            (settled.floor + w * f0) / (settled.n + w),
+            (settled.ceiling + w * c0) / (settled.n + w),
         )
 
     @property
@@ -282,7 +324,10 @@ class BudgetController:
         which ones are still in flight (> 0: under budget)."""
         n, allowance_lag, spend_lag = self._lagged
         standing = (allowance_lag - spend_lag) / n if n > 0 else 0.0
-        return self.allowed + self._pending_allowed - self.spent - self._pending_spent + standing
+        settled = self._settled()
+        return (
+            settled.allowed + self._pending_allowed - settled.spent - self._pending_spent + standing
+        )
 
     def target_share(self) -> float:
         """The share of the floor-to-ceiling range the next request should aim to spend."""
@@ -320,6 +365,8 @@ class BudgetController:
             self._pending_allowed -= old_allowance
             self.spent += old_spend
             self.allowed += old_allowance
+            if self.ledger is not None:
+                self.ledger.add(LedgerTotals(spent=old_spend, allowed=old_allowance))
 
     def record(self, spend: float, floor: float, ceiling: float, *, key: object = None) -> None:
         """Account one finished request (settling its commitment, if `key` was committed)."""
@@ -341,17 +388,22 @@ class BudgetController:
                 keep * allowance_lag + surprise * lag,
                 keep * spend_lag + (spend - old_spend) * lag,
             ]
+        allowance = self.budget.allowance(floor, ceiling)
         self.n += 1
         self.spent += spend
         self.floor_total += floor
         self.ceiling_total += ceiling
-        self.allowed += self.budget.allowance(floor, ceiling)
+        self.allowed += allowance
+        if self.ledger is not None:
+            self.ledger.add(LedgerTotals(1.0, spend, allowance, floor, ceiling))
 
     @property
     def realised_share(self) -> float:
-        """Spend so far as a share of the floor-to-ceiling range (NaN before any headroom)."""
-        headroom = self.ceiling_total - self.floor_total
-        return (self.spent - self.floor_total) / headroom if headroom > 0 else math.nan
+        """Spend so far as a share of the floor-to-ceiling range (NaN before any headroom);
+        the fleet's over the ledger's window when a ledger has a fleet view."""
+        settled = self._settled()
+        headroom = settled.ceiling - settled.floor
+        return (settled.spent - settled.floor) / headroom if headroom > 0 else math.nan
 
 
 def _server_cached(outcome: RequestOutcome) -> int:

@@ -94,7 +94,8 @@ def test_every_setting_is_saved_so_the_loading_environment_changes_nothing(
     serialized = dumpd(model)
     assert serialized["id"] == ["langchain_disco", "chat_models", "DiscoChatModel"]
     kwargs = serialized["kwargs"]
-    assert set(DiscoSettings.model_fields) - {"remote_api_key"} <= set(kwargs)
+    secrets = {"remote_api_key", "state_url"}  # unset secrets are not saved: the environment's
+    assert set(DiscoSettings.model_fields) - secrets <= set(kwargs)
     assert not {"settings", "local", "remote"} & set(kwargs)  # objects: rebuilt from settings
     assert "lc_versions" not in str(kwargs)  # LangChain's versions are not configuration
     monkeypatch.setenv("DISCO_MODE", "remote")
@@ -132,3 +133,12 @@ def test_a_policy_given_by_name_is_configuration() -> None:
     model = DiscoChatModel(policy="remote", remote_base_url=URL)
     assert dumpd(model)["type"] == "constructor"
     assert reload(dumps(model)).settings.policy == "remote"
+
+
+def test_the_state_url_is_saved_as_a_secret_reference_never_its_password() -> None:
+    state_url = "redis://:hunter2@cache:6379/0"
+    model = DiscoChatModel(mode="remote", remote_base_url=URL, state_url=state_url)
+    text = dumps(model)
+    assert "hunter2" not in text and "DISCO_STATE_URL" in text
+    loaded = reload(text, secrets_map={"DISCO_STATE_URL": state_url})
+    assert loaded.settings.state_url.get_secret_value() == state_url
