@@ -72,7 +72,7 @@ $(BIN)/.llama-server-installed: $(BIN)/.installed
 
 llama-server: $(BIN)/.llama-server-installed
 
-# A real Redis, the fleet store's peer in the tests (tests/_redis.py starts one per session on a
+# A real Redis, the fleet store's peer in the tests (tests/_redis.py starts one per test on a
 # free loopback port): Debian's `redis-server`, installed with apt-get when missing and we are
 # root; otherwise we stop with what to run, rather than silently skipping the fleet tests.
 redis-server:
