@@ -37,12 +37,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import get_args
 
 from langchain_disco.bench._page import replace_section
 from langchain_disco.bench._plots import INSTALL_HINT, plot_token_timeline, plots_available
 from langchain_disco.scheduling import Budget, CostModel, DispatchPolicy, Generalized, Race
 from langchain_disco.scheduling.budget import Resource
-from langchain_disco.scheduling.migration import CostAwareMigration, usd_per_token
+from langchain_disco.scheduling.migration import Blocker, CostAwareMigration, usd_per_token
 from langchain_disco.scheduling.roles import Role
 from langchain_disco.sim import RunMetrics, SimConfig, SimResult, Simulator, load_trace
 from langchain_disco.sim.timeline import MigratedStream
@@ -155,20 +156,7 @@ def _migratable_usd(sim: Simulator, result: SimResult) -> list[float]:
     ]
 
 
-BLOCKERS = (
-    "moved",
-    "handed_back",
-    "not_asked",
-    "probe_not_ready",
-    "cannot_continue",
-    "few_remaining",
-    "no_saving",
-    "target_slower_than_pace",
-    "buffer_below_ttft",
-    "buffer_below_margin",
-    "target_too_slow",
-    "stall_above_bound",
-)
+BLOCKERS = ("moved", "handed_back", "not_asked", "probe_not_ready", *get_args(Blocker))
 """The outcomes `blocked_shares` splits the bound into, in table order (`Playout.blocked_by`
 and `migration.Blocker` say what each means)."""
 

@@ -9,7 +9,6 @@ earlier request left in the KV cache (`cache_prompt=True` turns it on, for the c
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections import deque
@@ -17,6 +16,8 @@ from pathlib import Path
 from threading import Thread
 
 import httpx
+
+from tests._net import free_port, stop_process
 
 STARTUP_TIMEOUT_S = 120.0
 
@@ -37,12 +38,6 @@ def llama_server_binary() -> Path | None:
         return Path(get_binary_path())
     except Exception:
         return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LlamaServer:
@@ -116,12 +111,7 @@ class LlamaServer:
         process, self._process = self._process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
     def _drain(self) -> None:
         process = self._process

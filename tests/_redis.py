@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._net import free_port, stop_process
+
 STARTUP_TIMEOUT_S = 10.0
 
 
@@ -39,12 +41,6 @@ def require_redis_server() -> Path:
             raise RuntimeError("redis-server is required (REDIS_SERVER_REQUIRED=1) but missing")
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
     return binary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers_ping(port: int) -> bool:
@@ -110,12 +106,7 @@ class RedisServer:
         process, self._process = self._process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
     def __enter__(self) -> RedisServer:
         self.start()

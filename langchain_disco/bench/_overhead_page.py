@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
-from langchain_disco.bench._overhead_report import fmt, rate, scaled
+from langchain_disco.bench._overhead_report import fmt, level_figures, rate
 from langchain_disco.bench._page import replace_section
 from langchain_disco.bench._ratios import RATIO_METRICS
 from langchain_disco.bench.overhead import OverheadOptions, OverheadResult
@@ -111,20 +111,7 @@ def _concurrency(result: OverheadResult) -> list[str]:
         "KB/stream",
     )
     rows = [
-        [
-            str(r.level),
-            r.path,
-            str(r.completed),
-            str(r.errors),
-            fmt(scaled(r.ttft_mean_s, 1e3)),
-            fmt(scaled(r.gap_mean_s, 1e6)),
-            fmt(scaled(r.latency_mean_s, 1e3)),
-            fmt(scaled(r.latency_p99_s, 1e3)),
-            fmt(scaled(r.added_latency_mean_s, 1e3)),
-            fmt(scaled(r.cpu_per_token_s, 1e6)),
-            fmt(r.rss_peak_bytes / 2**20, 0),
-            fmt(r.memory_per_stream_bytes / 1024, 0),
-        ]
+        [str(r.level), r.path, str(r.completed), str(r.errors), *level_figures(r)]
         for r in result.levels
     ]
     return _table(header, rows)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from langchain_disco.bench._measure import write_csv
 from langchain_disco.bench._ratios import RATIO_METRICS
-from langchain_disco.bench.overhead import OverheadResult
+from langchain_disco.bench.overhead import LevelResult, OverheadResult
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -70,21 +70,24 @@ def concurrency_table(result: OverheadResult) -> Table:
     for r in result.levels:
         errors = f"[red]{r.errors}[/]" if r.errors else "0"
         table.add_row(
-            str(r.level),
-            r.path,
-            str(r.completed),
-            errors,
-            fmt(scaled(r.ttft_mean_s, 1e3)),
-            fmt(scaled(r.gap_mean_s, 1e6)),
-            fmt(scaled(r.latency_mean_s, 1e3)),
-            fmt(scaled(r.latency_p99_s, 1e3)),
-            fmt(scaled(r.added_latency_mean_s, 1e3)),
-            fmt(scaled(r.cpu_per_token_s, 1e6)),
-            fmt(r.rss_peak_bytes / 2**20, 0),
-            fmt(r.memory_per_stream_bytes / 1024, 0),
-            fmt(r.wall_s, 2),
+            str(r.level), r.path, str(r.completed), errors, *level_figures(r), fmt(r.wall_s, 2)
         )
     return table
+
+
+def level_figures(r: LevelResult) -> list[str]:
+    """One level's figures as the tables show them: TTFT, per-token gap, latency (mean, p99,
+    added), CPU per token, peak RSS and memory per stream (the terminal's and the page's)."""
+    return [
+        fmt(scaled(r.ttft_mean_s, 1e3)),
+        fmt(scaled(r.gap_mean_s, 1e6)),
+        fmt(scaled(r.latency_mean_s, 1e3)),
+        fmt(scaled(r.latency_p99_s, 1e3)),
+        fmt(scaled(r.added_latency_mean_s, 1e3)),
+        fmt(scaled(r.cpu_per_token_s, 1e6)),
+        fmt(r.rss_peak_bytes / 2**20, 0),
+        fmt(r.memory_per_stream_bytes / 1024, 0),
+    ]
 
 
 def ratios_table(result: OverheadResult) -> Table | None:

@@ -91,8 +91,6 @@ class RequestCore:
         self.finisher: Stream | None = None
         """The stream that finished the answer: its finish reason and model are the answer's."""
         self.migration_settled = False
-        self.migration_asks = 0
-        """How many times the migration policy was asked (once per source token, until settled)."""
         self.migration_blocked_by: str | None = None
         """The condition the policy named the last time it answered `wait` or `never`."""
         self.tool_call_started = False
@@ -374,7 +372,6 @@ class RequestCore:
             return
         view = self._view(source, target, now)
         decision = self.opts.migration.decide(view)
-        self.migration_asks += 1
         if decision.verdict in ("wait", "never"):
             self.migration_blocked_by = decision.blocked_by
         if decision.verdict == "wait":

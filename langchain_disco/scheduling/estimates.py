@@ -164,12 +164,10 @@ def race_spent(
     one plan the budget's realised ceiling needs after every request."""
     prefill_s = max(prefill_s, _MIN_PREFILL_S)
     s_in, s_out, e_pre, e_dec = units
-    device_token = local_begin_s + prefill_s
-    server_token = 0.0 + server_ttft_s
-    if server_token < device_token:
-        ran = min(max((server_token - local_begin_s) / prefill_s, 0.0), 1.0)
+    if server_ttft_s < local_begin_s + prefill_s:  # the server's first token wins
+        ran = min(max((server_ttft_s - local_begin_s) / prefill_s, 0.0), 1.0)
         return s_in + s_out, e_pre * ran
-    return s_in + 0.0, e_pre + e_dec
+    return s_in, e_pre + e_dec
 
 
 def estimate_action(
