@@ -30,6 +30,7 @@ from langchain_disco.engine import (
     RequestCore,
     StaticPredictor,
 )
+from langchain_disco.engine._timing import TIME_EPS_S
 from langchain_disco.report import RequestReport
 from langchain_disco.scheduling.cost import CostModel
 from langchain_disco.scheduling.dispatch import Plan, Start
@@ -322,8 +323,11 @@ def test_the_closed_form_delivery_is_what_the_core_delivers(
     result = replay(core, {"remote": Behaviour(ttft, gap)}, ["x"] * tokens)
     closed = delivery([Segment(ttft, gap, tokens)], pace)
     expanded = [g for g, n in closed.runs for _ in range(n)]
-    assert expanded == pytest.approx(core.report.tbt_gaps_s, abs=1e-9)
-    assert closed.last_s == pytest.approx(result.deliveries[-1][0], abs=1e-9)
+    # The pacer releases a token that arrives within TIME_EPS_S of its release time at once
+    # (clocks are quantised), so a delivery may come up to that early: a gap differs from the
+    # closed form by at most twice that, the schedule itself never drifts.
+    assert expanded == pytest.approx(core.report.tbt_gaps_s, abs=2 * TIME_EPS_S)
+    assert closed.last_s == pytest.approx(result.deliveries[-1][0], abs=TIME_EPS_S)
 
 
 @pytest.mark.looptime(resolution=1e-9)
