@@ -53,6 +53,8 @@ class Pacer:
         self._gaps_s = gaps_s
         self.delivered: dict[str, int] = {}
         """Pieces delivered per endpoint."""
+        self.count = 0
+        """Pieces delivered in all."""
 
     def push(self, delivery: Delivery, at: float, out: list[Command]) -> None:
         if self.pace_tok_s is None:
@@ -77,6 +79,7 @@ class Pacer:
         if self.last_at is not None:
             self._gaps_s.append(at - self.last_at)
         self.last_at = at
+        self.count += 1
         self.delivered[delivery.endpoint] = self.delivered.get(delivery.endpoint, 0) + 1
         out.append(delivery)
 

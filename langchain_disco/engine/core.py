@@ -27,6 +27,7 @@ each continuation starts exactly where the previous text ends. Nothing is delive
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_disco.engine._timing import TIME_EPS_S, Pacer, StallWatch, Stream
@@ -83,6 +84,10 @@ class RequestCore:
         self.pending = sorted(plan.starts, key=lambda s: s.at_s)
         self.active: Stream | None = None
         self.probe: Stream | None = None
+        self.hedge: _Hedge | None = None
+        """A hedged hand-over in flight: the target runs while the source keeps generating."""
+        self.handed_back = 0
+        """Hedges of this request handed back (their target missed the buffer's end)."""
         self.text = ""
         self.generated_tokens = 0
         self.pacer = Pacer(options.pace_tok_s, report.tbt_gaps_s)
@@ -143,6 +148,13 @@ class RequestCore:
         if pending and self.report.winner is None and now + TIME_EPS_S >= self.t0 + pending[0].at_s:
             self._start(pending.pop(0).endpoint, "dispatch", now, out)
         if self.pacer.buffer:
+            hedge = self.hedge
+            if (
+                hedge is not None
+                and self.pacer.count >= hedge.deliver_limit
+                and now + TIME_EPS_S >= self.pacer.next_release
+            ):
+                self._hand_back(hedge, "the buffer ran out first", now, out)
             self.pacer.release(now, out)
         active = self.active
         if active is not None and self.stall.stalled(active, now):
@@ -169,7 +181,14 @@ class RequestCore:
         self._row(stream.role).ended_s = now - self.t0
         if stream is self.probe:
             self._switch_to_probed_target(now, out)
+        elif self.hedge is not None and stream is self.hedge.stream:
+            # The target ended before a token (the answer ends where it took over).
+            self._take_hedge(self.hedge, now, out)
+            self._row(stream.role).outcome = "completed"
+            self._finished(stream)
         elif stream is self.active:
+            if self.hedge is not None:
+                self._hand_back(self.hedge, "the source finished first", now, out)
             self._row(stream.role).outcome = "completed"
             self._finished(stream)
         elif self.active is None:
@@ -197,6 +216,10 @@ class RequestCore:
         if stream is self.probe:
             self.probe = None
             self.migration_settled = True
+            self._event("migration_aborted", now, out, target=stream.role, reason=row.error)
+        elif self.hedge is not None and stream is self.hedge.stream:
+            self.hedge = None
+            self.handed_back += 1
             self._event("migration_aborted", now, out, target=stream.role, reason=row.error)
         elif stream is self.active:
             self._failover(stream, error, "error", now, out)
@@ -298,6 +321,9 @@ class RequestCore:
         if stream is self.probe:
             self._switch_to_probed_target(now, out)
             return
+        hedge = self.hedge
+        if hedge is not None and stream is hedge.stream:
+            self._take_hedge(hedge, now, out)
         if self.active is None:
             self._win(stream, now, out)
         if stream is not self.active:
@@ -312,6 +338,8 @@ class RequestCore:
         if tool_call is not None:
             # Never migrate or continue inside a tool call: it is not text that can be resumed.
             self.tool_call_started = self.migration_settled = True
+            if self.hedge is not None:
+                self._hand_back(self.hedge, "a tool call began", now, out)
             delivery = Delivery("", stream.role, tool_call, stream.id)
         else:
             self.generated_tokens += 1
@@ -361,10 +389,10 @@ class RequestCore:
                 target_kind=info.kind,
             )
         queue = max(0.0, self.endpoints[target].queue_wait_s - (now - self.t0))
-        return views.view(self.generated_tokens, len(self.pacer.buffer), queue)
+        return views.view(self.generated_tokens, len(self.pacer.buffer), queue, self.handed_back)
 
     def _consider_migration(self, source: Stream, now: float, out: list[Command]) -> None:
-        if self.migration_settled or self.probe is not None:
+        if self.migration_settled or self.probe is not None or self.hedge is not None:
             return
         target = self._other(source.role)
         if target is None:
@@ -392,6 +420,24 @@ class RequestCore:
             self.probe = self._start(target, "probe", now, out, prefix=self.text, max_tokens=1)
             self._event("migration_probe", now, out, **details)
             return
+        if decision.verdict == "hedge":
+            self._event("migration_hedge", now, out, **details)
+            stream = self._start(
+                target,
+                "migration",
+                now,
+                out,
+                prefix=self.text,
+                max_tokens=self._remaining_max_tokens(),
+            )
+            self.hedge = _Hedge(
+                stream,
+                self.text,
+                self.generated_tokens,
+                self.pacer.count + len(self.pacer.buffer),
+                details,
+            )
+            return
         self.migration_settled = True
         self._event("migration", now, out, **details)
         self._hand_over(source, target, now, out)
@@ -414,6 +460,36 @@ class RequestCore:
             buffered_tokens=len(self.pacer.buffer),
         )
         self._hand_over(source, probe.role, now, out)
+
+    def _take_hedge(self, hedge: _Hedge, now: float, out: list[Command]) -> None:
+        """The hedged target answered before the buffer ran out: it continues from where it
+        was started, and the source's tokens generated since (all undelivered) are dropped."""
+        self.hedge = None
+        self.migration_settled = True
+        source = self.active
+        if source is not None:
+            self._stop(source, "migrated", out)
+        keep = max(0, hedge.deliver_limit - self.pacer.count)
+        buffer = self.pacer.buffer
+        while len(buffer) > keep:
+            buffer.pop()
+        self.text = hedge.text
+        self.generated_tokens = hedge.generated_tokens
+        self._event(
+            "migration",
+            now,
+            out,
+            **{**hedge.details, "reason": "hedge: the target answered within the buffer"},
+        )
+        self.active = hedge.stream
+
+    def _hand_back(self, hedge: _Hedge, why: str, now: float, out: list[Command]) -> None:
+        """Cancel a hedged target: the source goes on, as if it had never been started."""
+        self.hedge = None
+        self.handed_back += 1
+        self._stop(hedge.stream, "cancelled", out)
+        self._row(hedge.stream.role).ended_s = now - self.t0
+        self._event("migration_handed_back", now, out, target=hedge.stream.role, reason=why)
 
     def _hand_over(self, source: Stream, target: Role, now: float, out: list[Command]) -> None:
         self._stop(source, "migrated", out)
@@ -463,6 +539,9 @@ class RequestCore:
         if self.probe is not None:
             self._stop(self.probe, "cancelled", out)
             self.probe = None
+        if self.hedge is not None:
+            self._stop(self.hedge.stream, "cancelled", out)
+            self.hedge = None
         self.migration_settled = True
         target = self._other(failed.role)
         if target is None or any(s.role == target and s.failed for s in self.streams):
@@ -544,6 +623,19 @@ class RequestCore:
             device_in=billed["local"][0],
             device_out=billed["local"][1],
         )
+
+
+@dataclass
+class _Hedge:
+    """A hedged hand-over: the target, and the answer as it stood when it was started."""
+
+    stream: Stream
+    text: str
+    generated_tokens: int
+    deliver_limit: int
+    """Pieces delivered once the last one generated before the hedge is out: past it, the
+    next piece is one the target would replace, so the hedge is handed back."""
+    details: dict[str, Any]
 
 
 def _absorb_stats(row: EndpointRun, stats: StreamStats) -> None:

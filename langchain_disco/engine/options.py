@@ -31,6 +31,9 @@ class StaticPredictor:
             return self.local_overhead_s + context_tokens / self.local_prefill_tok_s
         return self.remote_ttft
 
+    def p_first_within(self, role: str, context_tokens: int, seconds: float) -> float:
+        return 1.0 if self.ttft_s(role, context_tokens) <= seconds else 0.0
+
     def decode_tok_s(self, role: str) -> float:
         return self.local_decode if role == "local" else self.remote_decode
 

@@ -18,6 +18,7 @@ by construction (tests/unit/test_engine_parity.py checks it against the live dri
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -169,7 +170,9 @@ def _playout(
     migrations = [e.data for _, e in result.events if e.name == "migration"]
     moved = bool(migrations) and target in who
     targets = [i for i, (_, s) in enumerate(result.starts) if s.role == target]
-    takeover = next((i for i in targets if result.starts[i][1].purpose == "migration"), None)
+    takeovers = [i for i in targets if result.starts[i][1].purpose == "migration"]
+    # The target stream that took over: the last one started (earlier hedges were handed back).
+    takeover = takeovers[-1] if moved and takeovers else takeovers[0] if takeovers else None
     segments = _segments(result)
     return Playout(
         migrated=moved,
@@ -195,6 +198,8 @@ def _blocked_by(result: RequestReplay, core: RequestCore) -> str:
     """Why an answer the policy could move did not move (see `Playout.blocked_by`)."""
     names = {e.name for _, e in result.events}
     if "migration" in names:
+        return "handed_back"
+    if "migration_handed_back" in names and core.migration_blocked_by in (None, "hedges_exhausted"):
         return "handed_back"
     if core.migration_blocked_by is not None:
         return core.migration_blocked_by
@@ -227,17 +232,23 @@ def _prefix_len(result: RequestReplay, stream: int) -> int:
 
 
 def _segments(result: RequestReplay) -> tuple[Segment, ...]:
-    """What each delivering stream generated, in order: first token time, gap, tokens."""
+    """What each delivering stream generated, in order: first token time, gap, tokens.
+
+    A source that a hedged target took over from generated more than it delivered (the tokens
+    after the hedge point were dropped): its segment is the delivered part, at its own gap."""
+    delivered = Counter(d.stream for _, d in result.deliveries)
     segments: list[Segment] = []
     for run, (_, start) in enumerate(result.starts):
         first = result.first_token_s[run]
-        tokens = result.stats[run].output_tokens if start.purpose != "probe" else 0
-        if first is None or tokens == 0:
+        generated = result.stats[run].output_tokens if start.purpose != "probe" else 0
+        if first is None or generated == 0:
             continue
         last = result.last_token_s[run]
         assert last is not None
-        gap = (last - first) / (tokens - 1) if tokens > 1 else 0.0
-        segments.append(Segment(first, gap, tokens))
+        gap = (last - first) / (generated - 1) if generated > 1 else 0.0
+        tokens = min(generated, delivered[run])
+        if tokens:
+            segments.append(Segment(first, gap, tokens))
     return tuple(segments)
 
 

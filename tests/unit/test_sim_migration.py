@@ -127,6 +127,9 @@ class _Knows:
     def ttft_s(self, role: str, context_tokens: int) -> float:
         return self.local_ttft_s if role == "local" else 0.5
 
+    def p_first_within(self, role: str, context_tokens: int, seconds: float) -> float:
+        return 1.0 if self.ttft_s(role, context_tokens) <= seconds else 0.0
+
     def decode_tok_s(self, role: str) -> float:
         return 50.0
 
@@ -453,7 +456,11 @@ def _view(**changes: object) -> MigrationView:
 def test_each_condition_that_holds_migration_back_is_named(
     changes: dict[str, object], verdict: str, blocked_by: str | None
 ) -> None:
-    decision = CostAwareMigration().decide(_view(**changes))
+    decision = CostAwareMigration(hedge=False).decide(_view(**changes))
+    assert (decision.verdict, decision.blocked_by) == (verdict, blocked_by)
+    # Hedging changes none of these: with the source at twice the pace, waiting for the
+    # margin costs fewer tokens than a hedge would discard.
+    decision = CostAwareMigration(hedge=True).decide(_view(**changes))
     assert (decision.verdict, decision.blocked_by) == (verdict, blocked_by)
 
 
@@ -479,3 +486,84 @@ def test_the_engine_names_a_hand_back_and_an_unready_probe() -> None:
     assert not waited.migrated and waited.blocked_by == "no_saving"
     moved = _play(MIGRATE, 50, overhead_s=4.4)
     assert moved.migrated and moved.blocked_by is None
+
+
+# -- the hedged hand-over (issue 20, item 2) ----------------------------------------------------
+
+HEDGE = MigrationDecision("hedge", "test")
+
+
+def _hedged(server_ttft_s: float, token: int = 100) -> tuple[Playout, list[str]]:
+    """A 300-token phone answer a little faster than the pace (12.5 tok/s against 10), hedged at
+    source token `token` onto a server whose continuation answers after `server_ttft_s`."""
+    request = StreamedRequest(
+        source="local",
+        prompt_tokens=1000,
+        output_tokens=300,
+        max_tokens=None,
+        source_gap_s=0.08,
+        target_can_continue=True,
+        target_queue_wait_s=0.0,
+    )
+    device = DeviceScript(Opening(0.5, 0.08, 1000), 0.0, 0.0, 0.08, free_at=lambda start: start)
+    server = ServerScript(None, server_ttft_s, 0.01)
+    played, replay, _ = play(
+        request,
+        device,
+        server,
+        migration=_At(token, HEDGE),
+        pace_tok_s=PACE,
+        predictor=_Knows(0.5),
+        stall=StallDetector(),
+        cost_model=CM,
+        base_cost=CM.cost(device_in=1000, device_out=300),
+    )
+    return played, [e.name for _, e in replay.events]
+
+
+def test_a_hedged_target_that_answers_within_the_buffer_takes_over_without_a_stall() -> None:
+    # At token 100 (8.42 s) the reader has had 80: 20 wait, 2 s of buffer; the server answers
+    # in 1 s, so it continues from token 100 and the phone's tokens generated since are dropped.
+    played, events = _hedged(1.0)
+    assert played.migrated and played.blocked_by is None
+    assert "migration_hedge" in events and "migration_handed_back" not in events
+    assert (played.source_tokens, played.target_tokens) == (100, 200)
+    assert played.stall_added_s == 0.0
+    assert max(gap for gap, _ in played.delivered.runs) == pytest.approx(1 / PACE)
+
+
+def test_a_hedged_target_that_misses_the_buffer_is_handed_back_without_a_stall() -> None:
+    # The server needs 5 s, the buffer lasts 2: each hedge is cancelled when the buffer runs
+    # out, the phone's own tokens go on, and the reader never waits for the server.
+    played, events = _hedged(5.0)
+    assert not played.migrated and played.blocked_by == "handed_back"
+    assert events.count("migration_handed_back") == events.count("migration_hedge") >= 1
+    assert (played.source_tokens, played.target_tokens) == (300, 0)
+    assert played.stall_added_s == 0.0
+    assert max(gap for gap, _ in played.delivered.runs) == pytest.approx(1 / PACE)
+    # Each cancelled hedge billed what the server had prefilled: never free.
+    assert played.cost.server_usd > 0
+
+
+def test_hedging_pays_when_waiting_for_the_margin_costs_more_than_the_risk() -> None:
+    # A phone barely faster than the pace (11 tok/s against 10) would take ~60 more tokens to
+    # build the margin's buffer: a hedge that is likely on time saves them.
+    slow_source = {"buffered_tokens": 12, "source_decode_tok_s": 11.0}
+    likely = CostAwareMigration(hedge=True).decide(_view(**slow_source, target_on_time_p=1.0))
+    assert likely.verdict == "hedge" and likely.expected_saving_usd > 0
+    # Unlikely to be on time, the re-prefill is not worth it; the margin rule names the wait.
+    unlikely = CostAwareMigration(hedge=True).decide(_view(**slow_source, target_on_time_p=0.1))
+    assert (unlikely.verdict, unlikely.blocked_by) == ("wait", "buffer_below_margin")
+    # Without hedging, or with its hedges spent, the same view waits.
+    assert CostAwareMigration(hedge=False).decide(_view(**slow_source)).verdict == "wait"
+    spent = CostAwareMigration(hedge=True, max_hedges=2).decide(_view(**slow_source, handed_back=2))
+    assert spent.verdict == "wait"
+
+
+def test_the_on_time_chance_comes_from_the_learned_server_distribution() -> None:
+    predictor = ProfileMigrationPredictor(Profiles.prior("Galaxy S25", "together-13b"))
+    ps = [predictor.p_first_within("remote", 1000, t) for t in (0.05, 0.5, 2.0, 1e4)]
+    assert ps == sorted(ps) and 0.0 <= ps[0] < ps[-1] <= 1.0
+    assert ps[-1] == pytest.approx(1.0)
+    device = [predictor.p_first_within("local", 1000, t) for t in (0.0, 1e3)]
+    assert device == [0.0, 1.0]
