@@ -422,16 +422,8 @@ class RequestCore:
             return
         if decision.verdict == "hedge":
             self._event("migration_hedge", now, out, **details)
-            stream = self._start(
-                target,
-                "migration",
-                now,
-                out,
-                prefix=self.text,
-                max_tokens=self._remaining_max_tokens(),
-            )
             self.hedge = _Hedge(
-                stream,
+                self._start_continuation(target, now, out),
                 self.text,
                 self.generated_tokens,
                 self.pacer.count + len(self.pacer.buffer),
@@ -491,9 +483,9 @@ class RequestCore:
         self._row(hedge.stream.role).ended_s = now - self.t0
         self._event("migration_handed_back", now, out, target=hedge.stream.role, reason=why)
 
-    def _hand_over(self, source: Stream, target: Role, now: float, out: list[Command]) -> None:
-        self._stop(source, "migrated", out)
-        stream = self._start(
+    def _start_continuation(self, target: Role, now: float, out: list[Command]) -> Stream:
+        """Start `target` continuing the answer from the text so far."""
+        return self._start(
             target,
             "migration",
             now,
@@ -501,6 +493,10 @@ class RequestCore:
             prefix=self.text,
             max_tokens=self._remaining_max_tokens(),
         )
+
+    def _hand_over(self, source: Stream, target: Role, now: float, out: list[Command]) -> None:
+        self._stop(source, "migrated", out)
+        stream = self._start_continuation(target, now, out)
         context = self.prompt_tokens + self.generated_tokens
         stream.first_by = now + self.opts.predictor.ttft_s(target, context)
         self.active = stream
