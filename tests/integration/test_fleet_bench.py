@@ -1,0 +1,39 @@
+"""The fleet benchmark at a small size: two real worker processes on one real redis-server keep
+the fleet on budget and serve every request, through a Redis restart too."""
+
+from __future__ import annotations
+
+import pytest
+
+from langchain_disco.bench._fleet import run_fleet
+from tests._redis import require_redis_server
+
+pytestmark = pytest.mark.redis
+
+REQUESTS = 600
+RATE_PER_S = 200.0  # a 3 s run: several ledger syncs (every 0.5 s) per worker
+
+
+def test_two_workers_sharing_one_ledger_track_the_budget_and_serve_every_request() -> None:
+    result = run_fleet(
+        2, REQUESTS, rate_per_s=RATE_PER_S, redis_server_binary=str(require_redis_server())
+    )
+    assert result.served == REQUESTS
+    assert result.ledger_n == REQUESTS  # every settled request reached Redis, once
+    assert abs(result.error) <= 0.10
+    assert result.states == "fleet"
+    assert all(r.round_trips > 0 for r in result.reports)
+
+
+def test_a_redis_restart_mid_run_loses_no_request() -> None:
+    result = run_fleet(
+        2,
+        REQUESTS,
+        rate_per_s=RATE_PER_S,
+        restart=True,
+        redis_server_binary=str(require_redis_server()),
+    )
+    assert result.served == REQUESTS
+    assert any(r.failed_syncs > 0 for r in result.reports)  # the outage was seen
+    assert result.states == "fleet"  # ... and every worker came back to the fleet's totals
+    assert result.ledger_n == REQUESTS  # pushed after the restart, none counted twice
