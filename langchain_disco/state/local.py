@@ -34,3 +34,8 @@ class InProcessLedger:
     def totals(self) -> LedgerTotals | None:
         with self._lock:
             return self._buckets.total(self._clock())
+
+    def peers(self) -> float:
+        """1: the controllers sharing this see each other's spend at once (no sync lag), so
+        repaying the shared deficit together does not make the loop oscillate."""
+        return 1.0

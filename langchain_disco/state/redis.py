@@ -133,6 +133,8 @@ class RedisLedger:
         forked child, where the parent's thread, locks and pending spend are not its own)."""
         self._lock = threading.Lock()
         self._pending = Buckets(self._window.bucket_s, self._window.window_buckets)
+        self._own = Buckets(self._window.bucket_s, self._window.window_buckets)
+        """Everything this worker added, over the window (its share of the fleet's count)."""
         self._unacked: tuple[str, dict[int, LedgerTotals]] | None = None
         self._snapshot = None
         self.state = "local"
@@ -155,7 +157,9 @@ class RedisLedger:
         if not all(math.isfinite(v) for v in delta):
             return
         with self._lock:
-            self._pending.add(self._clock(), delta)
+            now = self._clock()
+            self._pending.add(now, delta)
+            self._own.add(now, delta)
 
     def totals(self) -> LedgerTotals | None:
         with self._lock:
@@ -169,6 +173,14 @@ class RedisLedger:
                     if bucket >= first:
                         totals = totals.plus(delta)
             return totals
+
+    def peers(self) -> float:
+        fleet = self.totals()
+        with self._lock:
+            own = self._own.total(self._clock()).n
+        if fleet is None or own <= 0:
+            return 1.0
+        return max(fleet.n / own, 1.0)
 
     # -- control -----------------------------------------------------------------------------
 

@@ -63,6 +63,21 @@ def test_two_ledgers_on_one_redis_see_each_others_spend(redis_server: RedisServe
         b.close()
 
 
+def test_peers_is_the_fleets_count_over_this_workers_own(redis_server: RedisServer) -> None:
+    a, b = _ledger(redis_server.url), _ledger(redis_server.url)
+    try:
+        assert a.peers() == 1.0  # no fleet view yet
+        for _ in range(3):
+            a.add(LedgerTotals(n=1.0))
+        b.add(LedgerTotals(n=1.0))
+        assert b.sync_now() and a.sync_now() and b.sync_now()
+        assert a.peers() == pytest.approx(4 / 3)
+        assert b.peers() == pytest.approx(4.0)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_spend_outside_the_window_is_not_counted(redis_server: RedisServer) -> None:
     now = [1_000.0]
     ledger = _ledger(redis_server.url, bucket_s=10.0, window_buckets=2, clock=lambda: now[0])

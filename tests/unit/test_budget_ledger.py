@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from langchain_disco.scheduling.budget import Budget, BudgetController, LedgerTotals
 from langchain_disco.state import Buckets, InProcessLedger, redact_url
 
@@ -20,6 +22,9 @@ class _NoFleetView:
 
     def totals(self) -> LedgerTotals | None:
         return None
+
+    def peers(self) -> float:
+        return 1.0
 
 
 def _drive(controller: BudgetController, seed: int, n: int = 500) -> list[float]:
@@ -61,6 +66,33 @@ def test_two_controllers_sharing_a_ledger_see_each_others_spend() -> None:
     assert b.deficit == -2.0
     assert b.target_share() < 0.5  # b spends less to repay the fleet's debt
     assert b.realised_share == 1.0
+
+
+class _Fleet:
+    """A fleet view of `peers` workers' worth of traffic, with a fixed settled deficit."""
+
+    def __init__(self, peers: float) -> None:
+        self._peers = peers
+
+    def add(self, delta: LedgerTotals) -> None:
+        pass
+
+    def totals(self) -> LedgerTotals | None:
+        return LedgerTotals(n=1_000.0, spent=120.0, allowed=100.0, floor=0.0, ceiling=1_000.0)
+
+    def peers(self) -> float:
+        return self._peers
+
+
+def test_each_of_n_workers_repays_one_nth_of_the_fleets_deficit() -> None:
+    shares = []
+    for peers in (1.0, 8.0):
+        controller = BudgetController(Budget(share=0.1), horizon=200.0)
+        controller.ledger = _Fleet(peers)
+        shares.append(controller.target_share())
+    one, eight = (0.1 - share for share in shares)
+    assert one == pytest.approx(20.0 / (200.0 * 1.0))  # deficit 20 over horizon x headroom 1
+    assert eight == pytest.approx(one / 8.0)  # together the fleet repays at one worker's rate
 
 
 def test_the_window_forgets_buckets_older_than_its_length() -> None:
