@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import atexit
 import logging
+import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_disco.config import DiscoSettings
 from langchain_disco.endpoints.base import Endpoint, PromptCacheView
 from langchain_disco.errors import ConfigError
 from langchain_disco.report import RequestReport
-from langchain_disco.scheduling.budget import Budget, BudgetController, Ledger
+from langchain_disco.scheduling.budget import Budget, BudgetController
 from langchain_disco.scheduling.cost import CostModel
 from langchain_disco.scheduling.dispatch import (
     DispatchContext,
@@ -44,10 +45,17 @@ from langchain_disco.scheduling.server_cache import (
 )
 from langchain_disco.scheduling.store import ProfileStore
 
+if TYPE_CHECKING:
+    from langchain_disco.state._periodic import Periodic
+    from langchain_disco.state.redis import RedisLedger
+    from langchain_disco.state.redis_profiles import RedisProfileStore
+
 logger = logging.getLogger(__name__)
 
 SAVE_EVERY = 20
 """Persist the learned profiles every this many requests (and on `save_profiles`)."""
+SHARE_EVERY_S = 2.0
+"""With `DISCO_STATE_URL`: push what this worker learned and pull the fleet's this often."""
 MAX_UNSAVED = 10_000
 """Outcomes kept for the next save while saving fails (a read-only cache directory, a lock
 held elsewhere); beyond it the oldest are left out of the file (never out of memory)."""
@@ -89,7 +97,7 @@ def _default_resource(policy: str) -> Any:
     return {"length_threshold": "server", "wait_time": "device"}.get(policy, "unified")
 
 
-def ledger_from_settings(s: DiscoSettings, policy: DispatchPolicy) -> Ledger | None:
+def ledger_from_settings(s: DiscoSettings, policy: DispatchPolicy) -> RedisLedger | None:
     """With `DISCO_STATE_URL`, the fleet ledger, attached to the policy's budget controller (a
     policy without a budget has nothing to share); else None, and nothing changes."""
     controller = getattr(policy, "controller", None)
@@ -124,10 +132,11 @@ class LiveScheduler:
             return Profiles.prior(settings.device_profile, settings.server_profile)
 
         self._priors = priors
-        self._store = ProfileStore(settings.profile_path, fallback=priors)
+        self._file = ProfileStore(settings.profile_path, fallback=priors)
         self._persist = settings.persist_profiles
         self._profiles: Profiles | None = None
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one save at a time: the sharing thread's, or ours
         self._seen = 0
         # What was learned since the last save, replayed onto the file's current content when
         # saving (`ProfileStore.merge`), so processes sharing the file never drop each other's
@@ -140,6 +149,53 @@ class LiveScheduler:
         """The prompts recently sent to the server (in memory: a provider keeps a prefix for
         minutes, not across restarts) and its learned prompt-cache hit rates (the profiles'
         `server_cache`, saved with them)."""
+        self.shared: RedisProfileStore | None = None
+        """With `DISCO_STATE_URL`, the fleet's profiles (else None: the profile file)."""
+        self._sharing: Periodic | None = None
+        if settings.state_url is not None and self._persist:
+            self._share_through(settings)
+
+    def _share_through(self, s: DiscoSettings) -> None:
+        """Load the fleet's profiles now (at construction, not on a request: a new worker
+        decides from what the fleet learned from its first request) and sync them from a
+        thread of their own every `SHARE_EVERY_S`."""
+        from langchain_disco.state._periodic import Periodic
+        from langchain_disco.state.redis_profiles import RedisProfileStore
+
+        assert s.state_url is not None
+        self.shared = RedisProfileStore(
+            s.state_url.get_secret_value(),
+            namespace=s.state_namespace,
+            device_id=s.device_id or socket.gethostname(),
+            prior=self._priors,
+            fallback=self._file.load,
+        )
+        with self._lock:
+            self._profiles = self.shared.load()
+            self.server_cache.rates = self._profiles.server_cache
+        self._sharing = Periodic(self.save, SHARE_EVERY_S, name="disco-profiles")
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Stop sharing, after one last push of what this worker learned (bounded)."""
+        if self._sharing is not None:
+            self._sharing.close()
+        if self.shared is not None:
+            self.shared.close()
+        if self.ledger is not None:
+            self.ledger.close()
+
+    @property
+    def state(self) -> dict[str, str]:
+        """Which state each shared part used now: ``{"budget": "fleet" | "local", "profiles":
+        ...}`` with `DISCO_STATE_URL` ("local": the store is unreachable, this worker's own),
+        empty without it."""
+        out: dict[str, str] = {}
+        if self.ledger is not None:
+            out["budget"] = self.ledger.state
+        if self.shared is not None:
+            out["profiles"] = self.shared.state
+        return out
 
     @property
     def profiles(self) -> Profiles:
@@ -235,8 +291,8 @@ class LiveScheduler:
             self._seen += 1
             if self._persist:
                 self._unsaved.append(outcome)
-            due = self._persist and self._seen % SAVE_EVERY == 0
-        if due:
+            due = self._persist and self.shared is None and self._seen % SAVE_EVERY == 0
+        if due:  # the file, every SAVE_EVERY requests; the fleet's store syncs on its thread
             self.save()
 
     def _learn_server_prefix(self, outcome: RequestOutcome, query: ServerPrefixQuery) -> None:
@@ -265,45 +321,73 @@ class LiveScheduler:
             self._loaded().continuation[key] = dict(verdict)
             if self._persist:
                 self._unsaved_verdicts[key] = dict(verdict)
-        self.save()
+        if self._sharing is not None:
+            self._sharing.wake()  # Redis is not waited on here
+        else:
+            self.save()
 
     def save(self) -> None:
         """Persist the learned profiles now (a failure is logged, never raised).
 
-        What this process learned since its last save is replayed onto the file's current
-        content under a file lock, and the merged profiles replace the ones in memory: other
-        processes sharing the file keep their observations, and this one learns theirs.
+        What this process learned since its last save is replayed onto the store's current
+        content (the file under its lock, or the fleet's profiles in Redis), and the merged
+        profiles replace the ones in memory: other processes sharing the store keep their
+        observations, and this one learns theirs. Requests go on meanwhile: what they teach
+        during the merge is replayed onto the merged profiles, and what a failed save took is
+        kept for the next one. With nothing new to save, the fleet's profiles are only read.
         """
-        if self._profiles is None or not self._persist:
+        if not self._persist:
             return
-        with self._lock:
-            unsaved = list(self._unsaved)
-            verdicts = dict(self._unsaved_verdicts)
-            hits = list(self._unsaved_hits)
+        with self._save_lock:
+            with self._lock:
+                if self._profiles is None:
+                    return
+                unsaved, verdicts, hits = self._unsaved, self._unsaved_verdicts, self._unsaved_hits
+                self._unsaved = deque(maxlen=MAX_UNSAVED)
+                self._unsaved_verdicts = {}
+                self._unsaved_hits = deque(maxlen=MAX_UNSAVED)
+                nothing_new = not (unsaved or verdicts or hits)
+                if nothing_new and self.shared is None:
+                    return
+                mine = None if nothing_new else Profiles.from_dict(self._profiles.to_dict())
 
-            def replay(on_disk: Profiles) -> None:
+            def replay(stored: Profiles) -> None:
                 for outcome in unsaved:
-                    on_disk.observe(outcome)
-                on_disk.continuation.update(verdicts)
+                    stored.observe(outcome)
+                stored.continuation.update(verdicts)
                 for age, predicted, reported in hits:
-                    on_disk.server_cache.observe(age, predicted, reported)
+                    stored.server_cache.observe(age, predicted, reported)
 
-            try:
-                merged = self._store.merge(replay, unusable=self._profiles)
-            except OSError as exc:
-                logger.warning("cannot save latency profiles to %s: %s", self._store.path, exc)
-                return
-            if merged is not self._profiles:
+            merged: Profiles | None
+            if mine is None:  # the fleet's store, nothing to push: read what the others learned
+                assert self.shared is not None
+                merged = self.shared.pull()
+            elif self.shared is not None:
+                merged = self.shared.merge(replay, unusable=mine)
+            else:
+                try:
+                    merged = self._file.merge(replay, unusable=mine)
+                except OSError as exc:
+                    logger.warning("cannot save latency profiles to %s: %s", self._file.path, exc)
+                    merged = None
+            with self._lock:
+                if merged is None:  # kept for the next save, oldest first
+                    self._unsaved = deque([*unsaved, *self._unsaved], maxlen=MAX_UNSAVED)
+                    self._unsaved_verdicts = {**verdicts, **self._unsaved_verdicts}
+                    self._unsaved_hits = deque([*hits, *self._unsaved_hits], maxlen=MAX_UNSAVED)
+                    return
                 # In place: the engine's migration predictor holds this very object.
                 for f in fields(Profiles):
                     setattr(self._profiles, f.name, getattr(merged, f.name))
+                for outcome in self._unsaved:  # learned while the merge ran
+                    self._profiles.observe(outcome)
+                self._profiles.continuation.update(self._unsaved_verdicts)
+                for age, predicted, reported in self._unsaved_hits:
+                    self._profiles.server_cache.observe(age, predicted, reported)
                 self.server_cache.rates = self._profiles.server_cache
-            self._unsaved.clear()
-            self._unsaved_verdicts.clear()
-            self._unsaved_hits.clear()
 
     def _loaded(self) -> Profiles:
         if self._profiles is None:
-            self._profiles = self._store.load() if self._persist else self._priors()
+            self._profiles = self._file.load() if self._persist else self._priors()
             self.server_cache.rates = self._profiles.server_cache
         return self._profiles

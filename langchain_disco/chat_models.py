@@ -499,6 +499,7 @@ class DiscoChatModel(BaseChatModel):
         )
         report, items, plan = run.report, run.items, run.plan
         report.prompt_tokens = features.prompt_tokens
+        report.state = scheduler.state
         report.expected_cached_tokens = {
             "local": features.local_cached_tokens,
             "remote": features.remote_cached_tokens,

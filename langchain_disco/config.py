@@ -85,7 +85,14 @@ class DiscoSettings(BaseSettings):
     state_namespace: str = Field(
         "disco",
         min_length=1,
-        description="the prefix of every key in the shared store: one per service (budget)",
+        description="the prefix of every key in the shared store: one per service (budget "
+        "and learned profiles)",
+    )
+    device_id: str | None = Field(
+        None,
+        min_length=1,
+        description="which device's learned line this worker shares through DISCO_STATE_URL: "
+        "one per machine and local model; unset uses the host name",
     )
 
     # -- local (device) ------------------------------------------------------------------

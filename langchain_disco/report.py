@@ -93,6 +93,10 @@ class RequestReport:
     """Of the prompt (on the request's token scale), what dispatch expected each side to
     read from its cache: the device's KV state, the provider's prompt cache. What each
     endpoint then reported is its run's `cached_input_tokens`."""
+    state: dict[str, str] = field(default_factory=dict)
+    """With `DISCO_STATE_URL`, which state this request was decided from, per shared part:
+    ``{"budget": "fleet", "profiles": "fleet"}``, or ``"local"`` for a part whose store was
+    unreachable (this worker's own). Empty without a shared store."""
 
     @classmethod
     def for_plan(cls, plan: Plan, *, local_queue: int = 0) -> RequestReport:

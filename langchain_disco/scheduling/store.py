@@ -25,7 +25,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from langchain_disco.scheduling._validate import ProfileFormatError
-from langchain_disco.scheduling.profiles import Profiles
+from langchain_disco.scheduling.profiles import DeviceProfile, Profiles
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,44 @@ def _where_non_finite(text: str) -> str:
     return "a value"
 
 
+def encode_profiles(profiles: Profiles) -> str:
+    """The versioned JSON payload, `{"version": 1, "profiles": {...}}` (file and shared store)."""
+    return json.dumps({"version": FORMAT_VERSION, "profiles": profiles.to_dict()})
+
+
+def decode_json(raw: bytes) -> object:
+    """JSON of UTF-8 `raw`, non-finite numbers refused; `ValueError` ("is corrupt (...)")."""
+    try:
+        return _parse(raw)
+    except RecursionError:
+        raise ValueError("is corrupt (nested too deeply)") from None
+    except ValueError as exc:
+        raise ValueError(f"is corrupt ({exc})") from None
+
+
+def decode_device(raw: bytes) -> DeviceProfile:
+    """A device line saved as `DeviceProfile.to_dict()` JSON (the shared store keeps one per
+    device); `ValueError` ("is corrupt (...)") naming the first bad field otherwise."""
+    data = decode_json(raw)
+    try:
+        return DeviceProfile.from_dict(data, path="device")
+    except _CORRUPT as exc:
+        raise ValueError(f"is corrupt ({exc})") from None
+
+
+def decode_profiles(raw: bytes) -> Profiles:
+    """Profiles from a payload `encode_profiles` wrote; `ValueError` whose text completes
+    "profile cache <where> ..." ("is corrupt (...)", "has format version ...") otherwise."""
+    data = decode_json(raw)
+    version = data.get("version") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or type(version) is not int or version != FORMAT_VERSION:
+        raise ValueError(f"has format version {version!r}, expected {FORMAT_VERSION}")
+    try:
+        return Profiles.from_dict(data.get("profiles"), path="profiles")
+    except _CORRUPT as exc:
+        raise ValueError(f"is corrupt ({exc})") from None
+
+
 def default_cache_dir() -> Path:
     """The per-user cache directory for langchain-disco (XDG, macOS and Windows conventions)."""
     if sys.platform == "win32":
@@ -148,21 +186,9 @@ class ProfileStore:
                 f"profile cache {self.path} is larger than {MAX_FILE_BYTES} bytes"
             )
         try:
-            data = _parse(raw)
-        except RecursionError:
-            return self._unusable(f"profile cache {self.path} is corrupt (nested too deeply)")
+            return decode_profiles(raw)
         except ValueError as exc:
-            return self._unusable(f"profile cache {self.path} is corrupt ({exc})")
-        version = data.get("version") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or type(version) is not int or version != FORMAT_VERSION:
-            return self._unusable(
-                f"profile cache {self.path} has format version {version!r}, "
-                f"expected {FORMAT_VERSION}"
-            )
-        try:
-            return Profiles.from_dict(data.get("profiles"), path="profiles")
-        except _CORRUPT as exc:
-            return self._unusable(f"profile cache {self.path} is corrupt ({exc})")
+            return self._unusable(f"profile cache {self.path} {exc}")
 
     def _unusable(self, reason: str) -> Profiles | None:
         """The one warning an unusable file gets (`disco profile show` quotes its reason), and
@@ -205,7 +231,7 @@ class ProfileStore:
         through `merge`.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"version": FORMAT_VERSION, "profiles": profiles.to_dict()})
+        payload = encode_profiles(profiles)
         fd, tmp = tempfile.mkstemp(prefix=".profiles-", suffix=".json", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
