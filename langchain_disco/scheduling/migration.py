@@ -110,14 +110,14 @@ class CostAwareMigration:
     """Migrate when the expected saving beats the target's re-prefill cost and it keeps pace.
 
     saving = remaining x (source cost per output token - target's) - target re-prefill cost.
-    Paced delivery with `hedge=True` (opt-in) starts the target from the text so far
-    while the source keeps generating, as soon as the expected saving, priced by the chance
-    that the target's first token comes before the buffer runs out (its learned TTFT
-    distribution), outweighs the target's re-prefill and the source tokens a success discards.
-    The target continues if it answers in time; otherwise it is cancelled and the source's own
-    tokens go on being delivered (the hand-back): the consumer never waits on the target.
-    By default, paced delivery stops the source and migrates once the undelivered buffer
-    covers the target's predicted TTFT (times `margin`, plus `safety_s`). Eager delivery probes a
+    Paced delivery stops the source and migrates once the undelivered buffer covers the
+    target's predicted TTFT (times `margin`, plus `safety_s`). Before it does, with `hedge`
+    (the default), it starts the target from the text so far while the source keeps
+    generating, as soon as the expected saving, priced by the chance that the target's first
+    token comes before the buffer runs out (its learned TTFT distribution), outweighs the
+    target's re-prefill and the source tokens a success discards. The target continues if it
+    answers in time; otherwise it is cancelled and the source's own tokens go on being
+    delivered (the hand-back): the consumer never waits on the target. Eager delivery probes a
     local target (its KV cache then holds the common prefix) and moves to a remote one only
     when the predicted stall is within `eager_stall_bound_s`.
     """
@@ -131,9 +131,9 @@ class CostAwareMigration:
     eager_stall_bound_s: float = 0.5
     eager_min_speed_ratio: float = 0.5
     """Eager only: the target must decode at least this fraction of the source's speed."""
-    hedge: bool = False
-    """Paced: hedge the hand-over (see above) rather than stop the source and wait on margins.
-    Opt-in for now: the live paced server -> device integration test does not pass with it yet."""
+    hedge: bool = True
+    """Paced: hedge the hand-over (see above) while the buffer is short of the margin; False
+    keeps the margin rule alone (stop the source and migrate once the buffer covers it)."""
     max_hedges: int = 4
     """Paced, hedged: at most this many targets started per request (each handed-back one
     billed its re-prefill)."""
