@@ -526,10 +526,11 @@ def render(
         "(USD 0.15 / 0.60 per 1M tokens, device energy at electricity price); device-expensive "
         "= Galaxy S25 on battery (1e-4 USD/J) + together-13b, assumed to continue a partial "
         "answer like vLLM.",
-        "- policy: `CostAwareMigration()` with its defaults (margin 1.5, eager stall bound "
-        "0.5 s, eager minimum speed ratio 0.5), asked after every source token with the view "
-        "the live engine builds (`ViewBuilder`, `ProfileMigrationPredictor`: device TTFT from "
-        "its learned line plus its predicted queue, server TTFT at its p90).",
+        "- policy: `CostAwareMigration()` with its defaults (margin 1.5, hedged hand-over "
+        "on, eager stall bound 0.5 s, eager minimum speed ratio 0.5), asked after every source "
+        "token with the view the live engine builds (`ViewBuilder`, "
+        "`ProfileMigrationPredictor`: device TTFT from its learned line plus its predicted "
+        "queue, server TTFT at its p90).",
         "- *vs without*: the same dispatch policy and delivery without migration. *Stall "
         "added*: how much longer the consumer waited at the hand-over than the source's own "
         "delivery gap. *max gap*: the largest gap between delivered tokens. *Equal TTFT*: the "

@@ -387,6 +387,7 @@ class RequestCore:
                 cost_model=self.cost_model,
                 source_kind=self.endpoints[source.role].kind,
                 target_kind=info.kind,
+                on_time_p=self.opts.migration.wants_on_time_p,
             )
         queue = max(0.0, self.endpoints[target].queue_wait_s - (now - self.t0))
         return views.view(self.generated_tokens, len(self.pacer.buffer), queue, self.handed_back)

@@ -65,7 +65,8 @@ class MigrationView:
     target_usd_per_in_token: float
     target_on_time_p: float = 1.0
     """Paced: the chance the target's first token comes within the buffer's delivery time
-    (`buffered_tokens / pace_tok_s`), from its learned TTFT distribution; 1.0 when eager."""
+    (`buffered_tokens / pace_tok_s`), from its learned TTFT distribution; 1.0 when eager or
+    when the policy does not read it (`MigrationPolicy.wants_on_time_p`)."""
     handed_back: int = 0
     """Hedges of this request handed back so far (the target missed the buffer's end)."""
 
@@ -85,12 +86,20 @@ class MigrationDecision:
 class MigrationPolicy(Protocol):
     """Decides, token by token, whether to move generation to the other endpoint."""
 
+    @property
+    def wants_on_time_p(self) -> bool:
+        """True if `decide` reads `MigrationView.target_on_time_p`: it costs a lookup in the
+        target's TTFT distribution on every source token, so views carry it only then."""
+        ...
+
     def decide(self, view: MigrationView) -> MigrationDecision: ...
 
 
 @dataclass(frozen=True)
 class NoMigration:
     """Never migrate on purpose (failover still happens on faults)."""
+
+    wants_on_time_p = False
 
     def decide(self, view: MigrationView) -> MigrationDecision:
         return MigrationDecision("never", "migration off")
@@ -101,14 +110,14 @@ class CostAwareMigration:
     """Migrate when the expected saving beats the target's re-prefill cost and it keeps pace.
 
     saving = remaining x (source cost per output token - target's) - target re-prefill cost.
-    Paced delivery with `hedge=True` (opt-in) starts the target from the text so far
-    while the source keeps generating, as soon as the expected saving, priced by the chance
-    that the target's first token comes before the buffer runs out (its learned TTFT
-    distribution), outweighs the target's re-prefill and the source tokens a success discards.
-    The target continues if it answers in time; otherwise it is cancelled and the source's own
-    tokens go on being delivered (the hand-back): the consumer never waits on the target.
-    By default, paced delivery stops the source and migrates once the undelivered buffer
-    covers the target's predicted TTFT (times `margin`, plus `safety_s`). Eager delivery probes a
+    Paced delivery stops the source and migrates once the undelivered buffer covers the
+    target's predicted TTFT (times `margin`, plus `safety_s`). Before it does, with `hedge`
+    (the default), it starts the target from the text so far while the source keeps
+    generating, as soon as the expected saving, priced by the chance that the target's first
+    token comes before the buffer runs out (its learned TTFT distribution), outweighs the
+    target's re-prefill and the source tokens a success discards. The target continues if it
+    answers in time; otherwise it is cancelled and the source's own tokens go on being
+    delivered (the hand-back): the consumer never waits on the target. Eager delivery probes a
     local target (its KV cache then holds the common prefix) and moves to a remote one only
     when the predicted stall is within `eager_stall_bound_s`.
     """
@@ -122,12 +131,17 @@ class CostAwareMigration:
     eager_stall_bound_s: float = 0.5
     eager_min_speed_ratio: float = 0.5
     """Eager only: the target must decode at least this fraction of the source's speed."""
-    hedge: bool = False
-    """Paced: hedge the hand-over (see above) rather than stop the source and wait on margins.
-    Opt-in for now: the live paced server -> device integration test does not pass with it yet."""
+    hedge: bool = True
+    """Paced: hedge the hand-over (see above) while the buffer is short of the margin; False
+    keeps the margin rule alone (stop the source and migrate once the buffer covers it)."""
     max_hedges: int = 4
     """Paced, hedged: at most this many targets started per request (each handed-back one
     billed its re-prefill)."""
+
+    @property
+    def wants_on_time_p(self) -> bool:
+        """Only a hedge prices the target's chance of answering within the buffer."""
+        return self.hedge
 
     def decide(self, view: MigrationView) -> MigrationDecision:
         if not view.target_can_continue:
@@ -357,6 +371,8 @@ class ViewBuilder:
     source_usd_per_out_token: float
     target_usd_per_out_token: float
     target_usd_per_in_token: float
+    on_time_p: bool = False
+    """Paced: compute `MigrationView.target_on_time_p` (the policy's `wants_on_time_p`)."""
 
     @classmethod
     def for_request(
@@ -372,6 +388,7 @@ class ViewBuilder:
         cost_model: CostModel,
         source_kind: Role | None = None,
         target_kind: Role | None = None,
+        on_time_p: bool = False,
     ) -> ViewBuilder:
         """Prices follow each side's kind (remote: money, local: energy); by default its role."""
         source_kind = source_kind or source
@@ -389,6 +406,7 @@ class ViewBuilder:
             source_usd_per_out_token=usd_per_token(cost_model, source_kind, output=True),
             target_usd_per_out_token=usd_per_token(cost_model, target_kind, output=True),
             target_usd_per_in_token=usd_per_token(cost_model, target_kind, output=False),
+            on_time_p=on_time_p,
         )
 
     def view(
@@ -402,7 +420,7 @@ class ViewBuilder:
         context = self.prompt_tokens + generated_tokens
         pace = self.pace_tok_s
         on_time = 1.0
-        if pace is not None:
+        if pace is not None and self.on_time_p:
             window = buffered_tokens / pace - target_queue_wait_s
             on_time = (
                 self.predictor.p_first_within(self.target, context, window) if window > 0 else 0.0

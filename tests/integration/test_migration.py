@@ -16,6 +16,7 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 
 from langchain_disco import DiscoChatModel, LlamaCppEndpoint
+from langchain_disco.scheduling.migration import CostAwareMigration
 from langchain_disco.testing import LoopbackServer
 from tests._faulty import Recording
 from tests.integration.test_failover import QUESTION, model_for, split_by_endpoint
@@ -39,6 +40,40 @@ async def timed(model: DiscoChatModel) -> tuple[list[AIMessageChunk], list[float
     return chunks, arrivals, chunks[-1].response_metadata["disco_report"]
 
 
+def assert_continued_exactly(
+    report: dict[str, Any],
+    runs: list[tuple[str, str]],
+    source_stream: tuple[str, str],
+    target_streams: list[tuple[str, str]],
+) -> bool:
+    """One paced migration, text exact, from what each side really produced ((prefix, text) per
+    stream, seen by a spy or the server's log); True if the policy hedged.
+
+    The target runs once per hedge handed back (it missed the buffer's end: nothing it made was
+    delivered; it started from an earlier point of the same text), then once to continue from
+    exactly the text delivered before it, all of which is delivered.
+    """
+    (source, before), (target, after) = runs
+    (event,) = [e for e in report["events"] if e["event"] == "migration"]
+    assert (event["from"], event["to"]) == (source, target)
+    assert event["buffered_tokens"] >= 1
+    taken = event["reason"].startswith("hedge")
+    # The source's text was all delivered, unless a hedged target took over: then what it
+    # generated past the hedge point was dropped, never delivered.
+    assert source_stream[0] == ""
+    assert source_stream[1].startswith(before) if taken else source_stream[1] == before
+    *handed_back, continuation = target_streams
+    assert continuation == (before, after)
+    assert all(before.startswith(prefix) for prefix, _ in handed_back)
+    names = [e["event"] for e in report["events"]]
+    assert names.count("migration_handed_back") == len(handed_back)
+    assert names.count("migration_hedge") == len(handed_back) + taken
+    if handed_back:
+        last = len(names) - 1 - names[::-1].index("migration_handed_back")
+        assert last < names.index("migration")
+    return bool(handed_back) or taken
+
+
 @pytest.mark.parametrize(
     ("mode", "costs", "source", "target", "pace_tok_s"),
     [
@@ -48,9 +83,11 @@ async def timed(model: DiscoChatModel) -> tuple[list[AIMessageChunk], list[float
         ("local", DEVICE_EXPENSIVE, "local", "remote", 10.0),
     ],
 )
+@pytest.mark.parametrize("hedge", [False, True], ids=["margin", "hedged"])
 async def test_paced_migration_is_seamless_and_text_exact(
     local_endpoint: LlamaCppEndpoint,
     server: LoopbackServer,
+    hedge: bool,
     mode: str,
     costs: dict[str, float],
     source: str,
@@ -62,16 +99,18 @@ async def test_paced_migration_is_seamless_and_text_exact(
     model = model_for(
         local, server, mode, migration="cost", pace_tok_s=pace_tok_s, max_tokens=48, **costs
     )
+    # `migration="cost"` builds the default policy; no setting picks the hand-over: pin it here.
+    model._engine_for_run().options.migration = CostAwareMigration(hedge=hedge)
     chunks, arrivals, report = await timed(model)
     runs = split_by_endpoint(chunks)
     assert [endpoint for endpoint, _ in runs] == [source, target]
-    entry = server.requests()[0]
-    if target == "local":
-        assert entry["text_sent"] == runs[0][1]  # all the server generated was delivered
-        assert local.streams == [(runs[0][1], runs[1][1])]  # continued from exactly that
-    (event,) = [e for e in report["events"] if e["event"] == "migration"]
-    assert (event["from"], event["to"]) == (source, target)
-    assert event["buffered_tokens"] >= 1
+    # What each side really produced, seen from outside the engine: (prefix, text) per stream.
+    served = [(entry["prefix"], entry["text_sent"]) for entry in server.requests()]
+    (source_stream,), target_streams = (
+        (served, local.streams) if target == "local" else (local.streams, served)
+    )
+    hedged = assert_continued_exactly(report, runs, source_stream, target_streams)
+    assert hedge or not hedged
     assert report["endpoints"][source]["outcome"] == "migrated"
     assert report["endpoints"][target]["outcome"] == "completed"
     # Paced: the consumer never waits much longer than one pace gap, migration included. The
@@ -85,10 +124,6 @@ async def test_paced_migration_is_seamless_and_text_exact(
         max(gaps),
         control_gap,
     )
-    if target == "remote":
-        assert local.streams == [("", runs[0][1])]
-        assert entry["prefix"] == runs[0][1]
-        assert entry["text_sent"] == runs[1][1]
 
 
 async def test_eager_migration_to_the_device_probes_then_takes_over(

@@ -8,6 +8,7 @@ invariant checked throughout: the delivered text is the answer, exactly once, in
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -188,6 +189,8 @@ def test_the_view_counts_what_remains_of_a_capped_answer() -> None:
     seen: list[MigrationView] = []
 
     class Recording:
+        wants_on_time_p = False
+
         def decide(self, view: MigrationView) -> MigrationDecision:
             seen.append(view)
             return MigrationDecision("wait", "recording")
@@ -199,6 +202,30 @@ def test_the_view_counts_what_remains_of_a_capped_answer() -> None:
     assert eleventh.generated_tokens == 11
     assert eleventh.max_tokens == 30
     assert eleventh.expected_remaining_tokens == pytest.approx(19)
+
+
+@dataclass(frozen=True)
+class CountingPredictor(StaticPredictor):
+    """`StaticPredictor` that records each on-time-chance lookup (a spy: answers unchanged)."""
+
+    windows_s: list[float] = field(default_factory=list)
+
+    def p_first_within(self, role: str, context_tokens: int, seconds: float) -> float:
+        self.windows_s.append(seconds)
+        return super().p_first_within(role, context_tokens, seconds)
+
+
+@pytest.mark.parametrize("hedge", [False, True])
+def test_the_on_time_chance_is_looked_up_only_for_a_policy_that_hedges(hedge: bool) -> None:
+    predictor = CountingPredictor(mean_output=250)
+    options = EngineOptions(
+        pace_tok_s=10.0, migration=CostAwareMigration(hedge=hedge), predictor=predictor
+    )
+    request = core(REMOTE, options)
+    result = run(request, remote=Behaviour(0.1, 0.01), local=Behaviour(0.2, 0.02))
+    assert result.text == TEXT
+    # Paced, the policy is asked on every source token; only a hedge prices the lookup.
+    assert bool(predictor.windows_s) is hedge
 
 
 def test_a_silent_migration_target_hands_the_answer_back_to_the_source() -> None:
@@ -304,6 +331,8 @@ def test_a_tool_call_stops_the_migration_policy_being_asked() -> None:
     asked: list[int] = []
 
     class Counting:
+        wants_on_time_p = False
+
         def decide(self, view: MigrationView) -> MigrationDecision:
             asked.append(view.generated_tokens)
             return MigrationDecision("wait", "counting")

@@ -58,6 +58,10 @@ class Recording:
         self.inner = inner
         self.seen: list[tuple[MigrationView, MigrationDecision]] = []
 
+    @property
+    def wants_on_time_p(self) -> bool:
+        return self.inner.wants_on_time_p
+
     def decide(self, view: MigrationView) -> MigrationDecision:
         decision = self.inner.decide(view)
         self.seen.append((view, decision))

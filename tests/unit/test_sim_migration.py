@@ -111,6 +111,7 @@ class _At:
 
     token: int
     decision: MigrationDecision
+    wants_on_time_p = False
 
     def decide(self, view: MigrationView) -> MigrationDecision:
         if view.generated_tokens < self.token:
@@ -324,6 +325,10 @@ class Recording:
 
     inner: CostAwareMigration = field(default_factory=CostAwareMigration)
     views: list[MigrationView] = field(default_factory=list)
+
+    @property
+    def wants_on_time_p(self) -> bool:
+        return self.inner.wants_on_time_p
 
     def decide(self, view: MigrationView) -> MigrationDecision:
         self.views.append(view)
