@@ -18,6 +18,13 @@ import datetime
 import sys
 from pathlib import Path
 
+from langchain_disco.bench._convergence import (
+    CHECKPOINTS,
+    DEVICE_PREFILL_TOK_S,
+    SERVER_TTFT_MEDIAN_S,
+    ConvergenceRow,
+    run_convergence,
+)
 from langchain_disco.bench._fleet import RATE_PER_S, SHARE, FleetResult, run_fleet
 from langchain_disco.bench._measure import machine_info
 from langchain_disco.bench._page import replace_section
@@ -50,7 +57,21 @@ def table(results: list[FleetResult]) -> list[str]:
     return lines
 
 
-def section(results: list[FleetResult], command: str) -> str:
+def convergence_table(rows: list[ConvergenceRow]) -> list[str]:
+    marks = " / ".join(str(k) for k in CHECKPOINTS)
+    lines = [
+        f"| new worker | device TTFT error, first {marks} requests "
+        f"| server median error after {marks} |",
+        "|---|---|---|",
+    ]
+    for r in rows:
+        device = " / ".join(f"{e:.1%}" for e in r.device_error)
+        server = " / ".join(f"{e:.1%}" for e in r.server_error)
+        lines.append(f"| {r.worker} | {device} | {server} |")
+    return lines
+
+
+def section(results: list[FleetResult], convergence: list[ConvergenceRow], command: str) -> str:
     m = machine_info()
     n = results[0].requests
     run_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -82,6 +103,18 @@ def section(results: list[FleetResult], command: str) -> str:
         "",
         *table(results),
         "",
+        "### A new worker's profiles: shared vs learning alone",
+        "",
+        "`bench._convergence.run_convergence`: a long-running worker served 2,000 requests "
+        f"(the trace's prompt sizes) on a device {DEVICE_PREFILL_TOK_S:,.0f} tok/s fast and a "
+        f"server with a median TTFT of {SERVER_TTFT_MEDIAN_S:g} s (both far from the priors) "
+        "and saved to Redis; then a worker on the same Redis and device id (*shared*) and "
+        "one with its own profile file (*alone*) serve the same next 200 requests, learning "
+        "from each. Device error: median |predicted / true - 1| of the device TTFT over the "
+        "requests so far; server error: |learned median / true median - 1|.",
+        "",
+        *convergence_table(convergence),
+        "",
     ]
     return "\n".join(lines)
 
@@ -98,9 +131,11 @@ def main() -> None:
         results.append(result)
         print(table([results[0], result])[-1], flush=True)
     print("\n".join(table(results)))
+    convergence = run_convergence()
+    print("\n".join(convergence_table(convergence)))
     if not args.no_write:
         command = "python benchmarks/bench_fleet.py" + "".join(f" {a}" for a in sys.argv[1:])
-        replace_section(OUT, HEADING, section(results, command))
+        replace_section(OUT, HEADING, section(results, convergence, command))
         print(f"wrote {OUT.relative_to(ROOT)}")
 
 

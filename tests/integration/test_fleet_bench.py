@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from langchain_disco.bench._convergence import run_convergence
 from langchain_disco.bench._fleet import run_fleet
 from tests._redis import require_redis_server
 
@@ -37,3 +38,11 @@ def test_a_redis_restart_mid_run_loses_no_request() -> None:
     assert any(r.failed_syncs > 0 for r in result.reports)  # the outage was seen
     assert result.states == "fleet"  # ... and every worker came back to the fleet's totals
     assert result.ledger_n == REQUESTS  # pushed after the restart, none counted twice
+
+
+def test_a_new_worker_with_the_fleets_profiles_predicts_well_from_its_first_request() -> None:
+    shared, alone = run_convergence(2_000, 10, redis_server_binary=str(require_redis_server()))
+    assert (shared.worker, alone.worker) == ("shared", "alone")
+    assert shared.device_error[0] < 0.1  # the fleet's line, at once
+    assert alone.device_error[0] > 10 * shared.device_error[0]  # the prior's, 36x too slow
+    assert shared.server_error[0] < alone.server_error[0] / 2
