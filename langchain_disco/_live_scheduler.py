@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -119,6 +120,23 @@ def ledger_from_settings(s: DiscoSettings, policy: DispatchPolicy) -> RedisLedge
     return ledger
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """What one save pushes: outcomes, continuation verdicts and cache reports, and its id."""
+
+    id: str
+    outcomes: tuple[RequestOutcome, ...]
+    verdicts: dict[str, dict[str, Any]]
+    hits: tuple[tuple[float, float, float], ...]
+
+    def replay(self, stored: Profiles) -> None:
+        for outcome in self.outcomes:
+            stored.observe(outcome)
+        stored.continuation.update(self.verdicts)
+        for age, predicted, reported in self.hits:
+            stored.server_cache.observe(age, predicted, reported)
+
+
 class LiveScheduler:
     """Policy + profiles for one model; thread-safe (sync calls run on a background loop)."""
 
@@ -145,6 +163,8 @@ class LiveScheduler:
         self._unsaved_verdicts: dict[str, dict[str, Any]] = {}
         self._unsaved_hits: deque[tuple[float, float, float]] = deque(maxlen=MAX_UNSAVED)
         """(age, predicted, reported tokens) of the provider's cache reports since the save."""
+        self._unacked: _Batch | None = None
+        """What a save took and no save has yet confirmed (sent again, under its id)."""
         self.server_cache = ServerPrefixCache()
         """The prompts recently sent to the server (in memory: a provider keeps a prefix for
         minutes, not across restarts) and its learned prompt-cache hit rates (the profiles'
@@ -333,8 +353,10 @@ class LiveScheduler:
         content (the file under its lock, or the fleet's profiles in Redis), and the merged
         profiles replace the ones in memory: other processes sharing the store keep their
         observations, and this one learns theirs. Requests go on meanwhile: what they teach
-        during the merge is replayed onto the merged profiles, and what a failed save took is
-        kept for the next one. With nothing new to save, the fleet's profiles are only read.
+        during the merge is replayed onto the merged profiles. A batch whose save failed is
+        sent again, alone and under the same id, until one succeeds: Redis may have applied a
+        save whose reply timed out, and the id makes it count once. With nothing new to save,
+        the fleet's profiles are only read.
         """
         if not self._persist:
             return
@@ -342,44 +364,56 @@ class LiveScheduler:
             with self._lock:
                 if self._profiles is None:
                     return
-                unsaved, verdicts, hits = self._unsaved, self._unsaved_verdicts, self._unsaved_hits
-                self._unsaved = deque(maxlen=MAX_UNSAVED)
-                self._unsaved_verdicts = {}
-                self._unsaved_hits = deque(maxlen=MAX_UNSAVED)
-                nothing_new = not (unsaved or verdicts or hits)
-                if nothing_new and self.shared is None:
+                if self._unacked is None and (
+                    self._unsaved or self._unsaved_verdicts or self._unsaved_hits
+                ):
+                    self._unacked = _Batch(
+                        uuid.uuid4().hex,
+                        tuple(self._unsaved),
+                        dict(self._unsaved_verdicts),
+                        tuple(self._unsaved_hits),
+                    )
+                    self._unsaved.clear()
+                    self._unsaved_verdicts.clear()
+                    self._unsaved_hits.clear()
+                batch = self._unacked
+                if batch is None and self.shared is None:
                     return
-                mine = None if nothing_new else Profiles.from_dict(self._profiles.to_dict())
+            included: list[tuple[int, int]] = []
 
-            def replay(stored: Profiles) -> None:
-                for outcome in unsaved:
-                    stored.observe(outcome)
-                stored.continuation.update(verdicts)
-                for age, predicted, reported in hits:
-                    stored.server_cache.observe(age, predicted, reported)
+            def everything_known() -> Profiles:
+                """For a store with nothing usable: all this process knows, which includes
+                what is still unsaved (counted now, so it is not pushed again)."""
+                with self._lock:
+                    assert self._profiles is not None
+                    included.append((len(self._unsaved), len(self._unsaved_hits)))
+                    return Profiles.from_dict(self._profiles.to_dict())
 
             merged: Profiles | None
-            if mine is None:  # the fleet's store, nothing to push: read what the others learned
+            if batch is None:  # the fleet's store, nothing to push: read what the others learned
                 assert self.shared is not None
                 merged = self.shared.pull()
             elif self.shared is not None:
-                merged = self.shared.merge(replay, unusable=mine)
+                merged = self.shared.merge(batch.replay, everything_known, batch_id=batch.id)
             else:
                 try:
-                    merged = self._file.merge(replay, unusable=mine)
+                    merged = self._file.merge(batch.replay, everything_known)
                 except OSError as exc:
                     logger.warning("cannot save latency profiles to %s: %s", self._file.path, exc)
                     merged = None
             with self._lock:
-                if merged is None:  # kept for the next save, oldest first
-                    self._unsaved = deque([*unsaved, *self._unsaved], maxlen=MAX_UNSAVED)
-                    self._unsaved_verdicts = {**verdicts, **self._unsaved_verdicts}
-                    self._unsaved_hits = deque([*hits, *self._unsaved_hits], maxlen=MAX_UNSAVED)
+                if merged is None:  # the batch stays unacknowledged, for the next save
                     return
+                self._unacked = None
+                outcomes, hits = included[-1] if included else (0, 0)
+                for _ in range(min(outcomes, len(self._unsaved))):
+                    self._unsaved.popleft()  # in the store already: part of everything known
+                for _ in range(min(hits, len(self._unsaved_hits))):
+                    self._unsaved_hits.popleft()
                 # In place: the engine's migration predictor holds this very object.
                 for f in fields(Profiles):
                     setattr(self._profiles, f.name, getattr(merged, f.name))
-                for outcome in self._unsaved:  # learned while the merge ran
+                for outcome in self._unsaved:  # learned meanwhile, not in the store yet
                     self._profiles.observe(outcome)
                 self._profiles.continuation.update(self._unsaved_verdicts)
                 for age, predicted, reported in self._unsaved_hits:

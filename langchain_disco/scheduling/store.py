@@ -201,10 +201,12 @@ class ProfileStore:
         """The lock file beside the cache (`profiles.json.lock`); it is left in place."""
         return self.path.with_name(self.path.name + ".lock")
 
-    def merge(self, apply: Callable[[Profiles], None], *, unusable: Profiles) -> Profiles:
+    def merge(
+        self, apply: Callable[[Profiles], None], unusable: Callable[[], Profiles]
+    ) -> Profiles:
         """Under the file lock: load the file as it is now, `apply` what this process learned
         since its last save, write the result, and return it. With no usable file (none yet,
-        or a corrupt one) `unusable`, everything this process knows, is written instead.
+        or a corrupt one) `unusable()`, everything this process knows, is written instead.
 
         Raises `ProfileLockTimeout` (an `OSError`) when the lock is not free within
         `LOCK_TIMEOUT_S`, and `OSError` when the file cannot be written.
@@ -214,7 +216,7 @@ class ProfileStore:
             with FileLock(self.lock_path, timeout=LOCK_TIMEOUT_S):
                 merged = self._read()
                 if merged is None:
-                    merged = unusable
+                    merged = unusable()
                 else:
                     apply(merged)
                 self.save(merged)

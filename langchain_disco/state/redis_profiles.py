@@ -14,6 +14,9 @@ Layout, under the namespace `ns` (`DISCO_STATE_NAMESPACE`):
 worker learned since its last save, write the result, return it. It is optimistic (WATCH both
 keys, then MULTI/EXEC); a concurrent writer makes EXEC fail and the merge is redone on what
 that writer left, so every observation lands exactly once (tested with several processes).
+Each save carries the id of its batch and leaves a marker (`{ns}:profiles:applied:{id}`, kept a
+day) in the same transaction: a save whose reply timed out may still have been applied by a
+slow Redis, and when the caller sends that batch again, the marker makes it count once.
 
 Faults (Redis down, slow past `timeout_s`, a key that is not a payload we wrote): nothing is
 raised. A store that cannot be reached makes `load` return the local fallback (the profile
@@ -38,6 +41,8 @@ from langchain_disco.state._urls import redact_url
 logger = logging.getLogger(__name__)
 
 TIMEOUT_S = 1.0
+APPLIED_TTL_S = 24 * 3600
+"""How long a save's id is remembered (a retry comes seconds later, or after an outage)."""
 MAX_CONFLICTS = 8
 """Merges redone after a concurrent writer, before this save gives up (the next one retries)."""
 
@@ -104,23 +109,38 @@ class RedisProfileStore:
         self._reached()
         return self._decode(shared, device)
 
-    def merge(self, apply: Callable[[Profiles], None], *, unusable: Profiles) -> Profiles | None:
+    def merge(
+        self,
+        apply: Callable[[Profiles], None],
+        unusable: Callable[[], Profiles],
+        *,
+        batch_id: str,
+    ) -> Profiles | None:
         """Apply what this worker learned to the fleet's profiles and write them back; None
-        when the store cannot be reached or stays contended (keep it for the next save)."""
+        when the store cannot be reached or stays contended (send it again, under the same
+        `batch_id`: a save whose reply was lost may have been applied, and is not twice)."""
+        marker = f"{self.shared_key}:applied:{batch_id}"
         try:
             for _ in range(MAX_CONFLICTS):
                 with self._client.pipeline() as pipe:
                     try:
-                        pipe.watch(self.shared_key, self.device_key)
-                        shared, device = pipe.mget(self.shared_key, self.device_key)
+                        pipe.watch(self.shared_key, self.device_key, marker)
+                        shared, device, applied = pipe.mget(
+                            self.shared_key, self.device_key, marker
+                        )
                         merged = self._decode(shared, device)
+                        if applied is not None and merged is not None:
+                            pipe.unwatch()
+                            self._reached()
+                            return merged  # this batch is in already
                         if merged is None:
-                            merged = unusable
+                            merged = unusable()
                         else:
                             apply(merged)
                         pipe.multi()
                         pipe.set(self.shared_key, encode_profiles(merged))
                         pipe.set(self.device_key, _encode_device(merged.device))
+                        pipe.set(marker, b"1", ex=APPLIED_TTL_S)
                         pipe.execute()
                     except self._redis.WatchError:  # another worker saved in between: redo
                         self.conflicts += 1

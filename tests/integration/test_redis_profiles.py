@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.synchronize
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -274,3 +277,108 @@ def test_garbage_in_the_shared_key_is_replaced_with_what_this_worker_knows(
         )
     finally:
         scheduler.close()
+
+
+def test_a_slow_redis_is_a_fault_deciding_never_waits_for_and_the_batch_is_kept(
+    tmp: Path, records: _Records
+) -> None:
+    args = ("--enable-debug-command", "yes")
+    with RedisServer(require_redis_server(), extra_args=args) as server:
+        scheduler = _scheduler(server.url, tmp, "w")
+        try:
+            n0 = scheduler.profiles.prompt_lengths.tokens.n_seen
+            scheduler.save()  # the store now holds the priors
+            blocker = redis.Redis.from_url(server.url)
+            sleeper = threading.Thread(target=blocker.execute_command, args=("DEBUG", "SLEEP", "2"))
+            sleeper.start()  # Redis is single-threaded: every command now waits 2 s
+            assert _wait(lambda: _sleeping(server.url) or not sleeper.is_alive())
+            for i in range(3):
+                _learn(scheduler, i)
+            began = time.monotonic()
+            scheduler.plan(RequestFeatures(prompt_tokens=100, max_tokens=None))
+            assert time.monotonic() - began < 0.5  # deciding never waits on the stuck store
+            scheduler.save()  # times out after 1 s: its batch stays unacknowledged
+            assert scheduler.state["profiles"] == "local"
+            sleeper.join()
+            blocker.close()
+            scheduler.save()  # the same batch again, under its id
+            assert scheduler.state["profiles"] == "fleet"
+            store = RedisProfileStore(
+                server.url,
+                namespace="svc",
+                device_id="x",
+                prior=Profiles.prior,
+                fallback=Profiles.prior,
+            )
+            try:
+                shared = store.pull()
+            finally:
+                store.close()
+            assert shared is not None
+            assert shared.prompt_lengths.tokens.n_seen == n0 + 3
+            assert scheduler.profiles.prompt_lengths.tokens.n_seen == n0 + 3
+        finally:
+            scheduler.close()
+
+
+def test_a_save_whose_reply_was_lost_is_sent_again_and_counted_once(
+    redis_server: RedisServer, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis applied the transaction but its reply never came (a fault a live server cannot be
+    made to produce on cue: the client's `execute` is wrapped to lose one reply)."""
+    scheduler = _scheduler(redis_server.url, tmp, "w")
+    try:
+        n0 = scheduler.profiles.prompt_lengths.tokens.n_seen
+        real = redis.client.Pipeline.execute
+        lost: list[bool] = []
+
+        def execute_and_lose_the_reply(self: Any, raise_on_error: bool = True) -> Any:
+            result = real(self, raise_on_error)
+            if not lost:
+                lost.append(True)
+                raise redis.TimeoutError("Timeout reading from socket")
+            return result
+
+        monkeypatch.setattr(redis.client.Pipeline, "execute", execute_and_lose_the_reply)
+        for i in range(3):
+            _learn(scheduler, i)
+        scheduler.save()
+        assert lost and scheduler.state["profiles"] == "local"
+        scheduler.save()  # the same batch, under its id: Redis has it already
+        assert scheduler.state["profiles"] == "fleet"
+        store = RedisProfileStore(
+            redis_server.url,
+            namespace="svc",
+            device_id="x",
+            prior=Profiles.prior,
+            fallback=Profiles.prior,
+        )
+        try:
+            shared = store.pull()
+        finally:
+            store.close()
+        assert shared is not None
+        assert shared.prompt_lengths.tokens.n_seen == n0 + 3  # not n0 + 6
+    finally:
+        scheduler.close()
+
+
+def _sleeping(url: str) -> bool:
+    """Whether Redis is stuck in DEBUG SLEEP: a PING does not answer within 0.2 s."""
+    client = redis.Redis.from_url(url, socket_timeout=0.2)
+    try:
+        client.ping()
+        return False
+    except redis.TimeoutError:
+        return True
+    finally:
+        client.close()
+
+
+def _wait(predicate: object, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)  # polling another thread's progress: a bounded wait
+    return False
