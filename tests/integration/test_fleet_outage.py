@@ -21,10 +21,10 @@ for _module in ("fastapi", "uvicorn", "sse_starlette"):
 from langchain_disco import DiscoChatModel  # noqa: E402
 from langchain_disco.endpoints.openai import OpenAIEndpoint  # noqa: E402
 from langchain_disco.scheduling.profiles import Profiles  # noqa: E402
-from langchain_disco.state.redis_profiles import RedisProfileStore  # noqa: E402
 from langchain_disco.testing import LoopbackServer  # noqa: E402
 from langchain_disco.testing.echo import EchoEndpoint  # noqa: E402
 from tests._redis import RedisServer, require_redis_server  # noqa: E402
+from tests.integration.test_redis_profiles import shared_profiles  # noqa: E402
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
@@ -98,17 +98,7 @@ async def test_a_redis_outage_mid_run_loses_no_request_and_no_text(
         # What was learned meanwhile reached the restarted (empty) server: everything this
         # worker knows, which counts all 3 x PER_PHASE prompts.
         scheduler.save()
-        store = RedisProfileStore(
-            redis_server.url,
-            namespace="outage",
-            device_id="x",
-            prior=Profiles.prior,
-            fallback=Profiles.prior,
-        )
-        try:
-            shared = store.pull()
-        finally:
-            store.close()
+        shared = shared_profiles(redis_server.url, "outage", "x")
         assert shared is not None
         prior_n = Profiles.prior().prompt_lengths.tokens.n_seen
         assert shared.prompt_lengths.tokens.n_seen == prior_n + 3 * PER_PHASE

@@ -87,6 +87,17 @@ def _device_learn(scheduler: LiveScheduler, prompt_tokens: int, ttft_s: float) -
     scheduler.learn(features, plan, report)
 
 
+def shared_profiles(url: str, namespace: str, device_id: str = "x") -> Profiles | None:
+    """What the fleet's store holds now, read by a store of its own."""
+    store = RedisProfileStore(
+        url, namespace=namespace, device_id=device_id, prior=Profiles.prior, fallback=Profiles.prior
+    )
+    try:
+        return store.pull()
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def tmp(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
@@ -179,17 +190,7 @@ def test_concurrent_worker_processes_lose_no_observation(
     for p in procs:
         p.join(120)
         assert p.exitcode == 0, f"worker exited with {p.exitcode}"
-    store = RedisProfileStore(
-        redis_server.url,
-        namespace="svc",
-        device_id="x",
-        prior=Profiles.prior,
-        fallback=Profiles.prior,
-    )
-    try:
-        shared = store.pull()
-    finally:
-        store.close()
+    shared = shared_profiles(redis_server.url, "svc", "x")
     assert shared is not None
     assert shared.prompt_lengths.tokens.n_seen == before + WORKERS * REQUESTS
 
@@ -233,13 +234,7 @@ def test_redis_down_at_start_then_back_saves_what_was_learned_meanwhile(
         with server:
             scheduler.save()
             assert scheduler.state["profiles"] == "fleet"
-            store = RedisProfileStore(
-                url, namespace="svc", device_id="x", prior=Profiles.prior, fallback=Profiles.prior
-            )
-            try:
-                shared = store.pull()
-            finally:
-                store.close()
+            shared = shared_profiles(url, "svc", "x")
             assert shared is not None
             assert shared.prompt_lengths.tokens.n_seen == n0 + 5  # reconciled, counted once
             assert any("reachable again" in r.getMessage() for r in records.records)
@@ -260,17 +255,7 @@ def test_garbage_in_the_shared_key_is_replaced_with_what_this_worker_knows(
         _learn(scheduler, 0)
         scheduler.save()
         assert any("writing this worker's over them" in r.getMessage() for r in records.records)
-        store = RedisProfileStore(
-            redis_server.url,
-            namespace="svc",
-            device_id="box",
-            prior=Profiles.prior,
-            fallback=Profiles.prior,
-        )
-        try:
-            shared = store.pull()
-        finally:
-            store.close()
+        shared = shared_profiles(redis_server.url, "svc", "box")
         assert shared is not None
         assert (
             shared.prompt_lengths.tokens.n_seen == scheduler.profiles.prompt_lengths.tokens.n_seen
@@ -303,17 +288,7 @@ def test_a_slow_redis_is_a_fault_deciding_never_waits_for_and_the_batch_is_kept(
             blocker.close()
             scheduler.save()  # the same batch again, under its id
             assert scheduler.state["profiles"] == "fleet"
-            store = RedisProfileStore(
-                server.url,
-                namespace="svc",
-                device_id="x",
-                prior=Profiles.prior,
-                fallback=Profiles.prior,
-            )
-            try:
-                shared = store.pull()
-            finally:
-                store.close()
+            shared = shared_profiles(server.url, "svc", "x")
             assert shared is not None
             assert shared.prompt_lengths.tokens.n_seen == n0 + 3
             assert scheduler.profiles.prompt_lengths.tokens.n_seen == n0 + 3
@@ -346,17 +321,7 @@ def test_a_save_whose_reply_was_lost_is_sent_again_and_counted_once(
         assert lost and scheduler.state["profiles"] == "local"
         scheduler.save()  # the same batch, under its id: Redis has it already
         assert scheduler.state["profiles"] == "fleet"
-        store = RedisProfileStore(
-            redis_server.url,
-            namespace="svc",
-            device_id="x",
-            prior=Profiles.prior,
-            fallback=Profiles.prior,
-        )
-        try:
-            shared = store.pull()
-        finally:
-            store.close()
+        shared = shared_profiles(redis_server.url, "svc", "x")
         assert shared is not None
         assert shared.prompt_lengths.tokens.n_seen == n0 + 3  # not n0 + 6
     finally:
