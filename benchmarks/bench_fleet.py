@@ -6,9 +6,10 @@ Writes the "Fleet: one budget across worker processes (issue 18)" section of doc
     .venv/bin/python benchmarks/bench_fleet.py --requests 2000 --no-write   # a quick look
 
 Runs 1, 2, 4 and 8 workers, then 4 workers with the Redis server stopped from 40% to 60% of
-the run (`langchain_disco.bench._fleet`: the race rule, the toy TTFT model and the outage are
-described there). The target (issue 18): 4 and 8 workers within +-3% of the budget over 20,000
-requests.
+the run, twice: workers deciding by the race rule on a bare controller (`bench._fleet`: the
+rule, the toy TTFT model and the outage are described there), then workers each serving
+through a real `DiscoChatModel` over echo endpoints (`bench._fleet_model`). The target
+(issue 18): 4 and 8 workers within +-3% of the budget over 20,000 requests.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import datetime
 import sys
 from pathlib import Path
 
+from langchain_disco.bench import _fleet_model
 from langchain_disco.bench._convergence import (
     CHECKPOINTS,
     DEVICE_PREFILL_TOK_S,
@@ -40,18 +42,21 @@ TARGET = 0.03
 
 def table(results: list[FleetResult]) -> list[str]:
     single = next((r for r in results if r.workers == 1 and not r.restart), None)
+    model = any(r.serve == "model" for r in results)
     lines = [
         "| workers | Redis | realised share | error vs budget | served | in Redis "
-        "| round trips / request | state at end | mean TTFT s | TTFT vs 1 worker "
+        + ("| failed | server first " if model else "")
+        + "| round trips / request | state at end | mean TTFT s | TTFT vs 1 worker "
         "| most behind schedule s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|" + ("---|---|" if model else "") + "---|---|---|---|---|",
     ]
     for r in results:
         ratio = f"{r.mean_ttft_s / single.mean_ttft_s:.3f}" if single else "-"
+        outcome = f"| {r.failed:,} | {r.server_won / max(r.served, 1):.1%} " if model else ""
         lines.append(
             f"| {r.workers} | {'restart 40-60%' if r.restart else 'up'} "
             f"| {r.realised_share:.4f} | {r.error:+.2%} | {r.served:,} / {r.requests:,} "
-            f"| {r.ledger_n:,.0f} | {r.round_trips_per_request:.4f} | {r.states} "
+            f"| {r.ledger_n:,.0f} {outcome}| {r.round_trips_per_request:.4f} | {r.states} "
             f"| {r.mean_ttft_s:.3f} | {ratio} | {r.behind_s:.2f} |"
         )
     return lines
@@ -71,7 +76,12 @@ def convergence_table(rows: list[ConvergenceRow]) -> list[str]:
     return lines
 
 
-def section(results: list[FleetResult], convergence: list[ConvergenceRow], command: str) -> str:
+def section(
+    results: list[FleetResult],
+    models: list[FleetResult],
+    convergence: list[ConvergenceRow],
+    command: str,
+) -> str:
     m = machine_info()
     n = results[0].requests
     run_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -103,6 +113,30 @@ def section(results: list[FleetResult], convergence: list[ConvergenceRow], comma
         "",
         *table(results),
         "",
+        "### The same fleet, each worker a DiscoChatModel",
+        "",
+        f"Each of N spawned workers builds one `DiscoChatModel` (policy "
+        f"`{_fleet_model.POLICY}`, budget b = {SHARE} on server spend, `state_url` on the "
+        "run's redis-server, one device id for the machine, profiles persisted: the budget "
+        "ledger and the learned profiles are the fleet's) and streams every request of its "
+        f"share of the same {models[0].requests if models else n:,}-request stream, at "
+        f"{_fleet_model.RATE_PER_S:,.0f} requests/s in total, through the whole engine "
+        "(dispatch, race, cancellation of the loser, the report, learning). The endpoints are "
+        "in-process echo generators: the device's first token after a prefill at "
+        f"{_fleet_model.DEVICE_PREFILL_TOK_S:,.0f} tok/s of the prompt, the server's after "
+        "the TTFT drawn for the request (lognormal, median "
+        f"{_fleet_model.SERVER_TTFT_MEDIAN_S:g} s, the same draws every run), both decoding "
+        f"{_fleet_model.DECODE_TOK_S:,.0f} tok/s, answers the trace's output length capped at "
+        f"{_fleet_model.OUTPUT_CAP} tokens (the rule's regime at a tenth of the time scale, so "
+        "the machine keeps up). Realised share: the workers' controllers' own totals (spend, "
+        "and the floor and always-race ceiling each request revealed); *failed*: requests "
+        "that raised or ended without a report; *server first*: requests whose first token "
+        "came from the server; mean TTFT is measured, from the call to the first token. "
+        "Round trips count the ledger's syncs and the profile store's reads, saves and "
+        "retried transactions.",
+        "",
+        *table(models),
+        "",
         "### A new worker's profiles: shared vs learning alone",
         "",
         "`bench._convergence.run_convergence`: a long-running worker served 2,000 requests "
@@ -123,19 +157,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS)
     parser.add_argument("--no-write", action="store_true", help="print, do not update the page")
+    parser.add_argument(
+        "--serve",
+        choices=("both", "rule", "model"),
+        default="both",
+        help="which workers to run (the page is written only with both)",
+    )
     args = parser.parse_args()
+    if args.serve != "both":
+        args.no_write = True
     runs = [(w, False) for w in WORKER_COUNTS] + [(RESTART_WORKERS, True)]
-    results = []
-    for workers, restart in runs:
-        result = run_fleet(workers, args.requests, restart=restart)
-        results.append(result)
-        print(table([results[0], result])[-1], flush=True)
-    print("\n".join(table(results)))
+    results: list[FleetResult] = []
+    models: list[FleetResult] = []
+    kinds = [("rule", results, RATE_PER_S), ("model", models, _fleet_model.RATE_PER_S)]
+    for serve, rows, rate in kinds:
+        if args.serve not in ("both", serve):
+            continue
+        for workers, restart in runs:
+            result = run_fleet(
+                workers,
+                args.requests,
+                restart=restart,
+                serve="model" if serve == "model" else "rule",
+                rate_per_s=rate,
+            )
+            rows.append(result)
+            print(serve, table([rows[0], result])[-1], flush=True)
+        print("\n".join(table(rows)))
     convergence = run_convergence()
     print("\n".join(convergence_table(convergence)))
     if not args.no_write:
         command = "python benchmarks/bench_fleet.py" + "".join(f" {a}" for a in sys.argv[1:])
-        replace_section(OUT, HEADING, section(results, convergence, command))
+        replace_section(OUT, HEADING, section(results, models, convergence, command))
         print(f"wrote {OUT.relative_to(ROOT)}")
 
 

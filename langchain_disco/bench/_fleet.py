@@ -19,6 +19,9 @@ so every run sees the same draws), and a race takes the earlier of the two.
 With `restart=True` the benchmark stops its redis-server at 40% of the run and starts it again
 at 60%. The server persists to an append-only file (`_redis_process.py`), so Redis's count of
 settled requests after the run proves none was lost or counted twice through the outage.
+
+With `serve="model"` each worker is instead a real `DiscoChatModel` over echo endpoints, at a
+lower rate (`_fleet_model`: the whole engine, the `generalized` policy, shared profiles too).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from multiprocessing import get_context
 from multiprocessing.queues import Queue
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
-from typing import Any
+from typing import Any, Literal
 
 from langchain_disco.bench._redis_process import RedisProcess
 
@@ -66,6 +69,10 @@ class WorkerReport:
     """The ledger's state after a last sync at the end: "fleet" or "local"."""
     behind_s: float
     """The most this worker ran behind the arrival schedule (the machine keeping pace)."""
+    failed: int = 0
+    """Requests that raised or ended without a report (model workers; the rule never fails)."""
+    server_won: int = 0
+    """Requests whose first token came from the server (model workers)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +86,19 @@ class FleetResult:
     ledger_n: float
     """Settled requests Redis counts for the run after every worker closed its ledger."""
     wall_s: float
+    serve: Literal["rule", "model"] = "rule"
 
     @property
     def served(self) -> int:
         return sum(r.n for r in self.reports)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.reports)
+
+    @property
+    def server_won(self) -> int:
+        return sum(r.server_won for r in self.reports)
 
     @property
     def realised_share(self) -> float:
@@ -128,21 +144,27 @@ def run_fleet(
     restart: bool = False,
     seed: int = 0,
     redis_server_binary: str | None = None,
+    serve: Literal["rule", "model"] = "rule",
 ) -> FleetResult:
     """Serve `requests` with `workers` processes sharing one budget through a redis-server of
-    its own; with `restart`, that server is down from 40% to 60% of the run."""
+    its own; with `restart`, that server is down from 40% to 60% of the run. `serve` picks the
+    workers: the race rule on a bare controller, or a DiscoChatModel each (`_fleet_model`)."""
+    from langchain_disco.bench import _fleet_model
     from langchain_disco.sim import load_trace
 
     if workers < 1 or requests < workers:
         raise ValueError("a fleet needs at least one worker and one request per worker")
     trace = load_trace().repeat_to(requests)
-    draws = random.Random(seed)
-    server_ttft_s = [
-        draws.lognormvariate(math.log(SERVER_TTFT_MEDIAN_S), SERVER_TTFT_SIGMA)
-        for _ in range(requests)
-    ]
+    if serve == "model":
+        server_ttft_s = _fleet_model.server_draws(requests, seed)
+    else:
+        draws = random.Random(seed)
+        server_ttft_s = [
+            draws.lognormvariate(math.log(SERVER_TTFT_MEDIAN_S), SERVER_TTFT_SIGMA)
+            for _ in range(requests)
+        ]
     ctx = get_context("spawn")
-    key = f"bench-fleet-{uuid.uuid4().hex[:8]}:budget:server"
+    namespace = f"bench-fleet-{uuid.uuid4().hex[:8]}"
     duration_s = requests / rate_per_s
     with RedisProcess(redis_server_binary) as redis_server:
         ready = ctx.Barrier(workers + 1)
@@ -150,19 +172,35 @@ def run_fleet(
         out: Queue[WorkerReport] = ctx.Queue()
         processes = []
         for w in range(workers):
-            job = _Job(
-                url=redis_server.url,
-                key=key,
-                worker=w,
-                workers=workers,
-                share=share,
-                rate_per_s=rate_per_s,
-                seed=seed,
-                prompt_tokens=trace.prompt_tokens[w::workers],
-                output_tokens=trace.output_tokens[w::workers],
-                server_ttft_s=tuple(server_ttft_s[w::workers]),
-            )
-            process = ctx.Process(target=_serve, args=(job, ready, start_at, out))
+            job: _Job | _fleet_model.ModelJob
+            if serve == "model":
+                job = _fleet_model.ModelJob(
+                    url=redis_server.url,
+                    namespace=namespace,
+                    worker=w,
+                    workers=workers,
+                    share=share,
+                    rate_per_s=rate_per_s,
+                    prompt_tokens=trace.prompt_tokens[w::workers],
+                    output_tokens=trace.output_tokens[w::workers],
+                    server_ttft_s=tuple(server_ttft_s[w::workers]),
+                )
+                target: Any = _fleet_model.serve_model
+            else:
+                job = _Job(
+                    url=redis_server.url,
+                    key=f"{namespace}:budget:server",
+                    worker=w,
+                    workers=workers,
+                    share=share,
+                    rate_per_s=rate_per_s,
+                    seed=seed,
+                    prompt_tokens=trace.prompt_tokens[w::workers],
+                    output_tokens=trace.output_tokens[w::workers],
+                    server_ttft_s=tuple(server_ttft_s[w::workers]),
+                )
+                target = _serve
+            process = ctx.Process(target=target, args=(job, ready, start_at, out))
             process.start()
             processes.append(process)
         try:
@@ -183,7 +221,7 @@ def run_fleet(
                     process.kill()
                     process.join()
         wall_s = time.time() - t0
-        ledger_n = _ledger_count(redis_server.url, key)
+        ledger_n = _ledger_count(redis_server.url, f"{namespace}:budget:server")
     return FleetResult(
         workers=workers,
         requests=requests,
@@ -193,6 +231,7 @@ def run_fleet(
         reports=tuple(sorted(reports, key=lambda r: r.worker)),
         ledger_n=ledger_n,
         wall_s=wall_s,
+        serve=serve,
     )
 
 

@@ -84,6 +84,8 @@ class RedisProfileStore:
         self.state: Literal["fleet", "local"] = "local"
         self._warned = False
         self.saves = 0
+        self.pulls = 0
+        """Reads of the fleet's profiles that reached Redis (one MGET each)."""
         self.conflicts = 0
 
     def __repr__(self) -> str:
@@ -107,6 +109,7 @@ class RedisProfileStore:
             self._unreachable(exc)
             return None
         self._reached()
+        self.pulls += 1
         return self._decode(shared, device)
 
     def merge(

@@ -108,6 +108,12 @@ class EchoEndpoint(Endpoint):
         while True:
             yield rng.choice(_VOCABULARY)
 
+    def first_token_delay_s(self, messages: Sequence[BaseMessage], input_tokens: int) -> float:
+        """The delay before the first token of an answer to `messages` (`input_tokens` long by
+        the echo's count): `ttft_s`. A subclass makes it depend on the request (a prefill rate,
+        or a measured TTFT per request, as the fleet benchmark's endpoints do)."""
+        return self.ttft_s
+
     async def stream(
         self,
         messages: Sequence[BaseMessage],
@@ -131,9 +137,10 @@ class EchoEndpoint(Endpoint):
         for _ in range(skip):
             next(words)
         interval_s = 1.0 / self.tok_s if self.tok_s > 0 else 0.0
-        start = loop.time() + self.ttft_s
-        if self.ttft_s > 0:
-            await asyncio.sleep(self.ttft_s)
+        ttft_s = self.first_token_delay_s(messages, stats.input_tokens)
+        start = loop.time() + ttft_s
+        if ttft_s > 0:
+            await asyncio.sleep(ttft_s)
         for i in range(count):
             # An absolute schedule, so the sleeps' own lateness does not slow the mean rate.
             wait_s = start + i * interval_s - loop.time()
