@@ -35,9 +35,12 @@ from multiprocessing import get_context
 from multiprocessing.queues import Queue
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_disco.bench._redis_process import RedisProcess
+
+if TYPE_CHECKING:
+    from langchain_disco.scheduling.budget import BudgetController
 
 SHARE = 0.3
 RATE_PER_S = 1_000.0
@@ -73,6 +76,18 @@ class WorkerReport:
     """Requests that raised or ended without a report (model workers; the rule never fails)."""
     server_won: int = 0
     """Requests whose first token came from the server (model workers)."""
+
+    @classmethod
+    def settled(cls, worker: int, controller: BudgetController, **rest: Any) -> WorkerReport:
+        """The report of `worker`, whose own totals are `controller`'s."""
+        return cls(
+            worker=worker,
+            n=controller.n,
+            spent=controller.spent,
+            floor=controller.floor_total,
+            ceiling=controller.ceiling_total,
+            **rest,
+        )
 
 
 @dataclass(frozen=True)
@@ -171,35 +186,20 @@ def run_fleet(
         start_at = ctx.Value("d", 0.0)
         out: Queue[WorkerReport] = ctx.Queue()
         processes = []
+        target = _fleet_model.serve_model if serve == "model" else _serve
         for w in range(workers):
-            job: _Job | _fleet_model.ModelJob
-            if serve == "model":
-                job = _fleet_model.ModelJob(
-                    url=redis_server.url,
-                    namespace=namespace,
-                    worker=w,
-                    workers=workers,
-                    share=share,
-                    rate_per_s=rate_per_s,
-                    prompt_tokens=trace.prompt_tokens[w::workers],
-                    output_tokens=trace.output_tokens[w::workers],
-                    server_ttft_s=tuple(server_ttft_s[w::workers]),
-                )
-                target: Any = _fleet_model.serve_model
-            else:
-                job = _Job(
-                    url=redis_server.url,
-                    key=f"{namespace}:budget:server",
-                    worker=w,
-                    workers=workers,
-                    share=share,
-                    rate_per_s=rate_per_s,
-                    seed=seed,
-                    prompt_tokens=trace.prompt_tokens[w::workers],
-                    output_tokens=trace.output_tokens[w::workers],
-                    server_ttft_s=tuple(server_ttft_s[w::workers]),
-                )
-                target = _serve
+            job = Job(
+                url=redis_server.url,
+                namespace=namespace,
+                worker=w,
+                workers=workers,
+                share=share,
+                rate_per_s=rate_per_s,
+                seed=seed,
+                prompt_tokens=trace.prompt_tokens[w::workers],
+                output_tokens=trace.output_tokens[w::workers],
+                server_ttft_s=tuple(server_ttft_s[w::workers]),
+            )
             process = ctx.Process(target=target, args=(job, ready, start_at, out))
             process.start()
             processes.append(process)
@@ -236,11 +236,12 @@ def run_fleet(
 
 
 @dataclass(frozen=True)
-class _Job:
-    """What one worker process is given (picklable, for the spawn context)."""
+class Job:
+    """What one worker process is given (picklable, for the spawn context); its budget key is
+    `{namespace}:budget:server`, as `DISCO_STATE_NAMESPACE` names a model's."""
 
     url: str
-    key: str
+    namespace: str
     worker: int
     workers: int
     share: float
@@ -252,13 +253,13 @@ class _Job:
 
 
 def _serve(
-    job: _Job, ready: Barrier, start_at: Synchronized[float], out: Queue[WorkerReport]
+    job: Job, ready: Barrier, start_at: Synchronized[float], out: Queue[WorkerReport]
 ) -> None:
     """One worker: its controller and ledger, then its requests at their arrival times."""
     from langchain_disco.scheduling.budget import Budget, BudgetController
     from langchain_disco.state import RedisLedger
 
-    ledger = RedisLedger(job.url, key=job.key)
+    ledger = RedisLedger(job.url, key=f"{job.namespace}:budget:server")
     controller = BudgetController(Budget(share=job.share))
     controller.ledger = ledger
     rng = random.Random(job.seed * 1_000 + job.worker + 1)
@@ -284,12 +285,9 @@ def _serve(
     state = ledger.state
     ledger.close()
     out.put(
-        WorkerReport(
-            worker=job.worker,
-            n=controller.n,
-            spent=controller.spent,
-            floor=controller.floor_total,
-            ceiling=controller.ceiling_total,
+        WorkerReport.settled(
+            job.worker,
+            controller,
             ttft_sum_s=ttft_sum_s,
             round_trips=ledger.syncs,
             failed_syncs=ledger.failures,

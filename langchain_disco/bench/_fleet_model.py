@@ -40,7 +40,7 @@ from langchain_core.messages import BaseMessage
 from langchain_disco.testing.echo import EchoEndpoint
 
 if TYPE_CHECKING:
-    from langchain_disco.bench._fleet import WorkerReport
+    from langchain_disco.bench._fleet import Job, WorkerReport
 
 POLICY = "generalized"
 RATE_PER_S = 100.0
@@ -92,23 +92,8 @@ def server_draws(n: int, seed: int) -> list[float]:
     ]
 
 
-@dataclass(frozen=True)
-class ModelJob:
-    """What one model worker is given (picklable, for the spawn context)."""
-
-    url: str
-    namespace: str
-    worker: int
-    workers: int
-    share: float
-    rate_per_s: float
-    prompt_tokens: tuple[int, ...]
-    output_tokens: tuple[int, ...]
-    server_ttft_s: tuple[float, ...]
-
-
 def serve_model(
-    job: ModelJob, ready: Barrier, start_at: Synchronized[float], out: Queue[WorkerReport]
+    job: Job, ready: Barrier, start_at: Synchronized[float], out: Queue[WorkerReport]
 ) -> None:
     """One worker process: its DiscoChatModel, then its requests at their arrival times."""
     from langchain_disco import DiscoChatModel
@@ -142,12 +127,9 @@ def serve_model(
         failed_syncs = ledger.failures
         scheduler.close()
     out.put(
-        WorkerReport(
-            worker=job.worker,
-            n=controller.n,
-            spent=controller.spent,
-            floor=controller.floor_total,
-            ceiling=controller.ceiling_total,
+        WorkerReport.settled(
+            job.worker,
+            controller,
             ttft_sum_s=served.ttft_sum_s,
             round_trips=round_trips,
             failed_syncs=failed_syncs,
@@ -167,7 +149,7 @@ class _Served:
     server_won: int = 0
 
 
-async def _serve(model: Any, job: ModelJob, t0: float) -> _Served:
+async def _serve(model: Any, job: Job, t0: float) -> _Served:
     served = _Served()
 
     async def one(j: int, prompt: int, output: int) -> None:
