@@ -36,6 +36,10 @@ class InProcessLedger:
             return self._buckets.total(self._clock())
 
     def peers(self) -> float:
-        """1: the controllers sharing this see each other's spend at once (no sync lag), so
-        repaying the shared deficit together does not make the loop oscillate."""
+        """1: the controllers sharing this see each other's spend as soon as it settles."""
         return 1.0
+
+    def lag(self) -> float:
+        """0: there is no sync, so repaying the shared deficit together does not make the
+        loop oscillate."""
+        return 0.0

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 FIELDS = LedgerTotals._fields
 REFRESH_S = 0.5
 TIMEOUT_S = 1.0
+_LAG_WEIGHT = 0.2
+"""Weight of the newest sync in `lag()`'s moving mean (about the last five syncs)."""
 
 
 _PUSH_AND_READ = """
@@ -137,6 +139,8 @@ class RedisLedger:
         """Everything this worker added, over the window (its share of the fleet's count)."""
         self._unacked: tuple[str, dict[int, LedgerTotals]] | None = None
         self._snapshot = None
+        self._counts: dict[int, float] | None = None  # the last snapshot's count per bucket
+        self._lag: float | None = None
         self.state = "local"
         self._warned = False
         self._stop = threading.Event()
@@ -181,6 +185,12 @@ class RedisLedger:
         if fleet is None or own <= 0:
             return 1.0
         return max(fleet.n / own, 1.0)
+
+    def lag(self) -> float:
+        """The other workers' settled requests per sync (a moving mean over the recent ones):
+        what a snapshot misses by the time the next one is read. 0 without a fleet view."""
+        with self._lock:
+            return self._lag if self._lag is not None and self.state == "fleet" else 0.0
 
     # -- control -----------------------------------------------------------------------------
 
@@ -243,13 +253,24 @@ class RedisLedger:
         with self._lock:
             self._unacked = None
         snapshot = LedgerTotals()
-        for read in reads:
+        counts: dict[int, float] = {}
+        for bucket, read in zip(range(first, last + 1), reads, strict=True):
             if not isinstance(read, list):
                 raise LedgerDataError("a bucket is not a hash")
-            snapshot = snapshot.plus(_parse(dict(zip(read[::2], read[1::2], strict=True))))
+            totals = _parse(dict(zip(read[::2], read[1::2], strict=True)))
+            snapshot = snapshot.plus(totals)
+            counts[bucket] = totals.n
         if errors:  # an increment on a garbage field: the data is bad, and that delta lost
             raise LedgerDataError(f"{errors} increments refused (a field is not a number)")
         with self._lock:
+            if self._counts is not None:
+                # The others' requests since the last read: the window's growth per bucket
+                # (a bucket that left the window is not a decrease), less this push.
+                grown = sum(n - self._counts.get(b, 0.0) for b, n in counts.items())
+                others = max(grown - sum(d.n for d in pushed.values()), 0.0)
+                previous = others if self._lag is None else self._lag
+                self._lag = previous + _LAG_WEIGHT * (others - previous)
+            self._counts = counts
             self._snapshot = snapshot
             recovered = self.state != "fleet"
             self.state = "fleet"
@@ -260,6 +281,7 @@ class RedisLedger:
 
     def _degrade(self, exc: BaseException) -> None:
         with self._lock:
+            self._counts = None  # the next read spans the outage: not one sync's worth
             self.state = "local"
             self.failures += 1
         if not self._warned:

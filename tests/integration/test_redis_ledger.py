@@ -20,7 +20,8 @@ pytestmark = pytest.mark.redis
 
 
 def _ledger(url: str, **kw: object) -> RedisLedger:
-    return RedisLedger(url, key="test:budget:server", refresh_s=0.05, timeout_s=0.5, **kw)  # type: ignore[arg-type]
+    kw = {"refresh_s": 0.05, **kw}
+    return RedisLedger(url, key="test:budget:server", timeout_s=0.5, **kw)  # type: ignore[arg-type]
 
 
 def _wait(predicate: object, timeout_s: float = 5.0) -> bool:
@@ -73,6 +74,29 @@ def test_peers_is_the_fleets_count_over_this_workers_own(redis_server: RedisServ
         assert b.sync_now() and a.sync_now() and b.sync_now()
         assert a.peers() == pytest.approx(4 / 3)
         assert b.peers() == pytest.approx(4.0)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_lag_is_the_other_workers_settled_requests_per_sync(redis_server: RedisServer) -> None:
+    # Syncs only when told (the threads' first one aside), so each read spans known adds.
+    a = _ledger(redis_server.url, refresh_s=3_600.0)
+    b = _ledger(redis_server.url, refresh_s=3_600.0)
+    try:
+        assert _wait(lambda: a.syncs >= 1 and b.syncs >= 1)
+        assert a.lag() == 0.0  # one read: no interval measured yet
+        for _ in range(5):
+            b.add(LedgerTotals(n=1.0))
+        assert b.sync_now() and a.sync_now()
+        assert a.lag() == pytest.approx(5.0)  # b's five since a's last read
+        for _ in range(3):
+            a.add(LedgerTotals(n=1.0))  # a's own: not a delay
+        b.add(LedgerTotals(n=1.0))
+        b.add(LedgerTotals(n=1.0))
+        assert b.sync_now() and a.sync_now()
+        assert a.lag() == pytest.approx(5.0 + 0.2 * (2.0 - 5.0))  # a moving mean
+        assert b.lag() == 0.0  # a pushed nothing between b's reads
     finally:
         a.close()
         b.close()
