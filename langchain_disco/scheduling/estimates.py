@@ -225,63 +225,92 @@ def expect(
 ) -> tuple[float, float, float, float]:
     """The core of `estimate_action` on a sorted sample `xs` and its prefix sums:
     (E[TTFT], E[server USD], E[device J], E[(TTFT - tau)+]), the last how far the action is
-    expected to land beyond `tau_s` (a tail target; 0 when it is infinite). Hot path of the
-    policies: no allocation, and the tail term reuses the bisections of the mean, by
-    (min(X, d) - tau)+ = min(X, d) - min(X, d, tau).
+    expected to land beyond `tau_s` (a tail target; 0 when it is infinite). One action of
+    `expect_many`.
     """
-    t_d, t_s = local_at_s, remote_at_s
+    return expect_many(
+        ((local_at_s, remote_at_s),), xs, prefix, prefill_s, queue_wait_s, units, tau_s
+    )[0]
+
+
+def expect_many(
+    offsets: Iterable[tuple[float | None, float | None]],
+    xs: list[float],
+    prefix: list[float],
+    prefill_s: float,
+    queue_wait_s: float,
+    units: tuple[float, float, float, float],
+    tau_s: float = math.inf,
+) -> list[tuple[float, float, float, float]]:
+    """`expect` of each action (local_at_s, remote_at_s) of `offsets` for one request, in
+    order: a policy weighing many actions (`Generalized`, about 17 a request) works out what
+    they share once. Hot path of the policies: no allocation beyond the results, and the tail
+    term reuses the bisections of the mean, by (min(X, d) - tau)+ = min(X, d) - min(X, d, tau).
+    (`c if x < c else x` is `max(x, c)`, without the call, NaN and signed zeros included.)
+    """
     n = len(xs)
-    prefill_s = max(prefill_s, _MIN_PREFILL_S)
-    q = max(queue_wait_s, 0.0)
+    prefill_s = _MIN_PREFILL_S if prefill_s < _MIN_PREFILL_S else prefill_s
+    q = 0.0 if queue_wait_s < 0.0 else queue_wait_s
     s_in, s_out, e_pre, e_dec = units
     tail = tau_s != math.inf
-    if t_s is None:  # the device alone
-        ttft = q + prefill_s
-        return ttft, 0.0, e_pre + e_dec, max(ttft - tau_s, 0.0) if tail else 0.0
-    if t_d is None:  # the server alone
-        mean = prefix[-1] / n
-        if not tail:
-            return mean, s_in + s_out, 0.0, 0.0
-        k = bisect_left(xs, tau_s)
-        return mean, s_in + s_out, 0.0, mean - (prefix[k] + tau_s * (n - k)) / n
-    if t_s == 0.0:  # server now, device at t_d (a race when t_d == 0)
-        begin = t_d if t_d > q else q
-        d = begin + prefill_s
-        k = bisect_left(xs, d)
+    out: list[tuple[float, float, float, float]] = []
+    append = out.append
+    for t_d, t_s in offsets:
+        if t_s is None:  # the device alone
+            ttft = q + prefill_s
+            late = ttft - tau_s
+            append((ttft, 0.0, e_pre + e_dec, (0.0 if late < 0.0 else late) if tail else 0.0))
+            continue
+        if t_d is None:  # the server alone
+            mean = prefix[-1] / n
+            if not tail:
+                append((mean, s_in + s_out, 0.0, 0.0))
+                continue
+            k = bisect_left(xs, tau_s)
+            append((mean, s_in + s_out, 0.0, mean - (prefix[k] + tau_s * (n - k)) / n))
+            continue
+        if t_s == 0.0:  # server now, device at t_d (a race when t_d == 0)
+            begin = t_d if t_d > q else q
+            d = begin + prefill_s
+            k = bisect_left(xs, d)
+            p_server = k / n
+            ttft = (prefix[k] + d * (n - k)) / n
+            # The device starts only if S >= t_d; it burns prefill energy for S in [begin, d).
+            i = bisect_left(xs, begin, 0, k)
+            burnt = (prefix[k] - prefix[i] - begin * (k - i)) / n
+            device_j = e_pre * burnt / prefill_s + (1.0 - p_server) * (e_pre + e_dec)
+            excess = 0.0
+            if tail and tau_s < d:
+                j = bisect_left(xs, tau_s)
+                excess = ttft - (prefix[j] + tau_s * (n - j)) / n
+            append((ttft, s_in + s_out * p_server, device_j, excess))
+            continue
+        # Device now, server at t_s if the device has not answered by then.
+        d = q + prefill_s
+        if d <= t_s:
+            late = d - tau_s
+            append((d, 0.0, e_pre + e_dec, (0.0 if late < 0.0 else late) if tail else 0.0))
+            continue
+        horizon = d - t_s
+        k = bisect_left(xs, horizon)
         p_server = k / n
-        ttft = (prefix[k] + d * (n - k)) / n
-        # The device starts only if S >= t_d; it burns prefill energy for S in [begin, d).
-        i = bisect_left(xs, begin, 0, k)
-        burnt = (prefix[k] - prefix[i] - begin * (k - i)) / n
+        e_min = (prefix[k] + horizon * (n - k)) / n
+        ttft = t_s + e_min
+        # The server wins at t_s + S; the device ran from q until then (if S > q - t_s).
+        lo = q - t_s
+        i = bisect_left(xs, lo, 0, k) if lo > 0 else 0
+        burnt = (prefix[k] - prefix[i] - lo * (k - i)) / n
         device_j = e_pre * burnt / prefill_s + (1.0 - p_server) * (e_pre + e_dec)
         excess = 0.0
-        if tail and tau_s < d:
-            j = bisect_left(xs, tau_s)
-            excess = ttft - (prefix[j] + tau_s * (n - j)) / n
-        return ttft, s_in + s_out * p_server, device_j, excess
-    # Device now, server at t_s if the device has not answered by then.
-    d = q + prefill_s
-    if d <= t_s:
-        return d, 0.0, e_pre + e_dec, max(d - tau_s, 0.0) if tail else 0.0
-    horizon = d - t_s
-    k = bisect_left(xs, horizon)
-    p_server = k / n
-    e_min = (prefix[k] + horizon * (n - k)) / n
-    ttft = t_s + e_min
-    # The server wins at t_s + S; the device ran from q until then (if S > q - t_s).
-    lo = q - t_s
-    i = bisect_left(xs, lo, 0, k) if lo > 0 else 0
-    burnt = (prefix[k] - prefix[i] - lo * (k - i)) / n
-    device_j = e_pre * burnt / prefill_s + (1.0 - p_server) * (e_pre + e_dec)
-    excess = 0.0
-    if tail:
-        if tau_s <= t_s:
-            excess = t_s - tau_s + e_min
-        elif tau_s - t_s < horizon:
-            cut = tau_s - t_s
-            j = bisect_left(xs, cut)
-            excess = e_min - (prefix[j] + cut * (n - j)) / n
-    return ttft, s_in + s_out * p_server, device_j, excess
+        if tail:
+            if tau_s <= t_s:
+                excess = t_s - tau_s + e_min
+            elif tau_s - t_s < horizon:
+                cut = tau_s - t_s
+                j = bisect_left(xs, cut)
+                excess = e_min - (prefix[j] + cut * (n - j)) / n
+        append((ttft, s_in + s_out * p_server, device_j, excess))
+    return out
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from langchain_disco.scheduling.estimates import (
     RACE,
     REMOTE,
     estimate_action,
-    expect,
+    expect_many,
     local_then_remote,
     lower_hull,
     remote_then_local,
@@ -196,21 +196,40 @@ def _smallest_knob(knobs: Sequence[float], shares: Sequence[float], target: floa
     made monotone with a running minimum, which keeps that answer). Linear in between. A
     target of 0 (or one no knob reaches) gets the knob that spends least, the last of equals:
     the extreme that never starts the budgeted resource, where the policy has one."""
-    if target <= 0.0:
+    return _KnobTable(knobs, shares).smallest(target)
+
+
+class _KnobTable:
+    """A calibration table (knob -> expected share) read by `_smallest_knob`'s rule, with what
+    that rule derives from the table alone (the running minimum, the extremes) worked out once
+    per calibration instead of once per request."""
+
+    __slots__ = ("_cheapest", "_desc", "_knobs", "_least", "_running")
+
+    def __init__(self, knobs: Sequence[float], shares: Sequence[float]) -> None:
+        running: list[float] = []
+        for s in shares:
+            running.append(min(s, running[-1]) if running else s)
+        self._knobs = list(knobs)
+        self._running = running
+        self._desc = [-s for s in running]  # ascending, for bisect
         least = min(shares)
-        return knobs[max(i for i, s in enumerate(shares) if s <= least)]
-    running: list[float] = []
-    for s in shares:
-        running.append(min(s, running[-1]) if running else s)
-    desc = [-s for s in running]  # ascending, for bisect
-    j = bisect.bisect_left(desc, -target)
-    if j >= len(knobs):  # unreachable: the knob that spends least
-        return knobs[min(range(len(shares)), key=shares.__getitem__)]
-    if j == 0 or math.isinf(knobs[j]) or running[j - 1] == running[j]:
-        return knobs[j]
-    lo, hi = knobs[j - 1], knobs[j]
-    frac = (running[j - 1] - target) / (running[j - 1] - running[j])
-    return lo + frac * (hi - lo)
+        self._least = knobs[max(i for i, s in enumerate(shares) if s <= least)]
+        self._cheapest = knobs[min(range(len(shares)), key=shares.__getitem__)]
+
+    def smallest(self, target: float) -> float:
+        """`_smallest_knob(knobs, shares, target)` of the table's knobs and shares."""
+        if target <= 0.0:
+            return self._least
+        knobs, running = self._knobs, self._running
+        j = bisect.bisect_left(self._desc, -target)
+        if j >= len(knobs):  # unreachable: the knob that spends least
+            return self._cheapest
+        if j == 0 or math.isinf(knobs[j]) or running[j - 1] == running[j]:
+            return knobs[j]
+        lo, hi = knobs[j - 1], knobs[j]
+        frac = (running[j - 1] - target) / (running[j - 1] - running[j])
+        return lo + frac * (hi - lo)
 
 
 class RandomSplit(_Budgeted):
@@ -319,12 +338,13 @@ class LengthThreshold(_Budgeted):
         knobs.append(math.inf)
         shares.append(local_below / total)
         self._knobs, self._shares = knobs, shares
+        self._table = _KnobTable(knobs, shares)
 
     def threshold(self, share: float) -> float:
         """L_b for a target share (inf: the server never joins). A share no knob reaches gets
         the knob that spends least: on a server budget the server never joining, on a device
         budget every request raced (the device always starts, so it cannot spend less)."""
-        return _smallest_knob(self._knobs, self._shares, share)
+        return self._table.smallest(share)
 
     def _decide(
         self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
@@ -368,6 +388,7 @@ class WaitTime(_Budgeted):
         self._edges: list[int] = []
         self._waits: list[float] = []
         self._tables: list[list[float]] = []
+        self._knob_tables: list[_KnobTable] = []
 
     def _build_table(
         self,
@@ -393,13 +414,14 @@ class WaitTime(_Budgeted):
         self._tables = [
             [s / r if r > 0 else 0.0 for s in row] for row, r in zip(spent, room, strict=True)
         ]
+        self._knob_tables = [_KnobTable(self._waits, shares) for shares in self._tables]
 
     def wait(self, prompt_tokens: int, share: float) -> float:
         """The device's wait for a prompt of this length at a target share (inf: never). A
         share no wait reaches gets the wait that spends least: on a device budget the device
         never joining, on a server budget joining at once (the server always starts)."""
         bucket = bisect.bisect_right(self._edges, prompt_tokens)
-        return _smallest_knob(self._waits, self._tables[bucket], share)
+        return self._knob_tables[bucket].smallest(share)
 
     def _decide(
         self, request: RequestFeatures, ctx: DispatchContext, output: float, share: float
@@ -428,6 +450,20 @@ def _action_for(offsets: _Offsets) -> Plan:
     if local_at > 0:
         return remote_then_local(local_at)
     return local_then_remote(remote_at)
+
+
+_RANKS: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+
+def _level_ranks(n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The sorted-sample indices of the nearest-rank `WAIT_LEVELS` and `LEAD_LEVELS`
+    quantiles of `n` samples (as `Reservoir.quantile`), worked out once per sample size."""
+    ranks = _RANKS.get(n)
+    if ranks is None:
+        waits = tuple(max(1, math.ceil(p * n - 1e-9)) - 1 for p in WAIT_LEVELS)
+        leads = tuple(max(1, math.ceil(p * n - 1e-9)) - 1 for p in LEAD_LEVELS)
+        ranks = _RANKS[n] = (waits, leads)
+    return ranks
 
 
 class Generalized(_Budgeted):
@@ -479,18 +515,18 @@ class Generalized(_Budgeted):
         prefills `device_tokens` (default: the whole prompt), the provider is expected to read
         `server_cached` tokens from its prompt cache."""
         xs, prefix = ctx.profiles.server.distribution(prompt, server_cached).view()
-        n = len(xs)
         device = prompt if device_tokens is None else device_tokens
         prefill = ctx.profiles.device.predict_ttft_s(device)
         units = unit_costs(ctx.cost_model, prompt, output, device_tokens, server_cached)
+        wait_ranks, lead_ranks = _level_ranks(len(xs))
         offsets: list[_Offsets] = [(0.0, None), (None, 0.0), (0.0, 0.0)]
-        for p in WAIT_LEVELS:
-            wait = xs[max(1, math.ceil(p * n - 1e-9)) - 1]
+        for rank in wait_ranks:
+            wait = xs[rank]
             if wait > 0:
                 offsets.append((wait, 0.0))
         device_ttft = max(q, 0.0) + prefill
-        for p in LEAD_LEVELS:
-            lead = device_ttft - xs[max(1, math.ceil(p * n - 1e-9)) - 1]
+        for rank in lead_ranks:
+            lead = device_ttft - xs[rank]
             if lead > 0:
                 offsets.append((0.0, lead))
         usd_per_j = ctx.cost_model.usd_per_j
@@ -500,16 +536,15 @@ class Generalized(_Budgeted):
         out = []
         if not kappa:
             tau = math.inf
-        for local_at, remote_at in offsets:
-            ttft, usd, joules, excess = expect(
-                local_at, remote_at, xs, prefix, prefill, q, units, tau
-            )
+        tailed = tau != math.inf
+        expected = expect_many(offsets, xs, prefix, prefill, q, units, tau)
+        for offset, (ttft, usd, joules, excess) in zip(offsets, expected, strict=True):
             plain = (ttft, usd, joules)
-            if tau != math.inf:
+            if tailed:
                 ttft += kappa * excess
             unified = usd + joules * usd_per_j  # CostModel.total, inlined: the hot loop
             spend = usd if resource == "server" else joules if resource == "device" else unified
-            out.append(((local_at, remote_at), ttft, spend, unified, plain))
+            out.append((offset, ttft, spend, unified, plain))
         return out
 
     def _tau(self) -> float:

@@ -59,6 +59,7 @@ and `max_tokens` (the answer cap the policies are told, as live requests tell th
 from __future__ import annotations
 
 import functools
+import gc
 import heapq
 import math
 import random
@@ -408,7 +409,17 @@ class Simulator:
         """
         if pace_tok_s is not None and not pace_tok_s > 0:
             raise ValueError(f"pace_tok_s must be > 0 or None, got {pace_tok_s}")
-        return _TraceReplay(self, policy, budget, profiles, migration, pace_tok_s).execute()
+        replay = _TraceReplay(self, policy, budget, profiles, migration, pace_tok_s)
+        # The replay allocates a few short-lived records per request and keeps almost none in
+        # cycles (a 100,000-request replay left ~1,000 objects to the collector), so the cyclic
+        # collector only costs time here (~12% of a replay); it runs again once we are done.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return replay.execute()
+        finally:
+            if collecting:
+                gc.enable()
 
     def warm_cache(self) -> CachedTokens:
         """Per request, the most tokens of its prompt each side could hold cached (its device
