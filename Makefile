@@ -24,7 +24,7 @@ LLAMA_BUILD_ENV := LLAMA_CPP_BUILD_JOBS=2 CMAKE_BUILD_PARALLEL_LEVEL=2 \
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF"
 
 .PHONY: venv demo test lint format typecheck pytest test-openai2 bench clean llama-server \
-	redis-server
+	redis-server microbench
 
 $(WHEELS)/.built-$(LLAMA_CPP_PYTHON):
 	$(PYTHON) -m venv $(WHEELS)/.build
@@ -63,6 +63,10 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python benchmarks/bench_dispatch.py --jobs 2
 	$(BIN)/python benchmarks/bench_migration.py
 	$(BIN)/python benchmarks/bench_live.py
+
+## The per-token path layer by layer: pytest-benchmark microbenchmarks (benchmarks/test_layers.py).
+microbench: $(BIN)/.bench-installed
+	$(BIN)/python -m pytest -p no:cacheprovider benchmarks/test_layers.py --benchmark-only
 
 $(BIN)/.llama-server-installed: $(BIN)/.installed
 	$(LLAMA_BUILD_ENV) $(BIN)/pip wheel --quiet --no-cache-dir --no-deps -w $(WHEELS) \
