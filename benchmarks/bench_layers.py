@@ -26,6 +26,7 @@ from langchain_disco.bench._layers import (
     LAYERS,
     Layers,
     cpu_per_token,
+    held_per_chunk,
     memory_per_stream,
     profile,
 )
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in LAYERS
     }
     memory = {name: memory_per_stream(layers, name, args.streams) for name in LAYERS}
+    per_chunk = {name: held_per_chunk(name, streams=args.streams) for name in LAYERS}
     session = profile(layers, "astream", requests=args.profile_requests)
     args.out.mkdir(parents=True, exist_ok=True)
     from pyinstrument.renderers import HTMLRenderer, SpeedscopeRenderer
@@ -125,18 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         f"time. CPU per token: process CPU over {args.requests} answers, median of "
         f"{args.rounds} rounds. Held per stream: the Python memory (`tracemalloc`) still "
         f"allocated while {args.streams} streams through the layer are each paused before their "
-        "last token, divided by the streams. *added*: over the layer below.",
+        "last token, divided by the streams; per chunk: its growth from 32-token to 160-token "
+        "answers, per token. *added*: over the layer below.",
         "",
-        "| layer | what | CPU per token µs | added µs | held per stream KB | added KB |",
-        "|---|---|---|---|---|---|",
+        "| layer | what | CPU per token µs | added µs | held per stream KB | added KB "
+        "| held per chunk B | added B |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     below = None
     for name in LAYERS:
         added_cpu = "-" if below is None else f"{(cpu[name] - cpu[below]) * 1e6:.1f}"
         added_kb = "-" if below is None else f"{(memory[name] - memory[below]) / 1024:.1f}"
+        added_b = "-" if below is None else f"{per_chunk[name] - per_chunk[below]:.0f}"
         lines.append(
             f"| {name} | {_WHAT[name]} | {cpu[name] * 1e6:.1f} | {added_cpu} | "
-            f"{memory[name] / 1024:.1f} | {added_kb} |"
+            f"{memory[name] / 1024:.1f} | {added_kb} | {per_chunk[name]:.0f} | {added_b} |"
         )
         below = name
     lines += [

@@ -38,7 +38,7 @@ from langchain_disco.scheduling.cost import CostModel
 from langchain_disco.scheduling.dispatch import Plan, Start
 from langchain_disco.testing.echo import EchoEndpoint
 
-__all__ = ["LAYERS", "Layers", "cpu_per_token", "memory_per_stream", "profile"]
+__all__ = ["LAYERS", "Layers", "cpu_per_token", "held_per_chunk", "memory_per_stream", "profile"]
 
 LAYERS = ("endpoint", "engine", "chunks", "astream_private", "astream")
 """The layers, bottom up."""
@@ -191,3 +191,11 @@ def profile(layers: Layers, layer: str, *, requests: int = 500) -> Any:
         return profiler.stop()
 
     return asyncio.run(run())
+
+
+def held_per_chunk(layer: str, *, short: int = 32, long: int = 160, streams: int = 50) -> float:
+    """Bytes an in-flight stream through `layer` keeps per chunk it has delivered: the growth
+    of `memory_per_stream` from `short`-token to `long`-token answers, per token."""
+    small = memory_per_stream(Layers(tokens=short), layer, streams)
+    large = memory_per_stream(Layers(tokens=long), layer, streams)
+    return (large - small) / (long - short)

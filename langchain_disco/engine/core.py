@@ -54,6 +54,10 @@ if TYPE_CHECKING:
     from langchain_disco.endpoints.base import StreamStats, ToolCallChunk
 
 
+_FOLD_PIECES = 32
+"""Generated pieces kept apart before they are joined onto the answer's text."""
+
+
 class RequestCore:
     """The state of one request: feed it events, carry out the commands it returns.
 
@@ -88,7 +92,12 @@ class RequestCore:
         """A hedged hand-over in flight: the target runs while the source keeps generating."""
         self.handed_back = 0
         """Hedges of this request handed back (their target missed the buffer's end)."""
-        self.text = ""
+        self._text = ""
+        self._pieces: list[str] = []
+        """Text generated since `_text` was last joined, at most `_FOLD_PIECES` pieces: joining
+        them in batches (and when the text is read: a migration, a failover) copies a long
+        answer 1/32 as often as ``text += piece`` on an attribute, which copies the whole
+        answer at every token, and keeps a stream's memory at what its text needs."""
         self.generated_tokens = 0
         self.pacer = Pacer(options.pace_tok_s, report.tbt_gaps_s)
         self.stall = StallWatch(options.stall)
@@ -104,6 +113,19 @@ class RequestCore:
         self._others: dict[Role, Role | None] = {}
         for planned in plan.starts:
             self._row(planned.endpoint)
+
+    @property
+    def text(self) -> str:
+        """The answer's text generated so far (what a continuation starts from)."""
+        if self._pieces:
+            self._text += "".join(self._pieces)
+            self._pieces.clear()
+        return self._text
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._text = value
+        self._pieces.clear()
 
     # -- the driver's view ---------------------------------------------------------------------
 
@@ -343,7 +365,11 @@ class RequestCore:
             delivery = Delivery("", stream.role, tool_call, stream.id)
         else:
             self.generated_tokens += 1
-            self.text += text
+            pieces = self._pieces
+            pieces.append(text)
+            if len(pieces) >= _FOLD_PIECES:
+                self._text += "".join(pieces)
+                pieces.clear()
             delivery = Delivery(text, stream.role, None, stream.id)
         self.pacer.push(delivery, now, out)
         self._consider_migration(stream, now, out)

@@ -188,6 +188,12 @@ class _Driver:
         # per-token getter task and wait() cost several event-loop passes per token.
         self.inbox: deque[_Event] = deque()
         self._wake: asyncio.Future[None] | None = None
+        # One timer for the core's deadline, moved only when the deadline comes earlier: the
+        # stall watch's deadline moves later with every token, and re-arming a timer per token
+        # (call_later, then cancel) was the engine loop's largest cost after the wake-ups. A
+        # timer that fires before the deadline it was armed for wakes the loop once for nothing.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self.tasks: list[asyncio.Task[None]] = []
         self.stats: list[StreamStats] = []
         self.out: list[Delivery | EngineEvent] = []
@@ -207,9 +213,7 @@ class _Driver:
                 if core.complete:
                     break
                 core.check_alive()
-                deadline = core.deadline
-                timeout = None if deadline is None else max(0.0, deadline - self.clock())
-                event = await self._next_event(timeout)
+                event = await self._next_event(core.deadline)
                 if event is not None:
                     self._carry_out(self._feed(event))
                 # Whatever fell due meanwhile (each check is its own guard).
@@ -285,22 +289,32 @@ class _Driver:
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
-    async def _next_event(self, timeout: float | None) -> _Event | None:
-        """The next event, or None when `timeout` seconds pass first."""
+    async def _next_event(self, deadline: float | None) -> _Event | None:
+        """The next event, or None once the clock reaches `deadline` first (or a timer armed
+        for an earlier deadline fires: the caller checks the core's timers either way)."""
         if not self.inbox:
             loop = asyncio.get_running_loop()
+            if deadline is not None and (self._timer is None or deadline < self._timer_at):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_at = deadline
+                self._timer = loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
             self._wake = loop.create_future()
-            timer = None if timeout is None else loop.call_later(timeout, self._wake_up)
             try:
                 await self._wake
             finally:
                 self._wake = None
-                if timer is not None:
-                    timer.cancel()
         return self.inbox.popleft() if self.inbox else None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake_up()
 
     async def _finish(self) -> None:
         """CancelStream and await every task still running, then settle usage and cost."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.core.cancel_all()
         tasks = [task for task in self.tasks if not task.done()]
         for task in tasks:

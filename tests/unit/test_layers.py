@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from langchain_disco.bench._layers import LAYERS, Layers, cpu_per_token, memory_per_stream
+from langchain_disco.bench._layers import (
+    LAYERS,
+    Layers,
+    cpu_per_token,
+    held_per_chunk,
+    memory_per_stream,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +45,14 @@ def test_memory_per_stream_sees_the_chunks_langchain_keeps_until_the_end() -> No
     assert endpoint > 0
     # LangChain's astream keeps every chunk for on_llm_end: over 31 chunks, kilobytes more.
     assert public - endpoint > 31 * 500
+
+
+def test_our_layers_keep_under_100_bytes_per_delivered_chunk() -> None:
+    # Measured 2026-12-06: the engine and the model keep ~40 B per chunk (the gap between
+    # tokens the report keeps, the answer's text); keeping each delivery or chunk would be
+    # hundreds of bytes. LangChain's own list of chunks (astream) is not ours to bound.
+    ours = held_per_chunk("astream_private", streams=20) - held_per_chunk("endpoint", streams=20)
+    assert ours < 100
 
 
 def test_cpu_per_token_is_positive_and_finite() -> None:
